@@ -1,0 +1,59 @@
+"""Process-wide use-case objects, built once per process (one per warm Lambda instance)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from common.backends import Backends, default_backends
+from common.jobs import JobQueue
+from common.lifecycle import Lifecycle
+from common.serving import Serving
+
+
+@cache
+def serving() -> Serving:
+    return Serving(default_backends())
+
+
+def backends() -> Backends:
+    return default_backends()
+
+
+def reset() -> None:
+    """Forget every process-wide object (tests switch settings through the environment)."""
+    if _inprocess_queue.cache_info().currsize:
+        queue = _inprocess_queue()
+        queue.join()  # type: ignore[attr-defined]
+        queue.close()  # type: ignore[attr-defined]
+    for cached in (lifecycle, _inprocess_queue, serving, default_backends):
+        cached.cache_clear()
+
+
+@cache
+def lifecycle() -> Lifecycle:
+    """The life-cycle use cases; the queue is attached by whoever runs workers."""
+    return Lifecycle(default_backends(), serving(), _jobs())
+
+
+def _jobs() -> JobQueue | None:
+    settings = default_backends().settings
+    if settings.job_queue == "sqs":
+        from common.jobs import SqsQueue
+
+        return SqsQueue(settings.queue_url, _sqs_client())
+    return _inprocess_queue()
+
+
+@cache
+def _inprocess_queue() -> JobQueue:
+    from common.jobs import InProcessQueue
+
+    # Resolved lazily so the worker calls the lifecycle this process uses.
+    return InProcessQueue(lambda experiment_id: lifecycle().run_experiment(experiment_id))
+
+
+def _sqs_client() -> Any:
+    import boto3
+
+    return boto3.client("sqs")

@@ -1,0 +1,103 @@
+"""Demo models, trained and deployed on a fresh store from data that ships with scikit-learn.
+
+Between them they cover every model class, both tasks, binary and multiclass, and categorical
+features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common.lifecycle import Lifecycle
+
+log = logging.getLogger("mlfn.demo")
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    task: str
+    target: str
+    model_class: str
+    hyperparameters: dict[str, Any]
+    load: Callable[[], Any]
+
+
+def breast_cancer() -> Any:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    frame = data.data.copy()
+    frame["diagnosis"] = [str(data.target_names[i]) for i in data.target]
+    return frame
+
+
+def iris() -> Any:
+    from sklearn.datasets import load_iris
+
+    data = load_iris(as_frame=True)
+    frame = data.data.copy()
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    frame["species"] = [str(data.target_names[i]) for i in data.target]
+    return frame
+
+
+def diabetes() -> Any:
+    """Disease progression after one year; ``sex`` is categorical (coded 1 and 2 in the study)."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes(as_frame=True, scaled=False)
+    frame = data.data.copy()
+    frame["sex"] = frame["sex"].astype(int).astype(str)
+    frame["progression"] = data.target
+    return frame
+
+
+def wine() -> Any:
+    """Wine cultivar from chemistry, plus two banded (categorical) measurements."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    data = load_wine(as_frame=True)
+    frame = data.data[["alcohol", "malic_acid", "flavanoids", "proline", "od280/od315_of_diluted_wines"]].copy()
+    frame.columns = ["alcohol", "malic_acid", "flavanoids", "proline", "od280_od315"]
+    frame["colour"] = pd.cut(data.data["color_intensity"], [0, 3.5, 6.0, 100],
+                             labels=["pale", "medium", "deep"]).astype(str)
+    frame["hue"] = pd.cut(data.data["hue"], [0, 0.8, 1.05, 10],
+                          labels=["brown", "amber", "red"]).astype(str)
+    frame["cultivar"] = [f"cultivar_{i}" for i in data.target]
+    return frame
+
+
+DEMOS = (
+    DemoModel("breast-cancer", "classification", "diagnosis", "random_forest",
+              {"n_estimators": 101}, breast_cancer),
+    DemoModel("iris", "classification", "species", "svm", {}, iris),
+    DemoModel("diabetes", "regression", "progression", "catboost",
+              {"iterations": 200, "depth": 4}, diabetes),
+    DemoModel("wine", "classification", "cultivar", "logistic_regression", {}, wine),
+)
+
+
+def ensure_demo_models(lifecycle: Lifecycle) -> list[str]:
+    """Train and deploy the demo models if the store has no model at all."""
+    if lifecycle.store.list_models():
+        return []
+    created = []
+    for demo in DEMOS:
+        lifecycle.create_model({"name": demo.name, "task": demo.task, "target": demo.target})
+        lifecycle.add_frame(demo.name, demo.load())
+        exp = lifecycle.store.create_experiment(
+            {"model": demo.name, "model_class": demo.model_class,
+             "hyperparameters": demo.hyperparameters, "deploy": "always",
+             "dataset_version": 1, "rows": 0}
+        )
+        done = lifecycle.run_experiment(exp.id)
+        if done.status.value != "succeeded":
+            raise RuntimeError(f"demo model {demo.name} failed to train: {done.error}")
+        log.info("demo model %s deployed (experiment %s)", demo.name, exp.id)
+        created.append(demo.name)
+    return created

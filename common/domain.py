@@ -1,0 +1,86 @@
+"""Domain types shared by training, serving and the stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Task(StrEnum):
+    classification = "classification"
+    regression = "regression"
+
+
+class FeatureKind(StrEnum):
+    numeric = "numeric"
+    categorical = "categorical"
+
+
+class Feature(BaseModel):
+    name: str
+    kind: FeatureKind
+
+
+class ModelRecord(BaseModel):
+    """A named model: what it predicts, its feature schema and which experiment serves it."""
+
+    name: str
+    task: Task
+    target: str
+    input: Literal["tabular", "image"] = "tabular"
+    features: list[Feature] | None = None
+    deployed_experiment_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExperimentStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+DeployPolicy = Literal["never", "if_better", "always"]
+
+
+class Experiment(BaseModel):
+    id: int
+    model: str
+    status: ExperimentStatus = ExperimentStatus.queued
+    model_class: str
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    tune: bool = False
+    deploy: DeployPolicy = "never"
+    primary_metric: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    dataset_version: int = 0
+    rows: int = 0
+    artifact_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class Deployment(BaseModel):
+    model: str
+    seq: int
+    experiment_id: int
+    previous: int | None
+    deployed_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetPart(BaseModel):
+    model: str
+    version: int
+    key: str
+    rows: int
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,68 @@
+"""Domain errors. Handlers map each class to one HTTP status; nothing else does."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: ``status`` and ``error`` are what the HTTP layer answers with."""
+
+    status = 500
+    error = "internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ServiceError):
+    """Something the caller can fix; the detail names the field, column or row."""
+
+    status = 400
+    error = "bad request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    error = "unauthorized"
+
+
+class NotFound(ServiceError):
+    status = 404
+    error = "not found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    error = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    error = "payload too large"
+
+
+class InferenceError(ServiceError):
+    """The model failed on input that passed validation (wording fixed by the API contract)."""
+
+    status = 403
+    error = "модель не смогла обработать данные"
+
+
+class HyperparameterError(BadRequest):
+    """An unknown or out-of-range hyperparameter; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"hyperparameter {parameter!r}: {detail}")
+        self.parameter = parameter
+
+
+class ParityError(ServiceError):
+    """The exported ONNX model disagrees with the native model; it is never stored."""
+
+    status = 500
+    error = "parity check failed"
+
+
+class TrainingError(ServiceError):
+    status = 422
+    error = "training failed"

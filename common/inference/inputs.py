@@ -1,0 +1,96 @@
+"""JSON records and CSV rows to the typed ONNX inputs, one (n, 1) array per feature.
+
+Used by serving and, for the parity gate, by training: the model is always fed the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from common.domain import Feature, FeatureKind
+from common.errors import BadRequest
+
+MISSING_CATEGORY = ""
+"""A missing categorical value is this category (unknown to the encoder unless seen in training)."""
+
+
+def _where(row: int | None) -> str:
+    return "" if row is None else f" (row {row})"
+
+
+def numeric_value(name: str, value: Any, row: int | None = None) -> float:
+    """A finite float, or NaN for a missing value (imputed inside the ONNX graph)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"feature {name!r}{_where(row)}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadRequest(f"feature {name!r}{_where(row)}: {value} is not a finite number")
+    return value
+
+
+def categorical_value(name: str, value: Any, row: int | None = None) -> str:
+    if value is None:
+        return MISSING_CATEGORY
+    if not isinstance(value, str):
+        raise BadRequest(f"feature {name!r}{_where(row)}: expected a string category, got {value!r}")
+    return value
+
+
+def check_fields(features: Sequence[Feature], record: Any, row: int | None = None) -> None:
+    """Raise naming the first unknown or missing field of ``record``."""
+    if not isinstance(record, Mapping):
+        raise BadRequest(f"record{_where(row)}: expected a JSON object of feature -> value")
+    if len(record) == len(features) and all(f.name in record for f in features):
+        return
+    names = {f.name for f in features}
+    unknown = [k for k in record if k not in names]
+    if unknown:
+        raise BadRequest(f"unknown feature {unknown[0]!r}{_where(row)}; expected {sorted(names)}")
+    missing = [f.name for f in features if f.name not in record]
+    raise BadRequest(f"missing feature {missing[0]!r}{_where(row)}")
+
+
+def feeds_from_records(
+    features: Sequence[Feature], records: Sequence[Any], first_row: int = 0
+) -> dict[str, np.ndarray]:
+    """Validate ``records`` (JSON objects) and build the ONNX feeds.
+
+    ``first_row`` offsets the row numbers in error messages (0-based, as in the request).
+    """
+    n = len(records)
+    single = n == 1
+    for i, rec in enumerate(records):
+        check_fields(features, rec, None if single else first_row + i)
+    feeds: dict[str, np.ndarray] = {}
+    for f in features:
+        name = f.name
+        if f.kind is FeatureKind.numeric:
+            col = np.empty((n, 1), dtype=np.float32)
+            for i, rec in enumerate(records):
+                col[i, 0] = numeric_value(name, rec[name], None if single else first_row + i)
+        else:
+            col = np.empty((n, 1), dtype=object)
+            for i, rec in enumerate(records):
+                col[i, 0] = categorical_value(name, rec[name], None if single else first_row + i)
+        feeds[name] = col
+    return feeds
+
+
+def parse_csv_cell(feature: Feature, text: str, row: int) -> Any:
+    """A CSV cell as the JSON value it stands for (empty cell = missing)."""
+    if text == "":
+        return None
+    if feature.kind is FeatureKind.categorical:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(
+            f"feature {feature.name!r} (row {row}): expected a number, got {text!r}"
+        ) from None

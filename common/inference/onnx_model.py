@@ -1,0 +1,123 @@
+"""The ONNX inference runtime: one small class every handler uses."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from common.domain import Feature, Task
+from common.errors import InferenceError
+from common.inference.inputs import feeds_from_records
+
+# Metadata keys whose values are JSON documents.
+JSON_METADATA = (
+    "features", "classes", "hyperparameters", "metrics", "preprocessing", "split", "parity", "tune",
+    "dataset_version",
+)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Labels (classification) or values (regression) in input order, with class probabilities."""
+
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+
+def parse_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(raw)
+    for key in JSON_METADATA:
+        if key in out:
+            out[key] = json.loads(out[key])
+    if "experiment_id" in out:
+        out["experiment_id"] = int(out["experiment_id"])
+    return out
+
+
+class OnnxModel:
+    """An ONNX model with provenance, loaded from bytes.
+
+    Parameters
+    ----------
+    data:
+        The serialised ONNX model as produced by ``common.training.export``.
+    intra_op_threads:
+        onnxruntime's intra-op thread count; one is fastest for single rows on Lambda.
+    """
+
+    def __init__(self, data: bytes, intra_op_threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
+        self.features = [Feature.model_validate(f) for f in self.metadata["features"]]
+        self.task = Task(self.metadata["task"])
+        self.classes: list[Any] = self.metadata.get("classes") or []
+        self._class_keys = [str(c) for c in self.classes]
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self.size_bytes = len(data)
+
+    @property
+    def experiment_id(self) -> int:
+        return int(self.metadata["experiment_id"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session.run(self._outputs, feeds)  # type: ignore[no-any-return]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
+
+    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Predictions:
+        out = self.run(feeds)
+        if self.task is Task.regression:
+            values = np.asarray(out[0], dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(values)):
+                raise InferenceError("the model produced a non-finite prediction")
+            return Predictions(values.tolist(), None)
+        labels = np.asarray(out[0]).reshape(-1)
+        probs = np.asarray(out[1], dtype=np.float64)
+        if not np.all(np.isfinite(probs)):
+            raise InferenceError("the model produced non-finite probabilities")
+        classes, keys = self.classes, self._class_keys
+        return Predictions(
+            [classes[int(i)] for i in labels],
+            [dict(zip(keys, row, strict=True)) for row in probs.tolist()],
+        )
+
+    def predict(self, records: Sequence[Any], first_row: int = 0) -> Predictions:
+        """Validate JSON records against the feature schema and predict them."""
+        return self.predict_feeds(feeds_from_records(self.features, records, first_row))
+
+
+class SessionCache:
+    """Loaded models keyed by (model name, experiment id): a deployed version never goes stale."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int], load: Callable[[], OnnxModel]) -> OnnxModel:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        model = load()
+        with self._lock:
+            self._items[key] = model
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return model
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._items

@@ -1,0 +1,307 @@
+"""The model life cycle: create, add data, retrain (queued), train (worker), deploy, evaluate.
+
+Training libraries are imported inside the methods that need them, so the handlers that only
+record or queue work stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from common.backends import Backends
+from common.catalog import CATALOG, HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_METRICS, model_class
+from common.domain import Experiment, ExperimentStatus, ModelRecord, Task, utcnow
+from common.errors import BadRequest, Conflict, NotFound, ServiceError
+from common.jobs import JobQueue
+from common.names import model_key, model_name
+from common.serving import Serving
+
+log = logging.getLogger("mlfn.lifecycle")
+
+MAX_ATTEMPTS = 2
+DEPLOY_RETRIES = 10
+
+
+class Lifecycle:
+    def __init__(self, backends: Backends, serving: Serving, jobs: JobQueue | None = None) -> None:
+        self.backends = backends
+        self.store = backends.experiments
+        self.serving = serving
+        self.jobs = jobs
+
+    # -- models ----------------------------------------------------------------------------
+    def create_model(self, body: Any) -> ModelRecord:
+        if not isinstance(body, dict):
+            raise BadRequest('body must be {"name", "task", "target"}')
+        unknown = sorted(set(body) - {"name", "task", "target", "input"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}")
+        for field in ("name", "task", "target"):
+            if field not in body:
+                raise BadRequest(f"missing field {field!r}")
+        name = model_name(body["name"])
+        if body["task"] not in ("classification", "regression"):
+            raise BadRequest(f"task must be 'classification' or 'regression', not {body['task']!r}")
+        target = body["target"]
+        if not isinstance(target, str) or not target or len(target) > 256:
+            raise BadRequest("target must be a non-empty column name")
+        if body.get("input", "tabular") != "tabular":
+            raise BadRequest("input must be 'tabular'")
+        record = ModelRecord(name=name, task=Task(body["task"]), target=target)
+        self.store.create_model(record)
+        return record
+
+    def model_classes(self) -> list[dict[str, Any]]:
+        return [c.describe() for c in CATALOG.values()]
+
+    # -- data ------------------------------------------------------------------------------
+    def add_frame(self, name: str, frame: Any) -> dict[str, Any]:
+        """Append ``frame`` (a pandas DataFrame) as one immutable part; all or nothing."""
+        from common.training import datasets
+
+        model = self.store.get_model(model_name(name))
+        features = datasets.schema_for(frame, model)
+        part = datasets.conform(frame, model, features)
+        key = datasets.new_part_key(model.name)
+        self.backends.datasets.put(key, datasets.part_bytes(part))
+        try:
+            if model.features is None:
+                stored = self.store.set_features(model.name, features)
+                if stored != features:  # another first upload fixed a different schema
+                    part = datasets.conform(frame, model, stored)
+            registered = self.store.add_dataset_part(model.name, key, len(part))
+        except BaseException:
+            self.backends.datasets.delete(key)
+            raise
+        total = sum(p.rows for p in self.store.dataset_parts(model.name, registered.version))
+        return {
+            "model": model.name,
+            "rows_added": len(part),
+            "rows_total": total,
+            "dataset_version": registered.version,
+        }
+
+    # -- experiments -----------------------------------------------------------------------
+    def retrain(self, name: str, body: Any) -> Experiment:
+        model = self.store.get_model(model_name(name))
+        if not isinstance(body, dict):
+            raise BadRequest('body must be {"model_class", "hyperparameters", "tune", "deploy"}')
+        allowed = {"model_class", "hyperparameters", "tune", "deploy", "primary_metric"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}; allowed: {sorted(allowed)}")
+        if "model_class" not in body:
+            raise BadRequest(f"missing field 'model_class'; choose one of {', '.join(CATALOG)}")
+        cls = model_class(body["model_class"])
+        params = body.get("hyperparameters") or {}
+        cls.resolve(model.task, params)  # validates before anything is queued
+        tune = body.get("tune", False)
+        if not isinstance(tune, bool):
+            raise BadRequest("tune must be true or false")
+        deploy = body.get("deploy", "never")
+        if deploy not in ("never", "if_better", "always"):
+            raise BadRequest("deploy must be 'never', 'if_better' or 'always'")
+        metric = body.get("primary_metric") or PRIMARY_METRIC[model.task]
+        if metric not in TASK_METRICS[model.task]:
+            raise BadRequest(
+                f"primary_metric {metric!r} is not a {model.task.value} metric; "
+                f"choose one of {', '.join(TASK_METRICS[model.task])}"
+            )
+        parts = self.store.dataset_parts(model.name)
+        if not parts:
+            raise BadRequest(f"model {model.name!r} has no data yet; upload some with add_data")
+        exp = self.store.create_experiment(
+            {
+                "model": model.name,
+                "model_class": cls.name,
+                "hyperparameters": params,
+                "tune": tune,
+                "deploy": deploy,
+                "primary_metric": metric,
+                "dataset_version": parts[-1].version,
+                "rows": sum(p.rows for p in parts),
+            }
+        )
+        if self.jobs is not None:
+            self.jobs.submit(exp.id)
+        return exp
+
+    def _claim(self, experiment_id: int) -> Experiment | None:
+        """Move a job to ``running`` (retrying one whose worker died); None if not ours to run."""
+        exp = self.store.get_experiment(experiment_id)
+        now = utcnow()
+        lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
+        if exp.status is ExperimentStatus.running:
+            if exp.started_at is not None and now - exp.started_at < lease:
+                raise Conflict(f"experiment {experiment_id} is running elsewhere")
+            if exp.attempts >= MAX_ATTEMPTS:
+                self.store.update_experiment(
+                    experiment_id,
+                    {"status": ExperimentStatus.failed, "finished_at": now,
+                     "error": f"the worker stopped {exp.attempts} times before finishing"},
+                    expected_status=ExperimentStatus.running,
+                )
+                return None
+        elif exp.status is not ExperimentStatus.queued:
+            return None  # already finished: a duplicate delivery
+        return self.store.update_experiment(
+            experiment_id,
+            {"status": ExperimentStatus.running, "started_at": now, "attempts": exp.attempts + 1,
+             "error": None},
+            expected_status=exp.status,
+        )
+
+    def run_experiment(self, experiment_id: int) -> Experiment:
+        """Train a queued experiment to ``succeeded`` or ``failed``. Called by the workers."""
+        exp = self._claim(experiment_id)
+        if exp is None:
+            return self.store.get_experiment(experiment_id)
+        try:
+            return self._train(exp)
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+            log.warning("experiment %s failed: %s", experiment_id, detail)
+            return self.store.update_experiment(
+                experiment_id,
+                {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
+            )
+
+    def _train(self, exp: Experiment) -> Experiment:
+        from common.training.datasets import load_dataset
+        from common.training.trainer import TrainingSpec, train
+
+        model = self.store.get_model(exp.model)
+        if model.features is None:
+            raise BadRequest(f"model {model.name!r} has no feature schema yet")
+        frame = load_dataset(self.backends.datasets, self.store, model, exp.dataset_version)
+        trained = train(
+            frame,
+            TrainingSpec(
+                model=model.name,
+                experiment_id=exp.id,
+                model_class=exp.model_class,
+                task=model.task,
+                target=model.target,
+                features=model.features,
+                hyperparameters=exp.hyperparameters,
+                tune=exp.tune,
+                extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune},
+            ),
+        )
+        key = model_key(model.name, exp.id)
+        self.backends.models.put(key, trained.onnx_bytes)
+        done = self.store.update_experiment(
+            exp.id,
+            {
+                "status": ExperimentStatus.succeeded,
+                "finished_at": utcnow(),
+                "metrics": trained.metrics,
+                "hyperparameters": trained.hyperparameters,
+                "artifact_key": key,
+                "rows": trained.rows,
+            },
+        )
+        self._apply_policy(done, model, trained)
+        return done
+
+    def _apply_policy(self, exp: Experiment, model: ModelRecord, trained: Any) -> None:
+        if exp.deploy == "never":
+            return
+        if exp.deploy == "if_better" and model.deployed_experiment_id is not None:
+            champion = self._score_champion(model, trained)
+            metric = exp.primary_metric or PRIMARY_METRIC[model.task]
+            mine, theirs = trained.metrics.get(metric), champion.get(metric)
+            if mine is None or theirs is None:
+                return
+            better = mine > theirs if HIGHER_IS_BETTER[metric] else mine < theirs
+            log.info("experiment %s %s=%s vs champion %s", exp.id, metric, mine, theirs)
+            if not better:
+                return
+        self.deploy(exp.id)
+
+    def _score_champion(self, model: ModelRecord, trained: Any) -> dict[str, float]:
+        """The deployed model's metrics on the challenger's holdout."""
+        from common.training.frames import encode_target, frame_records
+        from common.training.scoring import score
+
+        champion = self.serving.load(model.name, model.deployed_experiment_id)
+        holdout = trained.holdout
+        records = frame_records(holdout, champion.features)
+        served = champion.predict(records)
+        y, _ = (
+            (trained.holdout_target, None)
+            if list(champion.classes) == list(trained.classes) or model.task is Task.regression
+            else encode_target(holdout[model.target], model.task)
+        )
+        return score(model.task, y, served, trained.classes or champion.classes)
+
+    def recover(self) -> list[int]:
+        """On start-up: re-enqueue ``queued`` jobs and retry or fail ``running`` ones past their
+        lease. Returns the ids handed to the queue."""
+        if self.jobs is None:
+            return []
+        now = utcnow()
+        lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
+        ids = [e.id for e in self.store.list_experiments(status=ExperimentStatus.queued)]
+        for exp in self.store.list_experiments(status=ExperimentStatus.running):
+            if exp.started_at is None or now - exp.started_at >= lease:
+                ids.append(exp.id)
+        for experiment_id in sorted(ids):
+            self.jobs.submit(experiment_id)
+        return sorted(ids)
+
+    # -- deployments -----------------------------------------------------------------------
+    def deploy(self, experiment_id: int) -> dict[str, Any]:
+        exp = self.store.get_experiment(experiment_id)
+        if exp.status is not ExperimentStatus.succeeded:
+            raise Conflict(
+                f"experiment {experiment_id} has status {exp.status.value}; "
+                "only a succeeded experiment can be deployed"
+            )
+        for _ in range(DEPLOY_RETRIES):
+            previous = self.store.deployed_experiment(exp.model)
+            try:
+                deployment = self.store.deploy(exp.model, experiment_id, previous)
+                break
+            except Conflict:
+                if self.store.get_experiment(experiment_id).status is not ExperimentStatus.succeeded:
+                    raise
+                continue  # another deploy won the race: re-read the pointer and go again
+        else:
+            raise Conflict(f"model {exp.model!r} is being deployed concurrently; retry")
+        self.serving.forget_pointer(exp.model)
+        return {"model": exp.model, "deployed": experiment_id, "previous": deployment.previous}
+
+    def deployments(self, name: str) -> list[dict[str, Any]]:
+        self.store.get_model(model_name(name))
+        return [d.model_dump(mode="json") for d in self.store.list_deployments(name)]
+
+    def experiments(self, name: str, status: str | None) -> list[dict[str, Any]]:
+        self.store.get_model(model_name(name))
+        wanted = None
+        if status:
+            try:
+                wanted = ExperimentStatus(status)
+            except ValueError:
+                raise BadRequest(
+                    f"status must be one of {', '.join(s.value for s in ExperimentStatus)}"
+                ) from None
+        return [self.describe(e) for e in self.store.list_experiments(name, wanted)]
+
+    def describe(self, exp: Experiment) -> dict[str, Any]:
+        doc = exp.model_dump(mode="json")
+        doc["experiment_id"] = doc.pop("id")
+        return doc
+
+    def metrics(self, experiment_id: int) -> dict[str, Any]:
+        return self.describe(self.store.get_experiment(experiment_id))
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        exp = self.store.get_experiment(experiment_id)
+        if exp.status in (ExperimentStatus.queued, ExperimentStatus.running):
+            raise Conflict(f"experiment {experiment_id} is {exp.status.value}; wait until it ends")
+        self.store.delete_experiment(experiment_id)
+        for key in self.backends.models.list(model_key(exp.model, experiment_id)):
+            self.backends.models.delete(key)

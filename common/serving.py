@@ -1,0 +1,115 @@
+"""The serving use cases: forward, forward_batch, metadata. No training library is imported."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from common.backends import Backends
+from common.errors import BadRequest, NotFound
+from common.inference.onnx_model import OnnxModel, Predictions, SessionCache
+from common.names import model_key, model_name
+
+
+class Serving:
+    """Answers predictions from the deployed experiment of each model.
+
+    The deployed pointer is re-read at most every ``deploy_check_seconds`` per model, so warm
+    instances pick up a new deployment without a restart; loaded sessions are cached by
+    (model, experiment id), so a switch never serves a stale graph under a new id.
+    """
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.settings = backends.settings
+        self.sessions = SessionCache(self.settings.session_cache_size)
+        self._pointers: dict[str, tuple[int | None, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- deployed pointer ----------------------------------------------------------------------
+    def deployed_id(self, model: str) -> int:
+        now = time.monotonic()
+        cached = self._pointers.get(model)
+        if cached is not None and now - cached[1] < self.settings.deploy_check_seconds:
+            experiment_id = cached[0]
+        else:
+            experiment_id = self.backends.experiments.deployed_experiment(model)
+            with self._lock:
+                self._pointers[model] = (experiment_id, now)
+        if experiment_id is None:
+            raise NotFound(f"model {model!r} has no deployed experiment; deploy one first")
+        return experiment_id
+
+    def forget_pointer(self, model: str) -> None:
+        """Drop the cached pointer (this process just changed it)."""
+        with self._lock:
+            self._pointers.pop(model, None)
+
+    def load(self, model: str, experiment_id: int | None = None) -> OnnxModel:
+        model = model_name(model)
+        if experiment_id is None:
+            experiment_id = self.deployed_id(model)
+        key = model_key(model, experiment_id)
+        return self.sessions.get(
+            (model, experiment_id),
+            lambda: OnnxModel(self.backends.models.get(key), self.settings.ort_intra_op_threads),
+        )
+
+    # -- use cases -------------------------------------------------------------------------
+    def forward(self, model: str, record: Any) -> dict[str, Any]:
+        if not isinstance(record, dict):
+            raise BadRequest("body must be one JSON object of feature -> value")
+        onnx_model = self.load(model)
+        out = onnx_model.predict([record])
+        answer: dict[str, Any] = {
+            "model": model,
+            "experiment_id": onnx_model.experiment_id,
+            "prediction": out.predictions[0],
+        }
+        if out.probabilities is not None:
+            answer["probabilities"] = out.probabilities[0]
+        return answer
+
+    def check_batch(self, records: Any) -> Sequence[Any]:
+        if not isinstance(records, list):
+            raise BadRequest("'records' must be a JSON array of objects")
+        if not records:
+            raise BadRequest("the batch is empty")
+        if len(records) > self.settings.max_batch_rows:
+            raise BadRequest(
+                f"the batch has {len(records)} rows; the limit is {self.settings.max_batch_rows}"
+            )
+        return records
+
+    def predict_batch(self, model: str, records: Any) -> tuple[OnnxModel, Predictions]:
+        onnx_model = self.load(model)
+        return onnx_model, onnx_model.predict(self.check_batch(records))
+
+    def forward_batch(self, model: str, records: Any) -> dict[str, Any]:
+        onnx_model, out = self.predict_batch(model, records)
+        answer: dict[str, Any] = {
+            "model": model,
+            "experiment_id": onnx_model.experiment_id,
+            "predictions": out.predictions,
+        }
+        if out.probabilities is not None:
+            answer["probabilities"] = out.probabilities
+        return answer
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return dict(self.load(model).metadata)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": m.name,
+                "task": m.task.value,
+                "target": m.target,
+                "input": m.input,
+                "features": [f.model_dump(mode="json") for f in m.features or []],
+                "deployed_experiment_id": m.deployed_experiment_id,
+            }
+            for m in self.backends.experiments.list_models()
+        ]

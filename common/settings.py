@@ -1,0 +1,54 @@
+"""One settings object for the whole service, read once from the environment (prefix MLFN_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Backends and limits. Defaults are the embedded, nothing-to-install configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="MLFN_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".mlfn"), description="Root of the embedded stores.")
+
+    object_store: Literal["local", "s3"] = "local"
+    models_bucket: str = "mlfn-models"
+    datasets_bucket: str = "mlfn-datasets"
+
+    experiment_store: Literal["sqlite", "dynamodb", "postgres"] = "sqlite"
+    table_name: str = "mlfn"
+    postgres_dsn: str = "postgresql://127.0.0.1:5432/postgres"
+
+    job_queue: Literal["inprocess", "sqs"] = "inprocess"
+    queue_url: str = ""
+    job_lease_seconds: float = 900.0
+
+    ort_intra_op_threads: int = Field(default=1, ge=1)
+    # How long a warm instance trusts its cached "which experiment is deployed" answer.
+    deploy_check_seconds: float = Field(default=1.0, ge=0.0)
+    session_cache_size: int = Field(default=16, ge=1)
+
+    max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
+    max_batch_rows: int = Field(default=10_000, ge=1)
+
+    api_key: str = ""
+    cors_origins: str = ""
+
+    demo_models: bool = True
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "experiments.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"

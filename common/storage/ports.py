@@ -1,0 +1,92 @@
+"""Storage ports. Each has a local adapter and a cloud adapter, checked by one contract suite."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from common.domain import DatasetPart, Deployment, Experiment, ExperimentStatus, Feature, ModelRecord
+
+
+class ObjectStore(Protocol):
+    """Immutable blobs by key (models, dataset parts, artefacts)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` atomically: readers see the old object or the new one, never a part."""
+
+    def get(self, key: str) -> bytes:
+        """Raise :class:`common.errors.NotFound` for an unknown key."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Delete if present; deleting a missing key is not an error."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+        ...
+
+
+class ExperimentStore(Protocol):
+    """Models, experiments, deployments and dataset parts.
+
+    Every state change that can race is a conditional write: it fails with
+    :class:`common.errors.Conflict` instead of overwriting.
+    """
+
+    def create_model(self, model: ModelRecord) -> None:
+        """Conflict if a model of that name exists."""
+
+    def get_model(self, name: str) -> ModelRecord:
+        """NotFound for an unknown model."""
+        ...
+
+    def list_models(self) -> list[ModelRecord]: ...
+
+    def set_features(self, name: str, features: list[Feature]) -> list[Feature]:
+        """Fix the feature schema once; returns the stored schema (which may predate this call)."""
+        ...
+
+    def deployed_experiment(self, name: str) -> int | None:
+        """The cheap check warm instances make; NotFound for an unknown model."""
+        ...
+
+    def deploy(self, name: str, experiment_id: int, expected_previous: int | None) -> Deployment:
+        """Point ``name`` at ``experiment_id`` if it still points at ``expected_previous``."""
+        ...
+
+    def list_deployments(self, name: str) -> list[Deployment]:
+        """Newest first."""
+        ...
+
+    def create_experiment(self, fields: dict[str, Any]) -> Experiment:
+        """Allocate a unique integer id and record the experiment."""
+        ...
+
+    def get_experiment(self, experiment_id: int) -> Experiment: ...
+
+    def update_experiment(
+        self,
+        experiment_id: int,
+        fields: dict[str, Any],
+        expected_status: ExperimentStatus | None = None,
+    ) -> Experiment:
+        """Conflict if ``expected_status`` is given and the stored status differs."""
+        ...
+
+    def list_experiments(
+        self, model: str | None = None, status: ExperimentStatus | None = None
+    ) -> list[Experiment]:
+        """Newest first."""
+        ...
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        """Conflict if it is deployed."""
+
+    def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
+        """Register an uploaded part; its version is the new dataset version."""
+        ...
+
+    def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
+        """Parts in version order."""
+        ...

@@ -1,0 +1,58 @@
+"""ObjectStore on an S3 bucket (boto3; honours AWS_ENDPOINT_URL for moto and LocalStack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.errors import NotFound
+
+
+class S3ObjectStore:
+    def __init__(self, bucket: str, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.bucket = bucket
+        self._s3 = client
+
+    def put(self, key: str, data: bytes) -> None:
+        # A single PUT is atomic in S3: readers never see a partial object.
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+        except self._s3.exceptions.NoSuchKey:
+            raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (local emulators; SAM creates it on AWS)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._s3.create_bucket(Bucket=self.bucket)

@@ -1,0 +1,326 @@
+"""ExperimentStore on SQL: one implementation, two dialects (SQLite embedded, PostgreSQL).
+
+Experiments are kept as a JSON document beside the indexed columns; every racing change runs in
+a transaction that locks the rows it reads (``BEGIN IMMEDIATE`` in SQLite, ``FOR UPDATE`` in
+PostgreSQL), so a conditional write either applies or raises :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from common.domain import (
+    DatasetPart,
+    Deployment,
+    Experiment,
+    ExperimentStatus,
+    Feature,
+    ModelRecord,
+    utcnow,
+)
+from common.errors import Conflict, NotFound
+
+# The flat table dashboards and existing users query: one row per metric of an experiment.
+FLAT_METRICS_COLUMNS = "id, model_id, problem, model_name, h_tune, metric, metric_value"
+
+
+class SqlExperimentStore:
+    """Dialect-neutral logic; subclasses provide connections, placeholders and DDL."""
+
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    lock_suffix = ""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- dialect hooks ---------------------------------------------------------------------
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        raise NotImplementedError
+        yield
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _before_ddl(self, cur: Any) -> None:
+        """Hook: serialise concurrent schema creation where the database needs it."""
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _exec(self, cur: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        cur.execute(self._sql(sql), params)
+        return cur
+
+    def create_schema(self) -> None:
+        statements = [
+            """CREATE TABLE IF NOT EXISTS models (
+                name TEXT PRIMARY KEY, task TEXT NOT NULL, target TEXT NOT NULL,
+                input TEXT NOT NULL, features TEXT, deployed_experiment_id BIGINT,
+                deploy_seq BIGINT NOT NULL DEFAULT 0, dataset_version BIGINT NOT NULL DEFAULT 0,
+                created_at TEXT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS experiments (
+                id {self.serial}, model TEXT NOT NULL, status TEXT NOT NULL,
+                created_at TEXT NOT NULL, doc TEXT NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS experiments_model ON experiments (model, id)",
+            """CREATE TABLE IF NOT EXISTS deployments (
+                model TEXT NOT NULL, seq BIGINT NOT NULL, experiment_id BIGINT NOT NULL,
+                previous BIGINT, deployed_at TEXT NOT NULL, PRIMARY KEY (model, seq))""",
+            """CREATE TABLE IF NOT EXISTS dataset_parts (
+                model TEXT NOT NULL, version BIGINT NOT NULL, key TEXT NOT NULL,
+                rows BIGINT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (model, version))""",
+            """CREATE TABLE IF NOT EXISTS experiment_metrics (
+                id BIGINT NOT NULL, model_id TEXT NOT NULL, problem TEXT NOT NULL,
+                model_name TEXT NOT NULL, h_tune BOOLEAN NOT NULL, metric TEXT NOT NULL,
+                metric_value DOUBLE PRECISION NOT NULL, PRIMARY KEY (id, metric))""",
+        ]
+        with self._transaction(write=True) as cur:
+            self._before_ddl(cur)
+            for statement in statements:
+                self._exec(cur, statement)
+
+    # -- models ----------------------------------------------------------------------------
+    @staticmethod
+    def _model(row: Any) -> ModelRecord:
+        name, task, target, input_kind, features, deployed, created_at = row
+        return ModelRecord(
+            name=name,
+            task=task,
+            target=target,
+            input=input_kind,
+            features=None if features is None else json.loads(features),
+            deployed_experiment_id=deployed,
+            created_at=created_at,
+        )
+
+    _MODEL_COLUMNS = "name, task, target, input, features, deployed_experiment_id, created_at"
+
+    def create_model(self, model: ModelRecord) -> None:
+        features = None
+        if model.features is not None:
+            features = json.dumps([f.model_dump(mode="json") for f in model.features])
+        with self._transaction(write=True) as cur:
+            self._exec(cur, "SELECT 1 FROM models WHERE name = ?", (model.name,))
+            if cur.fetchone():
+                raise Conflict(f"model {model.name!r} already exists")
+            self._exec(
+                cur,
+                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (model.name, model.task.value, model.target, model.input, features,
+                 model.deployed_experiment_id, model.created_at.isoformat()),
+            )
+
+    def get_model(self, name: str) -> ModelRecord:
+        with self._transaction(write=False) as cur:
+            self._exec(cur, f"SELECT {self._MODEL_COLUMNS} FROM models WHERE name = ?", (name,))
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return self._model(row)
+
+    def list_models(self) -> list[ModelRecord]:
+        with self._transaction(write=False) as cur:
+            self._exec(cur, f"SELECT {self._MODEL_COLUMNS} FROM models ORDER BY name")
+            return [self._model(r) for r in cur.fetchall()]
+
+    def set_features(self, name: str, features: list[Feature]) -> list[Feature]:
+        doc = json.dumps([f.model_dump(mode="json") for f in features])
+        with self._transaction(write=True) as cur:
+            self._exec(cur, f"SELECT features FROM models WHERE name = ?{self.lock_suffix}", (name,))
+            row = cur.fetchone()
+            if row is None:
+                raise NotFound(f"model {name!r} does not exist")
+            if row[0] is not None:
+                return [Feature.model_validate(f) for f in json.loads(row[0])]
+            self._exec(cur, "UPDATE models SET features = ? WHERE name = ?", (doc, name))
+        return features
+
+    def deployed_experiment(self, name: str) -> int | None:
+        with self._transaction(write=False) as cur:
+            self._exec(cur, "SELECT deployed_experiment_id FROM models WHERE name = ?", (name,))
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return None if row[0] is None else int(row[0])
+
+    def deploy(self, name: str, experiment_id: int, expected_previous: int | None) -> Deployment:
+        with self._transaction(write=True) as cur:
+            self._exec(
+                cur,
+                f"SELECT deployed_experiment_id, deploy_seq FROM models WHERE name = ?{self.lock_suffix}",
+                (name,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise NotFound(f"model {name!r} does not exist")
+            if row[0] != expected_previous:
+                raise Conflict(f"model {name!r} is now deployed at experiment {row[0]}")
+            exp = self._get_experiment(cur, experiment_id)
+            if exp.model != name:
+                raise NotFound(f"experiment {experiment_id} does not belong to model {name!r}")
+            if exp.status is not ExperimentStatus.succeeded:
+                raise Conflict(f"experiment {experiment_id} has status {exp.status.value}")
+            deployment = Deployment(
+                model=name, seq=int(row[1]) + 1, experiment_id=experiment_id, previous=row[0]
+            )
+            self._exec(
+                cur,
+                "UPDATE models SET deployed_experiment_id = ?, deploy_seq = ? WHERE name = ?",
+                (experiment_id, deployment.seq, name),
+            )
+            self._exec(
+                cur,
+                "INSERT INTO deployments (model, seq, experiment_id, previous, deployed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, deployment.seq, experiment_id, deployment.previous,
+                 deployment.deployed_at.isoformat()),
+            )
+        return deployment
+
+    def list_deployments(self, name: str) -> list[Deployment]:
+        with self._transaction(write=False) as cur:
+            self._exec(
+                cur,
+                "SELECT model, seq, experiment_id, previous, deployed_at FROM deployments "
+                "WHERE model = ? ORDER BY seq DESC",
+                (name,),
+            )
+            rows = cur.fetchall()
+        return [
+            Deployment(model=r[0], seq=r[1], experiment_id=r[2], previous=r[3], deployed_at=r[4])
+            for r in rows
+        ]
+
+    # -- experiments -----------------------------------------------------------------------
+    def _get_experiment(self, cur: Any, experiment_id: int) -> Experiment:
+        self._exec(cur, f"SELECT doc FROM experiments WHERE id = ?{self.lock_suffix}", (experiment_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"experiment {experiment_id} does not exist")
+        return Experiment.model_validate_json(row[0])
+
+    def create_experiment(self, fields: dict[str, Any]) -> Experiment:
+        draft = Experiment(id=0, **fields)
+        with self._transaction(write=True) as cur:
+            self._exec(
+                cur,
+                "INSERT INTO experiments (model, status, created_at, doc) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
+                (draft.model, draft.status.value, draft.created_at.isoformat(), "{}"),
+            )
+            new_id = int(cur.fetchone()[0])
+            exp = draft.model_copy(update={"id": new_id})
+            self._exec(cur, "UPDATE experiments SET doc = ? WHERE id = ?", (exp.model_dump_json(), new_id))
+        return exp
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        with self._transaction(write=False) as cur:
+            return self._get_experiment(cur, experiment_id)
+
+    def update_experiment(
+        self,
+        experiment_id: int,
+        fields: dict[str, Any],
+        expected_status: ExperimentStatus | None = None,
+    ) -> Experiment:
+        with self._transaction(write=True) as cur:
+            current = self._get_experiment(cur, experiment_id)
+            if expected_status is not None and current.status is not expected_status:
+                raise Conflict(
+                    f"experiment {experiment_id} has status {current.status.value}, "
+                    f"expected {expected_status.value}"
+                )
+            updated = Experiment.model_validate({**current.model_dump(), **fields})
+            self._exec(
+                cur,
+                "UPDATE experiments SET status = ?, doc = ? WHERE id = ?",
+                (updated.status.value, updated.model_dump_json(), experiment_id),
+            )
+            if "metrics" in fields:
+                self._write_flat_metrics(cur, updated)
+        return updated
+
+    def _write_flat_metrics(self, cur: Any, exp: Experiment) -> None:
+        self._exec(cur, "DELETE FROM experiment_metrics WHERE id = ?", (exp.id,))
+        self._exec(cur, "SELECT task FROM models WHERE name = ?", (exp.model,))
+        row = cur.fetchone()
+        problem = row[0] if row else ""
+        for metric, value in exp.metrics.items():
+            self._exec(
+                cur,
+                f"INSERT INTO experiment_metrics ({FLAT_METRICS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (exp.id, exp.model, problem, exp.model_class, exp.tune, metric, float(value)),
+            )
+
+    def list_experiments(
+        self, model: str | None = None, status: ExperimentStatus | None = None
+    ) -> list[Experiment]:
+        clauses, params = [], []
+        if model is not None:
+            clauses.append("model = ?")
+            params.append(model)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._transaction(write=False) as cur:
+            self._exec(cur, f"SELECT doc FROM experiments{where} ORDER BY id DESC", tuple(params))
+            return [Experiment.model_validate_json(r[0]) for r in cur.fetchall()]
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        with self._transaction(write=True) as cur:
+            exp = self._get_experiment(cur, experiment_id)
+            self._exec(
+                cur,
+                f"SELECT deployed_experiment_id FROM models WHERE name = ?{self.lock_suffix}",
+                (exp.model,),
+            )
+            row = cur.fetchone()
+            if row is not None and row[0] == experiment_id:
+                raise Conflict(
+                    f"experiment {experiment_id} is deployed for model {exp.model!r}; "
+                    "deploy another experiment first"
+                )
+            self._exec(cur, "DELETE FROM experiments WHERE id = ?", (experiment_id,))
+            self._exec(cur, "DELETE FROM experiment_metrics WHERE id = ?", (experiment_id,))
+
+    # -- datasets --------------------------------------------------------------------------
+    def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
+        with self._transaction(write=True) as cur:
+            self._exec(cur, f"SELECT dataset_version FROM models WHERE name = ?{self.lock_suffix}", (model,))
+            row = cur.fetchone()
+            if row is None:
+                raise NotFound(f"model {model!r} does not exist")
+            part = DatasetPart(model=model, version=int(row[0]) + 1, key=key, rows=rows, created_at=utcnow())
+            self._exec(cur, "UPDATE models SET dataset_version = ? WHERE name = ?", (part.version, model))
+            self._exec(
+                cur,
+                "INSERT INTO dataset_parts (model, version, key, rows, created_at) VALUES (?, ?, ?, ?, ?)",
+                (model, part.version, key, rows, part.created_at.isoformat()),
+            )
+        return part
+
+    def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
+        limit = up_to_version if up_to_version is not None else 2**62
+        with self._transaction(write=False) as cur:
+            self._exec(
+                cur,
+                "SELECT model, version, key, rows, created_at FROM dataset_parts "
+                "WHERE model = ? AND version <= ? ORDER BY version",
+                (model, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            DatasetPart(model=r[0], version=r[1], key=r[2], rows=r[3], created_at=r[4]) for r in rows
+        ]

@@ -1,0 +1,227 @@
+"""Export a fitted pipeline to ONE ONNX graph with provenance, behind a parity gate.
+
+CatBoost's own ONNX export refuses categorical features (catboost#863), so CatBoost models are
+converted as the last step of the scikit-learn pipeline: the tree-ensemble node CatBoost emits is
+placed after the skl2onnx preprocessing graph, which already one-hot encodes the categories.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from common.domain import Feature, FeatureKind, Task
+from common.errors import ParityError
+from common.inference.inputs import feeds_from_records
+from common.inference.onnx_model import OnnxModel
+from common.training.frames import frame_records
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+# Parity tolerances, documented in the README: float32 ONNX against the float64 native model.
+PROBA_ATOL = 1e-4
+REGRESSION_RTOL = 1e-4
+PARITY_SAMPLE = 1000
+
+
+@cache
+def code_commit() -> str:
+    """The git commit of the code doing the training, or ``unknown`` outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@cache
+def _register_catboost() -> None:
+    from catboost import CatBoostClassifier, CatBoostRegressor
+    from catboost.utils import convert_to_onnx_object
+    from onnx.helper import get_attribute_value
+    from skl2onnx import update_registered_converter
+    from skl2onnx._parse import _get_sklearn_operator_name
+    from skl2onnx.common.data_types import Int64TensorType, guess_tensor_type
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    def parse_classifier(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+        op = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+        op.inputs = inputs
+        op.outputs.append(scope.declare_local_variable("label", Int64TensorType()))
+        op.outputs.append(
+            scope.declare_local_variable("probabilities", guess_tensor_type(inputs[0].type))
+        )
+        # No ZipMap: probabilities stay a plain (n, classes) tensor like the sklearn models'.
+        return op.outputs
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        onx = convert_to_onnx_object(operator.raw_operator)
+        opsets = {d.domain: d.version for d in onx.opset_import}
+        node = onx.graph.node[0]
+        if not node.op_type.startswith("TreeEnsemble") or len(onx.graph.initializer):
+            raise ParityError(f"unexpected CatBoost ONNX graph starting with {node.op_type}")
+        attrs = {a.name: get_attribute_value(a) for a in node.attribute}
+        container.add_node(
+            node.op_type,
+            [operator.inputs[0].full_name],
+            [o.full_name for o in operator.outputs],
+            op_domain=node.domain,
+            op_version=opsets.get(node.domain),
+            **attrs,
+        )
+
+    update_registered_converter(
+        CatBoostClassifier,
+        "CatBoostCatBoostClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert,
+        parser=parse_classifier,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(
+        CatBoostRegressor,
+        "CatBoostCatBoostRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert,
+    )
+
+
+def to_onnx(pipeline: Pipeline, features: Sequence[Feature], task: Task) -> onnx.ModelProto:
+    """Convert with one typed input per feature column, named exactly like the column."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    _register_catboost()
+    initial_types = [
+        (
+            f.name,
+            FloatTensorType([None, 1]) if f.kind is FeatureKind.numeric else StringTensorType([None, 1]),
+        )
+        for f in features
+    ]
+    options = None
+    if task is Task.classification:
+        options = {id(pipeline.steps[-1][1]): {"zipmap": False}}
+    model = convert_sklearn(
+        pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+    )
+    # skl2onnx sanitises input names ("mean radius" -> "mean_radius"); restore the real ones.
+    renames = {inp.name: f.name for inp, f in zip(model.graph.input, features, strict=True)}
+    for inp in model.graph.input:
+        inp.name = renames[inp.name]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    return model
+
+
+def provenance(
+    *,
+    model: str,
+    experiment_id: int,
+    model_class: str,
+    task: Task,
+    target: str,
+    features: Sequence[Feature],
+    classes: list[Any],
+    hyperparameters: dict[str, Any],
+    metrics: dict[str, float],
+    extra: dict[str, Any] | None = None,
+    commit: str | None = None,
+) -> dict[str, str]:
+    meta: dict[str, Any] = {
+        "commit": commit or code_commit(),
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "experiment_name": f"{model}:{model_class}:{experiment_id}",
+        "experiment_id": str(experiment_id),
+        "model": model,
+        "model_class": model_class,
+        "task": task.value,
+        "target": target,
+        "features": json.dumps([f.model_dump(mode="json") for f in features]),
+        "classes": json.dumps(classes),
+        "hyperparameters": json.dumps(hyperparameters),
+        "metrics": json.dumps(metrics),
+    }
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    return meta
+
+
+def with_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> bytes:
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata)
+    model.producer_name = "mlfn"
+    return model.SerializeToString()
+
+
+def check_parity(
+    pipeline: Pipeline,
+    onnx_model: OnnxModel,
+    frame: pd.DataFrame,
+    features: Sequence[Feature],
+    task: Task,
+) -> dict[str, float]:
+    """Raise :class:`ParityError` unless ONNX reproduces the native model on ``frame``.
+
+    Returns the observed worst-case differences, which are recorded with the model.
+    """
+    sample = frame.iloc[:PARITY_SAMPLE]
+    feeds = feeds_from_records(features, frame_records(sample, features))
+    outputs = onnx_model.run(feeds)
+    if task is Task.regression:
+        native = np.asarray(pipeline.predict(sample), dtype=np.float64).reshape(-1)
+        exported = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
+        diff = np.abs(native - exported)
+        allowed = REGRESSION_RTOL * np.maximum(1.0, np.abs(native))
+        bad = np.flatnonzero(diff > allowed)
+        if bad.size:
+            i = int(bad[0])
+            raise ParityError(
+                f"{bad.size} of {len(sample)} holdout predictions differ beyond tolerance "
+                f"(row {i}: native {native[i]!r}, onnx {exported[i]!r}, "
+                f"tolerance {REGRESSION_RTOL} relative)"
+            )
+        return {"max_abs_diff": float(diff.max(initial=0.0))}
+    native_labels = np.asarray(pipeline.predict(sample)).reshape(-1).astype(np.int64)
+    native_proba = np.asarray(pipeline.predict_proba(sample), dtype=np.float64)
+    labels = np.asarray(outputs[0]).reshape(-1).astype(np.int64)
+    proba = np.asarray(outputs[1], dtype=np.float64)
+    if proba.shape != native_proba.shape:
+        raise ParityError(f"probability shape {proba.shape} != native {native_proba.shape}")
+    pdiff = np.abs(proba - native_proba)
+    worst = float(pdiff.max(initial=0.0))
+    if worst > PROBA_ATOL:
+        i = int(np.unravel_index(np.argmax(pdiff), pdiff.shape)[0])
+        raise ParityError(
+            f"probabilities differ by {worst:.3g} (> {PROBA_ATOL}) at holdout row {i}"
+        )
+    mismatched = np.flatnonzero(labels != native_labels)
+    for i in mismatched:
+        top2 = np.sort(native_proba[i])[-2:]
+        if top2[1] - top2[0] > 2 * PROBA_ATOL:
+            raise ParityError(
+                f"holdout row {int(i)}: onnx label index {labels[i]} != native {native_labels[i]} "
+                "and the probabilities are not tied"
+            )
+    return {"max_proba_diff": worst, "label_ties": float(mismatched.size)}

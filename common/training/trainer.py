@@ -1,0 +1,174 @@
+"""Train one experiment: split, (grid-search), fit, export through the parity gate, score."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from common.catalog import PRIMARY_METRIC, model_class as catalog_class
+from common.domain import Feature, Task
+from common.errors import BadRequest
+from common.inference.inputs import feeds_from_records
+from common.inference.onnx_model import OnnxModel
+from common.training.estimators import build_pipeline
+from common.training.export import check_parity, provenance, to_onnx, with_metadata
+from common.training.frames import encode_target, feature_frame, frame_records
+from common.training.scoring import score
+
+HOLDOUT_FRACTION = 0.2
+CV_FOLDS = 3
+MIN_ROWS = 10
+
+
+@dataclass
+class TrainingSpec:
+    model: str
+    experiment_id: int
+    model_class: str
+    task: Task
+    target: str
+    features: list[Feature]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    tune: bool = False
+    seed: int = 42
+    threads: int = 1
+    commit: str | None = None
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainedModel:
+    onnx_bytes: bytes
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any]
+    classes: list[Any]
+    split: dict[str, Any]
+    parity: dict[str, float]
+    grid_scores: list[dict[str, Any]]
+    rows: int
+    pipeline: Any = None
+    holdout: pd.DataFrame | None = None
+    holdout_target: np.ndarray | None = None
+
+
+def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A fixed train/holdout split: stratified when every class has at least two rows."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    stratify = None
+    if task is Task.classification:
+        counts = np.bincount(y.astype(np.int64))
+        if counts[counts > 0].min() >= 2:
+            stratify = y
+    train, hold = train_test_split(
+        idx, test_size=HOLDOUT_FRACTION, random_state=seed, stratify=stratify
+    )
+    return np.sort(train), np.sort(hold), stratify is not None
+
+
+def grid_search(
+    spec: TrainingSpec, X: pd.DataFrame, y: np.ndarray, base: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Cross-validated search over the class's declared grid; returns the best parameters."""
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+
+    cls = catalog_class(spec.model_class)
+    grid = cls.grid_for(spec.task)
+    names = list(grid)
+    scoring = "f1_macro" if spec.task is Task.classification else "neg_mean_absolute_error"
+    if spec.task is Task.classification:
+        folds = min(CV_FOLDS, int(np.bincount(y.astype(np.int64)).min()))
+        cv: Any = StratifiedKFold(max(folds, 2), shuffle=True, random_state=spec.seed)
+    else:
+        cv = KFold(CV_FOLDS, shuffle=True, random_state=spec.seed)
+    results = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        candidate = cls.resolve(spec.task, {**base, **dict(zip(names, values, strict=True))})
+        pipe = build_pipeline(spec.model_class, spec.task, spec.features, candidate, spec.seed, spec.threads)
+        scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
+        results.append(
+            {"params": dict(zip(names, values, strict=True)), "scoring": scoring,
+             "mean": float(scores.mean()), "std": float(scores.std())}
+        )
+    best = max(results, key=lambda r: r["mean"])
+    return cls.resolve(spec.task, {**base, **best["params"]}), results
+
+
+def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
+    """Train ``spec`` on ``frame`` and return the exported, parity-checked ONNX model."""
+    if len(frame) < MIN_ROWS:
+        raise BadRequest(f"{len(frame)} rows is too few to train; at least {MIN_ROWS} are needed")
+    params = catalog_class(spec.model_class).resolve(spec.task, spec.hyperparameters)
+    X = feature_frame(frame, spec.features)
+    y, classes = encode_target(frame[spec.target], spec.task)
+    train_idx, hold_idx, stratified = split_indices(y, spec.task, spec.seed)
+    X_train, y_train = X.iloc[train_idx], y[train_idx]
+    X_hold, y_hold = X.iloc[hold_idx], y[hold_idx]
+    if spec.task is Task.classification and len(np.unique(y_train)) < len(classes):
+        raise BadRequest("every class needs at least two rows so that training sees all of them")
+
+    grid_scores: list[dict[str, Any]] = []
+    if spec.tune:
+        params, grid_scores = grid_search(spec, X_train, y_train, spec.hyperparameters)
+    pipeline = build_pipeline(spec.model_class, spec.task, spec.features, params, spec.seed, spec.threads)
+    pipeline.fit(X_train, y_train)
+
+    onnx_proto = to_onnx(pipeline, spec.features, spec.task)
+    unchecked = OnnxModel(
+        with_metadata(onnx_proto, _metadata(spec, classes, params, {}, {})), intra_op_threads=1
+    )
+    parity = check_parity(pipeline, unchecked, X_hold if len(X_hold) else X_train, spec.features, spec.task)
+    served = unchecked.predict_feeds(
+        feeds_from_records(spec.features, frame_records(X_hold, spec.features))
+    )
+    metrics = score(spec.task, y_hold, served, classes)
+    split = {
+        "method": "stratified" if stratified else "random",
+        "holdout_fraction": HOLDOUT_FRACTION,
+        "seed": spec.seed,
+        "train_rows": int(len(train_idx)),
+        "holdout_rows": int(len(hold_idx)),
+    }
+    extra = {"split": split, "parity": parity, "primary_metric": PRIMARY_METRIC[spec.task]}
+    onnx_bytes = with_metadata(onnx_proto, _metadata(spec, classes, params, metrics, extra))
+    return TrainedModel(
+        onnx_bytes=onnx_bytes,
+        metrics=metrics,
+        hyperparameters=params,
+        classes=classes,
+        split=split,
+        parity=parity,
+        grid_scores=grid_scores,
+        rows=len(frame),
+        pipeline=pipeline,
+        holdout=frame.iloc[hold_idx],
+        holdout_target=y_hold,
+    )
+
+
+def _metadata(
+    spec: TrainingSpec,
+    classes: Sequence[Any],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    extra: dict[str, Any],
+) -> dict[str, str]:
+    return provenance(
+        model=spec.model,
+        experiment_id=spec.experiment_id,
+        model_class=spec.model_class,
+        task=spec.task,
+        target=spec.target,
+        features=spec.features,
+        classes=list(classes),
+        hyperparameters=params,
+        metrics=metrics,
+        extra={**spec.extra_metadata, **extra},
+        commit=spec.commit,
+    )

@@ -1,0 +1,117 @@
+"""The HTTP adapter: one FastAPI app factory used by every handler and by the local server.
+
+Handlers only parse and shape; this module maps domain errors to the documented statuses and
+enforces what every route shares (API key, body size limit, JSON errors, CORS).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from common.errors import ServiceError
+from common.settings import Settings
+
+log = logging.getLogger("mlfn")
+
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(
+        content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def error_response(status: int, error: str, detail: Any) -> Response:
+    return json_response({"error": error, "detail": detail}, status)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        parts.append(f"{where}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI, settings: Settings) -> FastAPI:
+    """Add the shared error handlers and middleware to ``app``.
+
+    The API key and body limit are read per request from the process settings, so they follow
+    the environment the process was configured with; CORS is fixed when the app is built.
+    """
+    from common import context
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> Response:
+        if exc.status >= 500:
+            log.error("request failed: %s: %s", exc.error, exc.detail)
+        return error_response(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(400, "bad request", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        names = {404: "not found", 405: "method not allowed"}
+        return error_response(exc.status_code, names.get(exc.status_code, "error"), exc.detail)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal error", f"{type(exc).__name__}; see the service log")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        current = context.backends().settings
+        api_key, limit = current.api_key.encode(), current.max_body_bytes
+        if api_key and request.url.path not in PUBLIC_PATHS:
+            given = request.headers.get("x-api-key", "").encode()
+            if not hmac.compare_digest(given, api_key):
+                return error_response(401, "unauthorized", "missing or wrong x-api-key header")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return error_response(
+                413, "payload too large", f"the body has {length} bytes; the limit is {limit}"
+            )
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    return app
+
+
+def create_app(routers: Iterable[APIRouter], settings: Settings | None = None,
+               app: FastAPI | None = None) -> FastAPI:
+    settings = settings or Settings()
+    if app is None:
+        app = FastAPI(title="mlfn", docs_url=None, redoc_url=None, openapi_url=None)
+    for router in routers:
+        app.include_router(router)
+    return install(app, settings)
+
+
+def lambda_handler(app: FastAPI) -> Any:
+    """The Lambda entry point for ``app``: API Gateway REST (v1) and HTTP API (v2) events."""
+    from mangum import Mangum
+
+    return Mangum(app, lifespan="off", api_gateway_base_path="/")

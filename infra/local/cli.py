@@ -1,0 +1,73 @@
+"""The ``mlfn`` command: run the local service, or invoke one handler on an event file."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+
+def lambda_context(function_name: str) -> Any:
+    """The attributes of a Lambda context object that handlers and Powertools read."""
+    return SimpleNamespace(
+        function_name=function_name,
+        function_version="$LATEST",
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}",
+        memory_limit_in_mb=1024,
+        aws_request_id=str(uuid.uuid4()),
+        log_group_name=f"/aws/lambda/{function_name}",
+        log_stream_name="local",
+        get_remaining_time_in_millis=lambda: 30_000,
+    )
+
+
+def invoke(name: str, event: dict[str, Any]) -> Any:
+    """Run ``functions/<name>/app.py``'s handler in-process, as ``sam local invoke`` would."""
+    from infra.local.server import handler_modules
+
+    if name not in handler_modules():
+        raise SystemExit(f"unknown function {name!r}; known: {', '.join(handler_modules())}")
+    module = importlib.import_module(f"functions.{name}.app")
+    return module.handler(event, lambda_context(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlfn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the local service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
+    call = sub.add_parser("invoke", help="run one handler on an event file, in-process")
+    call.add_argument("name", help="function name, e.g. forward")
+    call.add_argument("--event", "-e", type=Path, required=True, help="event JSON file")
+    call.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.data_dir is not None:
+        os.environ["MLFN_DATA_DIR"] = str(args.data_dir)
+
+    if args.command == "invoke":
+        event = json.loads(args.event.read_text())
+        json.dump(invoke(args.name, event), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+
+    import uvicorn
+
+    from infra.local.server import build_app
+
+    uvicorn.run(build_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
