@@ -1,0 +1,37 @@
+# The two commands a new user needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= train,aws,postgres,local,dev
+
+.PHONY: install serve test lint typecheck unit bench aws-check clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start the service on http://127.0.0.1:3000 (demo models are trained on first start).
+serve: install
+	$(VENV)/bin/mlfn serve --host 127.0.0.1 --port 3000
+
+## The whole test suite: lint, types, tests.
+test: lint typecheck unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy common
+
+unit: install
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) bench/bench_forward.py
+
+clean:
+	rm -rf $(VENV) .mlfn .aws-sam

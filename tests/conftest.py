@@ -1,0 +1,92 @@
+"""Shared fixtures: a moto server on loopback, a PostgreSQL schema per test, demo stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from common import context
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+PG_BASE = os.environ.get("MLFN_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A clean moto server reached through the standard AWS_ENDPOINT_URL."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    yield moto_endpoint
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A PostgreSQL schema of its own for one test, dropped afterwards."""
+    import psycopg
+
+    schema = f"mlfn_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def fresh_context() -> Iterator[None]:
+    context.reset()
+    yield
+    context.reset()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the demo models trained and deployed, built once per session."""
+    from common.backends import Backends
+    from common.demo import ensure_demo_models
+    from common.lifecycle import Lifecycle
+    from common.serving import Serving
+    from common.settings import Settings
+
+    root = tmp_path_factory.mktemp("demo")
+    backends = Backends.from_settings(Settings(data_dir=root))
+    ensure_demo_models(Lifecycle(backends, Serving(backends)))
+    return root
+
+
+@pytest.fixture
+def demo_env(demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Path:
+    """The process configured on a private copy of the demo store (embedded backends)."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_store, data)
+    monkeypatch.setenv("MLFN_DATA_DIR", str(data))
+    monkeypatch.setenv("MLFN_DEPLOY_CHECK_SECONDS", "0")
+    for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE", "MLFN_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    context.reset()
+    return data
