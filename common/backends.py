@@ -58,7 +58,7 @@ class Backends:
             ensure_table()
 
 
-def _boto_client(service: str) -> Any:
+def _boto_client(service: Any) -> Any:
     import boto3
     from botocore.config import Config
 

@@ -62,7 +62,8 @@ def wine() -> Any:
     from sklearn.datasets import load_wine
 
     data = load_wine(as_frame=True)
-    frame = data.data[["alcohol", "malic_acid", "flavanoids", "proline", "od280/od315_of_diluted_wines"]].copy()
+    columns = ["alcohol", "malic_acid", "flavanoids", "proline", "od280/od315_of_diluted_wines"]
+    frame = data.data[columns].copy()
     frame.columns = ["alcohol", "malic_acid", "flavanoids", "proline", "od280_od315"]
     frame["colour"] = pd.cut(data.data["color_intensity"], [0, 3.5, 6.0, 100],
                              labels=["pale", "medium", "deep"]).astype(str)

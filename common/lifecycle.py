@@ -13,7 +13,7 @@ from typing import Any
 from common.backends import Backends
 from common.catalog import CATALOG, HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_METRICS, model_class
 from common.domain import Experiment, ExperimentStatus, ModelRecord, Task, utcnow
-from common.errors import BadRequest, Conflict, NotFound, ServiceError
+from common.errors import BadRequest, Conflict, ServiceError
 from common.jobs import JobQueue
 from common.names import model_key, model_name
 from common.serving import Serving

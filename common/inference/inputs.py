@@ -14,6 +14,7 @@ import numpy as np
 from common.domain import Feature, FeatureKind
 from common.errors import BadRequest
 
+FLOAT32_MAX = 3.4028234663852886e38
 MISSING_CATEGORY = ""
 """A missing categorical value is this category (unknown to the encoder unless seen in training)."""
 
@@ -31,6 +32,8 @@ def numeric_value(name: str, value: Any, row: int | None = None) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise BadRequest(f"feature {name!r}{_where(row)}: {value} is not a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise BadRequest(f"feature {name!r}{_where(row)}: {value} is outside the float32 range")
     return value
 
 

@@ -72,7 +72,7 @@ class OnnxModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._session.run(self._outputs, feeds)  # type: ignore[no-any-return]
+            return self._session.run(self._outputs, feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -79,7 +79,7 @@ class DynamoExperimentStore:
         item = self._db.get_item(
             TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
         ).get("Item")
-        return item  # type: ignore[no-any-return]
+        return item
 
     def _query(self, pk: str, prefix: str, descending: bool = False) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from common.domain import DatasetPart, Deployment, Experiment, ExperimentStatus, Feature, ModelRecord
+from common.domain import (
+    DatasetPart,
+    Deployment,
+    Experiment,
+    ExperimentStatus,
+    Feature,
+    ModelRecord,
+)
 
 
 class ObjectStore(Protocol):

@@ -22,7 +22,7 @@ class S3ObjectStore:
 
     def get(self, key: str) -> bytes:
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self._s3.exceptions.NoSuchKey:
             raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
 

@@ -217,7 +217,7 @@ def check_parity(
             f"probabilities differ by {worst:.3g} (> {PROBA_ATOL}) at holdout row {i}"
         )
     mismatched = np.flatnonzero(labels != native_labels)
-    for i in mismatched:
+    for i in mismatched.tolist():
         top2 = np.sort(native_proba[i])[-2:]
         if top2[1] - top2[0] > 2 * PROBA_ATOL:
             raise ParityError(

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.catalog import PRIMARY_METRIC, model_class as catalog_class
+from common.catalog import PRIMARY_METRIC
+from common.catalog import model_class as catalog_class
 from common.domain import Feature, Task
 from common.errors import BadRequest
 from common.inference.inputs import feeds_from_records
@@ -87,7 +88,7 @@ def grid_search(
         cv: Any = StratifiedKFold(max(folds, 2), shuffle=True, random_state=spec.seed)
     else:
         cv = KFold(CV_FOLDS, shuffle=True, random_state=spec.seed)
-    results = []
+    results: list[dict[str, Any]] = []
     for values in itertools.product(*(grid[n] for n in names)):
         candidate = cls.resolve(spec.task, {**base, **dict(zip(names, values, strict=True))})
         pipe = build_pipeline(spec.model_class, spec.task, spec.features, candidate, spec.seed, spec.threads)
@@ -96,7 +97,7 @@ def grid_search(
             {"params": dict(zip(names, values, strict=True)), "scoring": scoring,
              "mean": float(scores.mean()), "std": float(scores.std())}
         )
-    best = max(results, key=lambda r: r["mean"])
+    best = max(results, key=lambda r: float(r["mean"]))
     return cls.resolve(spec.task, {**base, **best["params"]}), results
 
 

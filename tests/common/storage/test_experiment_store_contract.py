@@ -1,0 +1,192 @@
+"""One contract for every ExperimentStore adapter: SQLite, DynamoDB (moto server), PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from common.domain import ExperimentStatus, Feature, ModelRecord, Task
+from common.errors import Conflict, NotFound
+from common.storage.ports import ExperimentStore
+
+
+@pytest.fixture(params=["sqlite", "dynamodb", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExperimentStore]:
+    if request.param == "sqlite":
+        from common.storage.sqlite_store import SqliteExperimentStore
+
+        yield SqliteExperimentStore(tmp_path / "e.sqlite3")
+    elif request.param == "dynamodb":
+        request.getfixturevalue("aws")
+        import boto3
+
+        from common.storage.dynamodb_store import DynamoExperimentStore
+
+        db = DynamoExperimentStore("contract", boto3.client("dynamodb"))
+        db.ensure_table()
+        yield db
+    else:
+        from common.storage.postgres_store import PostgresExperimentStore
+
+        yield PostgresExperimentStore(request.getfixturevalue("pg_dsn"))
+
+
+def model(name: str = "m1", **kw: object) -> ModelRecord:
+    return ModelRecord(name=name, task=Task.classification, target="y", **kw)  # type: ignore[arg-type]
+
+
+def succeeded(store: ExperimentStore, name: str = "m1") -> int:
+    exp = store.create_experiment({"model": name, "model_class": "svm"})
+    store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded, "metrics": {"accuracy": 0.9}})
+    return exp.id
+
+
+def test_create_and_get_model(store: ExperimentStore) -> None:
+    store.create_model(model())
+    got = store.get_model("m1")
+    assert (got.name, got.task, got.target, got.features, got.deployed_experiment_id) == (
+        "m1", Task.classification, "y", None, None)
+    assert [m.name for m in store.list_models()] == ["m1"]
+
+
+def test_duplicate_model_conflicts_and_keeps_original(store: ExperimentStore) -> None:
+    store.create_model(model())
+    with pytest.raises(Conflict):
+        store.create_model(ModelRecord(name="m1", task=Task.regression, target="other"))
+    assert store.get_model("m1").target == "y"
+
+
+def test_unknown_model_not_found(store: ExperimentStore) -> None:
+    with pytest.raises(NotFound):
+        store.get_model("ghost")
+    with pytest.raises(NotFound):
+        store.deployed_experiment("ghost")
+
+
+def test_features_are_fixed_once(store: ExperimentStore) -> None:
+    store.create_model(model())
+    first = [Feature(name="a", kind="numeric"), Feature(name="b", kind="categorical")]  # type: ignore[arg-type]
+    assert store.set_features("m1", first) == first
+    second = [Feature(name="z", kind="numeric")]  # type: ignore[arg-type]
+    assert store.set_features("m1", second) == first
+    assert store.get_model("m1").features == first
+
+
+def test_experiment_ids_unique_under_concurrency(store: ExperimentStore) -> None:
+    store.create_model(model())
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: store.create_experiment({"model": "m1", "model_class": "svm"}).id,
+                            range(24)))
+    assert len(set(ids)) == 24
+    assert all(isinstance(i, int) for i in ids)
+    listed = store.list_experiments("m1")
+    assert [e.id for e in listed] == sorted(ids, reverse=True)
+
+
+def test_update_experiment_is_conditional(store: ExperimentStore) -> None:
+    store.create_model(model())
+    exp = store.create_experiment({"model": "m1", "model_class": "svm", "hyperparameters": {"C": 2.0}})
+    assert exp.status is ExperimentStatus.queued
+    running = store.update_experiment(exp.id, {"status": ExperimentStatus.running},
+                                      expected_status=ExperimentStatus.queued)
+    assert running.status is ExperimentStatus.running
+    with pytest.raises(Conflict):
+        store.update_experiment(exp.id, {"status": ExperimentStatus.running},
+                                expected_status=ExperimentStatus.queued)
+    got = store.get_experiment(exp.id)
+    assert got.status is ExperimentStatus.running and got.hyperparameters == {"C": 2.0}
+
+
+def test_list_experiments_filters_by_status(store: ExperimentStore) -> None:
+    store.create_model(model())
+    store.create_model(model("m2"))
+    done = succeeded(store)
+    queued = store.create_experiment({"model": "m1", "model_class": "svm"}).id
+    store.create_experiment({"model": "m2", "model_class": "svm"})
+    assert [e.id for e in store.list_experiments("m1", ExperimentStatus.succeeded)] == [done]
+    assert [e.id for e in store.list_experiments("m1", ExperimentStatus.queued)] == [queued]
+    assert len(store.list_experiments(status=ExperimentStatus.queued)) == 2
+
+
+def test_deploy_records_history(store: ExperimentStore) -> None:
+    store.create_model(model())
+    a, b = succeeded(store), succeeded(store)
+    d1 = store.deploy("m1", a, None)
+    d2 = store.deploy("m1", b, a)
+    d3 = store.deploy("m1", a, b)
+    assert (d1.previous, d2.previous, d3.previous) == (None, a, b)
+    assert store.deployed_experiment("m1") == a
+    assert store.get_model("m1").deployed_experiment_id == a
+    history = store.list_deployments("m1")
+    assert [(h.experiment_id, h.previous) for h in history] == [(a, b), (b, a), (a, None)]
+
+
+def test_deploy_with_stale_expectation_conflicts(store: ExperimentStore) -> None:
+    store.create_model(model())
+    a, b = succeeded(store), succeeded(store)
+    store.deploy("m1", a, None)
+    with pytest.raises(Conflict):
+        store.deploy("m1", b, None)
+    assert store.deployed_experiment("m1") == a
+    assert len(store.list_deployments("m1")) == 1
+
+
+def test_deploy_refuses_unfinished_or_foreign_experiment(store: ExperimentStore) -> None:
+    store.create_model(model())
+    store.create_model(model("m2"))
+    queued = store.create_experiment({"model": "m1", "model_class": "svm"}).id
+    with pytest.raises(Conflict):
+        store.deploy("m1", queued, None)
+    other = succeeded(store, "m2")
+    with pytest.raises(NotFound):
+        store.deploy("m1", other, None)
+    with pytest.raises(NotFound):
+        store.deploy("m1", 999_999, None)
+    assert store.deployed_experiment("m1") is None
+    assert store.list_deployments("m1") == []
+
+
+def test_concurrent_deploys_leave_one_consistent_pointer(store: ExperimentStore) -> None:
+    store.create_model(model())
+    ids = [succeeded(store) for _ in range(6)]
+
+    def attempt(i: int) -> int | None:
+        try:
+            return store.deploy("m1", i, None).experiment_id
+        except Conflict:
+            return None
+
+    with ThreadPoolExecutor(6) as pool:
+        winners = [w for w in pool.map(attempt, ids) if w is not None]
+    assert len(winners) == 1
+    assert store.deployed_experiment("m1") == winners[0]
+    assert [d.experiment_id for d in store.list_deployments("m1")] == winners
+
+
+def test_delete_experiment_refuses_the_deployed_one(store: ExperimentStore) -> None:
+    store.create_model(model())
+    a, b = succeeded(store), succeeded(store)
+    store.deploy("m1", a, None)
+    with pytest.raises(Conflict):
+        store.delete_experiment(a)
+    store.delete_experiment(b)
+    with pytest.raises(NotFound):
+        store.get_experiment(b)
+    assert store.get_experiment(a).id == a
+
+
+def test_dataset_parts_versioned_and_concurrent(store: ExperimentStore) -> None:
+    store.create_model(model())
+    with ThreadPoolExecutor(8) as pool:
+        parts = list(pool.map(lambda i: store.add_dataset_part("m1", f"m1/parts/{i}.parquet", i + 1),
+                              range(16)))
+    assert sorted(p.version for p in parts) == list(range(1, 17))
+    listed = store.dataset_parts("m1")
+    assert [p.version for p in listed] == list(range(1, 17))
+    assert sum(p.rows for p in listed) == sum(range(1, 17))
+    assert [p.version for p in store.dataset_parts("m1", 5)] == [1, 2, 3, 4, 5]
+    with pytest.raises(NotFound):
+        store.add_dataset_part("ghost", "ghost/parts/x.parquet", 1)

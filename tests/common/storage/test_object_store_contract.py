@@ -1,0 +1,80 @@
+"""One contract for every ObjectStore adapter: local directory and S3 (moto server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from common.errors import BadRequest, NotFound
+from common.storage.local_objects import LocalObjectStore
+from common.storage.ports import ObjectStore
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "local":
+        yield LocalObjectStore(tmp_path / "objects")
+        return
+    request.getfixturevalue("aws")
+    import boto3
+
+    from common.storage.s3_objects import S3ObjectStore
+
+    s3 = S3ObjectStore("contract-bucket", boto3.client("s3"))
+    s3.ensure_bucket()
+    yield s3
+
+
+def test_put_get_roundtrip(store: ObjectStore) -> None:
+    store.put("m/0000000001.onnx", b"\x00onnx bytes\xff")
+    assert store.get("m/0000000001.onnx") == b"\x00onnx bytes\xff"
+    assert store.exists("m/0000000001.onnx")
+
+
+def test_put_replaces_whole_object(store: ObjectStore) -> None:
+    store.put("k/a", b"first version, longer")
+    store.put("k/a", b"second")
+    assert store.get("k/a") == b"second"
+
+
+def test_missing_key_is_not_found(store: ObjectStore) -> None:
+    assert not store.exists("nope/x")
+    with pytest.raises(NotFound):
+        store.get("nope/x")
+
+
+def test_delete_is_idempotent(store: ObjectStore) -> None:
+    store.put("d/x", b"1")
+    store.delete("d/x")
+    store.delete("d/x")
+    assert not store.exists("d/x")
+
+
+def test_list_by_prefix_sorted(store: ObjectStore) -> None:
+    for key in ("a/2", "a/1", "b/1", "a/sub/3"):
+        store.put(key, key.encode())
+    assert store.list("a/") == ["a/1", "a/2", "a/sub/3"]
+    assert store.list("c/") == []
+
+
+def test_concurrent_writers_of_distinct_keys_all_land(store: ObjectStore) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.put(f"par/{i:03d}", str(i).encode()), range(40)))
+    assert store.list("par/") == [f"par/{i:03d}" for i in range(40)]
+
+
+def test_local_store_refuses_traversal(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "root")
+    for key in ("../escape", "/etc/passwd", "a/../../escape", ""):
+        with pytest.raises(BadRequest):
+            store.put(key, b"x")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_local_store_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "root")
+    store.put("x/y", b"data")
+    assert sorted(p.name for p in (tmp_path / "root" / "x").iterdir()) == ["y"]
