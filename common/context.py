@@ -57,3 +57,9 @@ def _sqs_client() -> Any:
     import boto3
 
     return boto3.client("sqs")
+
+
+def wait_for_jobs() -> None:
+    """Block until the in-process worker has finished every submitted job (tests, CLI)."""
+    if _inprocess_queue.cache_info().currsize:
+        _inprocess_queue().join()  # type: ignore[attr-defined]

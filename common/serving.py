@@ -98,6 +98,52 @@ class Serving:
             answer["probabilities"] = out.probabilities
         return answer
 
+    def evaluate(self, model: str, records: Any) -> dict[str, Any]:
+        """Predict labelled records and score them against their target column."""
+        import numpy as np
+
+        from common.domain import Task
+        from common.inference.metrics import classification_metrics, regression_metrics
+
+        onnx_model = self.load(model)
+        target = onnx_model.metadata["target"]
+        features, labels = split_target(self.check_batch(records), target)
+        out = onnx_model.predict(features)
+        if onnx_model.task is Task.regression:
+            y = np.empty(len(labels))
+            for i, value in enumerate(labels):
+                if isinstance(value, str):  # CSV cells arrive as text
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        pass
+                if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                    raise BadRequest(f"target {target!r} (row {i}): expected a number, got {value!r}")
+                y[i] = value
+            metrics = regression_metrics(y, np.asarray(out.predictions, dtype=np.float64))
+        else:
+            index = {str(c): i for i, c in enumerate(onnx_model.classes)}
+            y_idx = []
+            for i, value in enumerate(labels):
+                key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+                if value is None or key not in index:
+                    raise BadRequest(
+                        f"target {target!r} (row {i}): {value!r} is not one of the model's classes "
+                        f"{onnx_model.classes}"
+                    )
+                y_idx.append(index[key])
+            pred_idx = np.array([index[str(p)] for p in out.predictions])
+            keys = [str(c) for c in onnx_model.classes]
+            proba = np.array([[row[k] for k in keys] for row in out.probabilities or []])
+            metrics = classification_metrics(np.array(y_idx), pred_idx, proba)
+        return {
+            "model": model,
+            "experiment_id": onnx_model.experiment_id,
+            "n": len(labels),
+            "metrics": metrics,
+            "predictions": out.predictions,
+        }
+
     def metadata(self, model: str) -> dict[str, Any]:
         return dict(self.load(model).metadata)
 
@@ -113,3 +159,19 @@ class Serving:
             }
             for m in self.backends.experiments.list_models()
         ]
+
+
+def split_target(records: Any, target: str) -> tuple[list[Any], list[Any]]:
+    """Separate the target column from labelled records (evaluate)."""
+    if not isinstance(records, list):
+        raise BadRequest("'records' must be a JSON array of objects")
+    features, labels = [], []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise BadRequest(f"record (row {i}): expected a JSON object")
+        if target not in rec:
+            raise BadRequest(f"missing target column {target!r} (row {i})")
+        rest = dict(rec)
+        labels.append(rest.pop(target))
+        features.append(rest)
+    return features, labels

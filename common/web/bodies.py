@@ -89,3 +89,34 @@ def csv_records(body: bytes, features: list[Feature], extra: tuple[str, ...] = (
             rec[name] = cell if feature is None else parse_csv_cell(feature, cell, i)
         records.append(rec)
     return records
+
+
+async def upload(request: Request, settings: Settings) -> tuple[str, bytes]:
+    """A labelled upload as (format, bytes): JSON, a CSV body, or multipart field ``file``."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        await read_body(request, settings)  # size check before parsing
+        form = await request.form()
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise BadRequest("multipart body needs a file field named 'file'")
+        data = await part.read()
+        name = (part.filename or "").lower()
+        if name.endswith(".json") or (part.content_type or "").startswith("application/json"):
+            return "json", data
+        return "csv", data
+    body = await read_body(request, settings)
+    if kind == "text/csv":
+        return "csv", body
+    if kind in ("application/json", ""):
+        return "json", body
+    raise BadRequest(
+        f"wrong content type {kind!r}; send application/json, text/csv or multipart/form-data"
+    )
+
+
+def records_of(body: bytes) -> Any:
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or "records" not in doc:
+        raise BadRequest('body must be {"records": [{...}, ...]}')
+    return doc["records"]

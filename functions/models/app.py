@@ -1,9 +1,10 @@
-"""GET /models: every model with its task, target, feature schema and deployed experiment."""
+"""GET /models lists every model; POST /models creates one."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from common import context
 from common.web.app import create_app, json_response, lambda_handler
+from common.web.bodies import read_json
 
 router = APIRouter(tags=["models"])
 
@@ -11,6 +12,14 @@ router = APIRouter(tags=["models"])
 @router.get("/models")
 async def list_models():  # type: ignore[no-untyped-def]
     return json_response(context.serving().list_models())
+
+
+@router.post("/models", status_code=201)
+async def create_model(request: Request):  # type: ignore[no-untyped-def]
+    """Body: {"name", "task": "classification"|"regression", "target"}; 409 if the name exists."""
+    lifecycle = context.lifecycle()
+    record = lifecycle.create_model(await read_json(request, lifecycle.backends.settings))
+    return json_response(record.model_dump(mode="json"), 201)
 
 
 app = create_app([router])

@@ -1,0 +1,17 @@
+"""GET /deployments?model=NAME: the deploy history, newest first."""
+
+from fastapi import APIRouter, Query
+
+from common import context
+from common.web.app import create_app, json_response, lambda_handler
+
+router = APIRouter(tags=["experiments"])
+
+
+@router.get("/deployments")
+async def deployments(model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
+    return json_response(context.lifecycle().deployments(model))
+
+
+app = create_app([router])
+handler = lambda_handler(app)

@@ -1,0 +1,17 @@
+"""GET /metrics/{experiment_id}: status, hyperparameters and holdout metrics of one experiment."""
+
+from fastapi import APIRouter
+
+from common import context
+from common.web.app import create_app, json_response, lambda_handler
+
+router = APIRouter(tags=["experiments"])
+
+
+@router.get("/metrics/{experiment_id}")
+async def metrics(experiment_id: int):  # type: ignore[no-untyped-def]
+    return json_response(context.lifecycle().metrics(experiment_id))
+
+
+app = create_app([router])
+handler = lambda_handler(app)

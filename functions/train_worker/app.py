@@ -1,0 +1,29 @@
+"""The training worker: consumes the retrain SQS queue and reports partial batch failures.
+
+A training that fails is recorded on its experiment (status ``failed``) and not retried; only a
+message that could not be processed at all (e.g. the experiment is running elsewhere, a store is
+unreachable) is reported back to SQS for redelivery.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from common import context
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def train_one(record: SQSRecord) -> int:
+    experiment_id = int(json.loads(record.body)["experiment_id"])
+    context.lifecycle().run_experiment(experiment_id)
+    return experiment_id
+
+
+def handler(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=train_one, processor=processor,
+                                    context=lambda_context)
