@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -113,10 +114,8 @@ class Serving:
             y = np.empty(len(labels))
             for i, value in enumerate(labels):
                 if isinstance(value, str):  # CSV cells arrive as text
-                    try:
+                    with contextlib.suppress(ValueError):
                         value = float(value)
-                    except ValueError:
-                        pass
                 if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
                     raise BadRequest(f"target {target!r} (row {i}): expected a number, got {value!r}")
                 y[i] = value
