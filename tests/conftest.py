@@ -90,3 +90,35 @@ def demo_env(demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         monkeypatch.delenv(key, raising=False)
     context.reset()
     return data
+
+
+@pytest.fixture
+def live_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The local server (all handlers, start-up work) on a free loopback port, over real HTTP.
+
+    Configure it through MLFN_* environment variables before requesting this fixture.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from infra.local.server import build_app
+
+    context.reset()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the local server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    context.reset()

@@ -36,11 +36,18 @@ def frame_from_records(records: Any) -> pd.DataFrame:
             raise BadRequest(f"column {name!r} (row {i}): present in some records but not others")
     for name in frame.columns:
         # JSON is explicit about types: a column mixing numbers and strings is a caller error.
-        values = frame[name]
-        kinds = {type(v) for v in values if v is not None and v == v}
-        if str in kinds and kinds - {str}:
-            row = next(i for i, v in enumerate(values) if v is not None and not isinstance(v, str))
-            raise BadRequest(f"column {name!r} (row {row}): mixes strings and numbers")
+        is_text = [isinstance(v, str) for v in frame[name] if v is not None and v == v]
+        texts = sum(is_text)
+        if 0 < texts < len(is_text):
+            # Blame the first row of the minority type: that is usually the typo.
+            odd_is_text = texts <= len(is_text) - texts
+            row = next(i for i, rec in enumerate(records)
+                       if rec.get(name) is not None and isinstance(rec[name], str) == odd_is_text)
+            raise BadRequest(
+                f"column {name!r} (row {row}): {records[row][name]!r} mixes "
+                f"{'text' if odd_is_text else 'a number'} into a column of "
+                f"{'numbers' if odd_is_text else 'text'}"
+            )
     return frame
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
-import boto3
 import pytest
 
-from common import context
 from functions.add_data import app as add_data
 from functions.deploy import app as deploy
 from functions.deployments import app as deployments
@@ -21,54 +18,8 @@ from functions.metadata import app as metadata
 from functions.metrics import app as metrics
 from functions.models import app as models
 from functions.retrain import app as retrain
-from functions.train_worker import app as worker
 from tests.apigw import invoke
 from tests.lifecycle_data import churn_rows, to_csv
-
-
-def sqs_event(messages: list[dict]) -> dict:
-    return {"Records": [{
-        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1523232000000",
-                       "SenderId": "123456789012", "ApproximateFirstReceiveTimestamp": "1523232000001"},
-        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:retrain", "awsRegion": "us-east-1",
-    } for m in messages]}
-
-
-@pytest.fixture
-def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Callable[[], None]:
-    monkeypatch.setenv("MLFN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MLFN_DEMO_MODELS", "false")
-    monkeypatch.setenv("MLFN_DEPLOY_CHECK_SECONDS", "0")
-    context.reset()
-    return context.wait_for_jobs
-
-
-@pytest.fixture
-def on_aws(aws: str, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Callable[[], None]:
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="retrain")["QueueUrl"]
-    for key, value in {"MLFN_OBJECT_STORE": "s3", "MLFN_EXPERIMENT_STORE": "dynamodb",
-                       "MLFN_JOB_QUEUE": "sqs", "MLFN_QUEUE_URL": url,
-                       "MLFN_DEPLOY_CHECK_SECONDS": "0"}.items():
-        monkeypatch.setenv(key, value)
-    context.reset()
-    context.backends().ensure_cloud_resources()
-
-    def drain() -> None:
-        while True:
-            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = got.get("Messages", [])
-            if not messages:
-                return
-            result = worker.handler(sqs_event(messages), None)
-            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-            assert not failed, result
-            for m in messages:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-
-    return drain
 
 
 @pytest.mark.parametrize("backend", ["embedded", "on_aws"])

@@ -1,0 +1,59 @@
+"""Fixtures for the end-to-end tests: the embedded backends and the AWS ones on moto."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+
+from common import context
+from functions.train_worker import app as worker
+
+
+def sqs_event(messages: list[dict]) -> dict:
+    return {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1523232000000",
+                       "SenderId": "123456789012", "ApproximateFirstReceiveTimestamp": "1523232000001"},
+        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:retrain", "awsRegion": "us-east-1",
+    } for m in messages]}
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Callable[[], None]:
+    monkeypatch.setenv("MLFN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFN_DEMO_MODELS", "false")
+    monkeypatch.setenv("MLFN_DEPLOY_CHECK_SECONDS", "0")
+    context.reset()
+    return context.wait_for_jobs
+
+
+@pytest.fixture
+def on_aws(aws: str, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Callable[[], None]:
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="retrain")["QueueUrl"]
+    for key, value in {"MLFN_OBJECT_STORE": "s3", "MLFN_EXPERIMENT_STORE": "dynamodb",
+                       "MLFN_JOB_QUEUE": "sqs", "MLFN_QUEUE_URL": url,
+                       "MLFN_DEPLOY_CHECK_SECONDS": "0"}.items():
+        monkeypatch.setenv(key, value)
+    context.reset()
+    context.backends().ensure_cloud_resources()
+
+    def drain() -> None:
+        while True:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = got.get("Messages", [])
+            if not messages:
+                return
+            result = worker.handler(sqs_event(messages), None)
+            failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+            assert not failed, result
+            for m in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    return drain
+
+
