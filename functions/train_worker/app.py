@@ -15,7 +15,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from common import context
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Report failures per message (also when all fail) so SQS redelivers exactly those.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def train_one(record: SQSRecord) -> int:

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("name", help="function name, e.g. forward")
     call.add_argument("--event", "-e", type=Path, required=True, help="event JSON file")
     call.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
+    work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue")
+    work.add_argument("--once", action="store_true", help="one receive, then exit")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         event = json.loads(args.event.read_text())
         json.dump(invoke(args.name, event), sys.stdout, indent=2)
         sys.stdout.write("\n")
+        return 0
+
+    if args.command == "worker":
+        from infra.local.worker import run
+
+        run(once=args.once)
         return 0
 
     import uvicorn

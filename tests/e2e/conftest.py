@@ -10,16 +10,7 @@ import pytest
 
 from common import context
 from functions.train_worker import app as worker
-
-
-def sqs_event(messages: list[dict]) -> dict:
-    return {"Records": [{
-        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1523232000000",
-                       "SenderId": "123456789012", "ApproximateFirstReceiveTimestamp": "1523232000001"},
-        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:retrain", "awsRegion": "us-east-1",
-    } for m in messages]}
+from infra.local.worker import sqs_event
 
 
 @pytest.fixture
@@ -48,7 +39,7 @@ def on_aws(aws: str, monkeypatch: pytest.MonkeyPatch, fresh_context: None) -> Ca
             messages = got.get("Messages", [])
             if not messages:
                 return
-            result = worker.handler(sqs_event(messages), None)
+            result = worker.handler(sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:retrain"), None)
             failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
             assert not failed, result
             for m in messages:

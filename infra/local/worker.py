@@ -1,0 +1,62 @@
+"""A long-running training worker for docker-compose and servers: long-polls the SQS retrain
+queue and hands each message to the same handler the Lambda worker uses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from common import context
+
+log = logging.getLogger("mlfn.worker")
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """Messages from ReceiveMessage in the shape Lambda's SQS event source delivers them."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "",
+            }
+            for m in messages
+        ]
+    }
+
+
+def run(once: bool = False, wait_seconds: int = 20) -> int:
+    """Process messages until stopped (or one receive when ``once``); returns messages handled."""
+    import boto3
+
+    from functions.train_worker.app import handler
+
+    settings = context.backends().settings
+    if settings.job_queue != "sqs" or not settings.queue_url:
+        raise SystemExit("mlfn worker needs MLFN_JOB_QUEUE=sqs and MLFN_QUEUE_URL; the embedded "
+                         "in-process queue runs inside `mlfn serve`")
+    sqs = boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    handled = 0
+    while True:
+        got = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=1,
+                                  WaitTimeSeconds=wait_seconds, AttributeNames=["All"])
+        messages = got.get("Messages", [])
+        if messages:
+            result = handler(sqs_event(messages, arn), None)
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            for m in messages:
+                if m["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                else:
+                    log.warning("message %s left for redelivery", m["MessageId"])
+            handled += len(messages)
+        if once:
+            return handled
