@@ -51,8 +51,7 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray) -
         precision.append(p)
         recall.append(r)
         f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    proba = proba / proba.sum(axis=1, keepdims=True)
-    clipped = np.clip(proba, 1e-15, 1.0)
+    clipped = np.clip(proba / proba.sum(axis=1, keepdims=True), 1e-15, 1.0)
     out = {
         "accuracy": float(np.mean(pred == y)),
         "f1_macro": float(np.mean(f1)),
