@@ -1,0 +1,36 @@
+"""The README's curl examples work as written against a freshly started service."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_blocks(*headings: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for heading in headings:
+        section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        out.extend(re.findall(r"```bash\n(.*?)```", section, flags=re.S))
+    return "\n".join(out)
+
+
+def test_readme_curl_examples(demo_env: Path, live_server: str, tmp_path: Path) -> None:
+    script = readme_blocks("Predict", "Train, compare, deploy, roll back")
+    script = script.replace("http://127.0.0.1:3000", live_server)
+    # Any HTTP error fails the script: the examples must work exactly as written.
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert '"prediction":"setosa"' in text
+    assert '"rows_total":26' in text and '"dataset_version":3' in text
+    assert '{"experiment_id":5,"status":"queued"}' in text
+    assert '{"experiment_id":6,"status":"queued"}' in text
+    assert '"status":"succeeded"' in text
+    assert '{"model":"churn","deployed":5,"previous":6}' in text
+    assert text.rstrip().endswith("204")
