@@ -47,6 +47,13 @@ class Backends:
             experiments = SqliteExperimentStore(settings.sqlite_path)
         return cls(settings=settings, models=models, datasets=datasets, experiments=experiments)
 
+    @property
+    def inference_log(self) -> Any:
+        """The SQL store doubles as the inference log sink; None where there is none."""
+        if self.settings.inference_log == "off":
+            return None
+        return self.experiments if hasattr(self.experiments, "log_inference") else None
+
     def ensure_cloud_resources(self) -> None:
         """Create buckets and the table on emulators (SAM creates them on AWS)."""
         for store in (self.models, self.datasets):

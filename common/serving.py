@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.backends import Backends
+from common.domain import Task
 from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache
+from common.monitoring import Monitor, summarize
 from common.names import model_key, model_name
 
 
@@ -22,9 +24,15 @@ class Serving:
     (model, experiment id), so a switch never serves a stale graph under a new id.
     """
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, monitor: Monitor | None = None) -> None:
         self.backends = backends
-        self.settings = backends.settings
+        self.settings = settings = backends.settings
+        self.monitor = monitor or Monitor(
+            settings.emf,
+            backends.inference_log,
+            settings.inference_log_retention_days,
+            settings.inference_log_max_rows,
+        )
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._pointers: dict[str, tuple[int | None, float]] = {}
         self._lock = threading.Lock()
@@ -53,17 +61,26 @@ class Serving:
         if experiment_id is None:
             experiment_id = self.deployed_id(model)
         key = model_key(model, experiment_id)
-        return self.sessions.get(
-            (model, experiment_id),
-            lambda: OnnxModel(self.backends.models.get(key), self.settings.ort_intra_op_threads),
-        )
+        found = experiment_id
+
+        def load() -> OnnxModel:
+            start = time.perf_counter()
+            loaded = OnnxModel(self.backends.models.get(key), self.settings.ort_intra_op_threads)
+            self.monitor.model_loaded(model, found, time.perf_counter() - start, loaded.size_bytes)
+            return loaded
+
+        return self.sessions.get((model, experiment_id), load)
 
     # -- use cases -------------------------------------------------------------------------
     def forward(self, model: str, record: Any) -> dict[str, Any]:
-        if not isinstance(record, dict):
-            raise BadRequest("body must be one JSON object of feature -> value")
-        onnx_model = self.load(model)
-        out = onnx_model.predict([record])
+        with self.monitor.observe("forward", model) as obs:
+            if not isinstance(record, dict):
+                raise BadRequest("body must be one JSON object of feature -> value")
+            onnx_model = self.load(model)
+            obs.experiment_id = onnx_model.experiment_id
+            out = onnx_model.predict([record])
+            obs.rows = 1
+            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
@@ -89,7 +106,10 @@ class Serving:
         return onnx_model, onnx_model.predict(self.check_batch(records))
 
     def forward_batch(self, model: str, records: Any) -> dict[str, Any]:
-        onnx_model, out = self.predict_batch(model, records)
+        with self.monitor.observe("forward_batch", model) as obs:
+            onnx_model, out = self.predict_batch(model, records)
+            obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
+            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
@@ -101,9 +121,15 @@ class Serving:
 
     def evaluate(self, model: str, records: Any) -> dict[str, Any]:
         """Predict labelled records and score them against their target column."""
+        with self.monitor.observe("evaluate", model) as obs:
+            answer = self._evaluate(model, records)
+            obs.experiment_id, obs.rows = answer["experiment_id"], answer["n"]
+            obs.summary = {"metrics": answer["metrics"]}
+        return answer
+
+    def _evaluate(self, model: str, records: Any) -> dict[str, Any]:
         import numpy as np
 
-        from common.domain import Task
         from common.inference.metrics import classification_metrics, regression_metrics
 
         onnx_model = self.load(model)
@@ -145,6 +171,20 @@ class Serving:
 
     def metadata(self, model: str) -> dict[str, Any]:
         return dict(self.load(model).metadata)
+
+    def inference_log(self, model: str | None, limit: int) -> list[dict[str, Any]]:
+        sink = self.monitor.sink
+        if sink is None:
+            raise NotFound(
+                "this server keeps no inference log (it needs the sqlite or postgres experiment "
+                "store); on AWS the same events are CloudWatch metrics and logs"
+            )
+        if model is not None:
+            self.backends.experiments.get_model(model_name(model))
+        if not 1 <= limit <= 10_000:
+            raise BadRequest("limit must be between 1 and 10000")
+        self.monitor.flush()
+        return sink.recent_inference(model, limit)
 
     def list_models(self) -> list[dict[str, Any]]:
         return [

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(default=10_000, ge=1)
 
+    # Monitoring: EMF metrics + JSON logs on stdout (CloudWatch picks them up on Lambda), and the
+    # inference_log table where the experiment store is SQL ("auto": SQLite or PostgreSQL).
+    emf: bool = True
+    inference_log: Literal["auto", "off"] = "auto"
+    inference_log_retention_days: float = Field(default=7.0, gt=0)
+    inference_log_max_rows: int = Field(default=1_000_000, ge=1)
+
     api_key: str = ""
     cors_origins: str = ""
 

@@ -14,6 +14,8 @@ _DDL_LOCK = 872301  # advisory lock id: concurrent start-ups create the schema o
 class PostgresExperimentStore(SqlExperimentStore):
     serial = "BIGSERIAL PRIMARY KEY"
     lock_suffix = " FOR UPDATE"
+    timestamp_type = "TIMESTAMPTZ"
+    json_type = "JSONB"
 
     def __init__(self, dsn: str) -> None:
         super().__init__()

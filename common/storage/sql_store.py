@@ -33,6 +33,8 @@ class SqlExperimentStore:
 
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
     lock_suffix = ""
+    timestamp_type = "TEXT"
+    json_type = "TEXT"
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -84,6 +86,12 @@ class SqlExperimentStore:
                 id BIGINT NOT NULL, model_id TEXT NOT NULL, problem TEXT NOT NULL,
                 model_name TEXT NOT NULL, h_tune BOOLEAN NOT NULL, metric TEXT NOT NULL,
                 metric_value DOUBLE PRECISION NOT NULL, PRIMARY KEY (id, metric))""",
+            f"""CREATE TABLE IF NOT EXISTS inference_log (
+                id {self.serial}, time {self.timestamp_type} NOT NULL, model TEXT NOT NULL,
+                experiment_id BIGINT, route TEXT NOT NULL, rows INTEGER NOT NULL,
+                latency_ms DOUBLE PRECISION NOT NULL, status INTEGER NOT NULL,
+                prediction_summary {self.json_type}, request_id TEXT)""",
+            "CREATE INDEX IF NOT EXISTS inference_log_model_time ON inference_log (model, time)",
         ]
         with self._transaction(write=True) as cur:
             self._before_ddl(cur)
@@ -324,3 +332,46 @@ class SqlExperimentStore:
         return [
             DatasetPart(model=r[0], version=r[1], key=r[2], rows=r[3], created_at=r[4]) for r in rows
         ]
+
+    # -- inference log (monitoring sink) ------------------------------------------------------
+    _LOG_COLUMNS = "time, model, experiment_id, route, rows, latency_ms, status, prediction_summary"
+
+    def log_inference(self, events: list[Any]) -> None:
+        with self._transaction(write=True) as cur:
+            for e in events:
+                self._exec(
+                    cur,
+                    f"INSERT INTO inference_log ({self._LOG_COLUMNS}, request_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.time.isoformat(), e.model, e.experiment_id, e.route, e.rows, e.latency_ms,
+                     e.status, json.dumps(e.prediction_summary), e.request_id),
+                )
+
+    def prune_inference(self, older_than: Any, keep_rows: int) -> None:
+        with self._transaction(write=True) as cur:
+            self._exec(cur, "DELETE FROM inference_log WHERE time < ?", (older_than.isoformat(),))
+            self._exec(
+                cur,
+                "DELETE FROM inference_log WHERE id <= (SELECT MAX(id) FROM inference_log) - ?",
+                (keep_rows,),
+            )
+
+    def recent_inference(self, model: str | None, limit: int) -> list[dict[str, Any]]:
+        where, params = ("WHERE model = ? ", (model, limit)) if model else ("", (limit,))
+        with self._transaction(write=False) as cur:
+            self._exec(
+                cur,
+                f"SELECT {self._LOG_COLUMNS} FROM inference_log {where}ORDER BY id DESC LIMIT ?",
+                params,
+            )
+            rows = cur.fetchall()
+        keys = [c.strip() for c in self._LOG_COLUMNS.split(",")]
+        out = []
+        for row in rows:
+            doc = dict(zip(keys, row, strict=True))
+            if isinstance(doc["prediction_summary"], str):
+                doc["prediction_summary"] = json.loads(doc["prediction_summary"])
+            if not isinstance(doc["time"], str):
+                doc["time"] = doc["time"].isoformat()
+            out.append(doc)
+        return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from common.errors import ServiceError
+from common.monitoring import REQUEST_ID
 from common.settings import Settings
 
 log = logging.getLogger("mlfn")
@@ -45,13 +47,54 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+class Guard:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the forward path): API key, body
+    size limit before parsing, and the request id that logs and metrics carry."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from common import context
+
+        current = context.backends().settings
+        headers = dict(scope.get("headers") or ())
+        if current.api_key and scope["path"] not in PUBLIC_PATHS:
+            given = headers.get(b"x-api-key", b"")
+            if not hmac.compare_digest(given, current.api_key.encode()):
+                reply = error_response(401, "unauthorized", "missing or wrong x-api-key header")
+                await reply(scope, receive, send)
+                return
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > current.max_body_bytes:
+            reply = error_response(
+                413, "payload too large",
+                f"the body has {int(length)} bytes; the limit is {current.max_body_bytes}",
+            )
+            await reply(scope, receive, send)
+            return
+        lambda_context = scope.get("aws.context")
+        request_id = (
+            getattr(lambda_context, "aws_request_id", None)
+            or headers.get(b"x-request-id", b"").decode()
+            or uuid.uuid4().hex
+        )
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)
+
+
 def install(app: FastAPI, settings: Settings) -> FastAPI:
     """Add the shared error handlers and middleware to ``app``.
 
     The API key and body limit are read per request from the process settings, so they follow
     the environment the process was configured with; CORS is fixed when the app is built.
     """
-    from common import context
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> Response:
@@ -73,20 +116,7 @@ def install(app: FastAPI, settings: Settings) -> FastAPI:
         log.exception("unhandled error")
         return error_response(500, "internal error", f"{type(exc).__name__}; see the service log")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        current = context.backends().settings
-        api_key, limit = current.api_key.encode(), current.max_body_bytes
-        if api_key and request.url.path not in PUBLIC_PATHS:
-            given = request.headers.get("x-api-key", "").encode()
-            if not hmac.compare_digest(given, api_key):
-                return error_response(401, "unauthorized", "missing or wrong x-api-key header")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            return error_response(
-                413, "payload too large", f"the body has {length} bytes; the limit is {limit}"
-            )
-        return await call_next(request)
+    app.add_middleware(Guard)
 
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware

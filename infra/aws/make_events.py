@@ -1,0 +1,196 @@
+"""Write events/*.json: the sample events of every route and of the training worker.
+
+Each event starts from what ``sam local generate-event`` prints (the real API Gateway REST v1
+proxy, HTTP API v2 and SQS shapes) and is then given its method, resource, path, path and query
+parameters and body, as API Gateway would send them for template.yaml's routes:
+
+- JSON bodies arrive as text (``isBase64Encoded: false``): application/json is not one of the
+  API's binary media types.
+- SQS bodies are set here, JSON-encoded, because ``generate-event sqs --body`` does not escape.
+
+Run with the tools venv that infra/aws/check.sh creates (it needs the ``sam`` command)::
+
+    .venv-aws-tools/bin/python infra/aws/make_events.py          # rewrite events/
+    .venv-aws-tools/bin/python infra/aws/make_events.py --check  # fail if events/ is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = "v1"  # template.yaml's StageName default
+QUEUE = "mlfn-jobs"
+
+IRIS = [
+    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2,
+     "species": "setosa"},
+    {"sepal_length": 4.9, "sepal_width": 3.0, "petal_length": 1.4, "petal_width": 0.2,
+     "species": "setosa"},
+    {"sepal_length": 7.0, "sepal_width": 3.2, "petal_length": 4.7, "petal_width": 1.4,
+     "species": "versicolor"},
+    {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5,
+     "species": "versicolor"},
+    {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5,
+     "species": "virginica"},
+    {"sepal_length": 5.8, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.9,
+     "species": "virginica"},
+]
+FEATURES = [{k: v for k, v in row.items() if k != "species"} for row in IRIS]
+
+# file -> (method, resource, path parameters, query, body); one file per route. The file named
+# after a function (events/<name>.json) is that function's main route.
+ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, Any]] = {
+    "health": ("GET", "/health", None, None, None),
+    "models": ("GET", "/models", None, None, None),
+    "create_model": ("POST", "/models", None, None,
+                     {"name": "churn", "task": "classification", "target": "churned"}),
+    "model_classes": ("GET", "/model_classes", None, None, None),
+    "forward": ("POST", "/forward", None, {"model": "iris"}, FEATURES[0]),
+    "forward_batch": ("POST", "/forward_batch", None, {"model": "iris"},
+                      {"records": FEATURES[::2]}),
+    "metadata": ("GET", "/metadata", None, {"model": "iris"}, None),
+    "evaluate": ("POST", "/evaluate", None, {"model": "iris"}, {"records": IRIS}),
+    "add_data": ("PUT", "/add_data", None, {"model": "iris"}, {"records": IRIS}),
+    "retrain": ("PUT", "/retrain", None, {"model": "iris"},
+                {"model_class": "random_forest", "hyperparameters": {"n_estimators": 51},
+                 "tune": False, "deploy": "never"}),
+    "metrics": ("GET", "/metrics/{experiment_id}", {"experiment_id": "1"}, None, None),
+    "deploy": ("POST", "/deploy/{experiment_id}", {"experiment_id": "2"}, None, None),
+    "deployments": ("GET", "/deployments", None, {"model": "iris"}, None),
+    "experiments": ("GET", "/experiments", None, {"model": "iris"}, None),
+    "delete_experiment": ("DELETE", "/experiments/{experiment_id}", {"experiment_id": "1"},
+                          None, None),
+}
+
+
+def sam(*args: str) -> dict[str, Any]:
+    exe = shutil.which("sam", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if exe is None:
+        raise SystemExit("the sam command is missing; run infra/aws/check.sh once to install it")
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    out = subprocess.run([exe, "local", "generate-event", *args], check=True, env=env,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def concrete(resource: str, params: dict[str, str] | None) -> str:
+    path = resource
+    for name, value in (params or {}).items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+def v1_event(base: dict[str, Any], method: str, resource: str, params: dict[str, str] | None,
+             query: dict[str, str] | None, body: Any) -> dict[str, Any]:
+    event = copy.deepcopy(base)
+    path = concrete(resource, params)
+    headers = dict(event["headers"])
+    headers["Accept"] = "application/json"
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    event.update(
+        body=None if body is None else json.dumps(body),
+        isBase64Encoded=False,
+        resource=resource,
+        path=path,
+        httpMethod=method,
+        queryStringParameters=query,
+        multiValueQueryStringParameters=None if query is None
+        else {k: [v] for k, v in query.items()},
+        pathParameters=params,
+        stageVariables=None,
+        headers=headers,
+        multiValueHeaders={k: [v] for k, v in headers.items()},
+    )
+    context = event["requestContext"]
+    context.update(path=f"/{STAGE}{path}", resourcePath=resource, httpMethod=method, stage=STAGE)
+    return event
+
+
+def v2_event(base: dict[str, Any]) -> dict[str, Any]:
+    """POST /forward?model=iris through an HTTP API ($default route, no authorizer)."""
+    event = copy.deepcopy(base)
+    query = {"model": "iris"}
+    event.update(
+        rawPath="/forward",
+        rawQueryString=urlencode(query),
+        cookies=[],
+        headers={"accept": "application/json", "content-type": "application/json",
+                 "host": "abc123.execute-api.us-east-1.amazonaws.com",
+                 "user-agent": "curl/8.5.0", "x-forwarded-proto": "https"},
+        queryStringParameters=query,
+        body=json.dumps(FEATURES[0]),
+        isBase64Encoded=False,
+    )
+    event.pop("pathParameters", None)
+    event.pop("stageVariables", None)
+    context = event["requestContext"]
+    context.pop("authentication", None)
+    context.pop("authorizer", None)
+    context.update(domainName="abc123.execute-api.us-east-1.amazonaws.com", domainPrefix="abc123")
+    context["http"].update(method="POST", path="/forward", sourceIp="203.0.113.7",
+                           userAgent="curl/8.5.0")
+    return event
+
+
+def sqs_event(base: dict[str, Any], experiment_id: int) -> dict[str, Any]:
+    event = copy.deepcopy(base)
+    record = event["Records"][0]
+    body = json.dumps({"experiment_id": experiment_id})
+    record.update(body=body, md5OfBody=hashlib.md5(body.encode()).hexdigest())
+    return event
+
+
+def build() -> dict[str, dict[str, Any]]:
+    base_v1 = sam("apigateway", "aws-proxy", "--stage", STAGE)
+    events = {name: v1_event(base_v1, *route) for name, route in ROUTES.items()}
+    events["forward_v2"] = v2_event(sam("apigateway", "http-api-proxy"))
+    events["train_worker"] = sqs_event(sam("sqs", "receive-message", "--queue-name", QUEUE), 1)
+    return events
+
+
+def render(event: dict[str, Any]) -> str:
+    return json.dumps(event, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with events/, write nothing")
+    args = parser.parse_args(argv)
+    out_dir = ROOT / "events"
+    events = build()
+    stale = []
+    for name, event in sorted(events.items()):
+        path = out_dir / f"{name}.json"
+        text = render(event)
+        old = path.read_text() if path.exists() else ""
+        if old == text:
+            continue
+        if args.check:
+            stale.append(name)
+            sys.stdout.writelines(difflib.unified_diff(
+                old.splitlines(True), text.splitlines(True), f"events/{name}.json", "generated"))
+        else:
+            out_dir.mkdir(exist_ok=True)
+            path.write_text(text)
+            print(f"wrote events/{name}.json")
+    if stale:
+        print(f"events out of date: {', '.join(stale)}; run {Path(__file__).relative_to(ROOT)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

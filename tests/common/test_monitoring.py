@@ -1,0 +1,149 @@
+"""Monitoring: EMF documents and JSON logs on stdout, inference_log rows in SQLite and Postgres."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from common import context
+from common.domain import utcnow
+from common.monitoring import InferenceEvent
+from functions.evaluate import app as evaluate_app
+from functions.forward import app as forward_app
+from functions.forward_batch import app as batch_app
+from functions.inference_log import app as log_app
+from tests.apigw import call, invoke, v1_event
+
+IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def stdout_documents(text: str) -> list[dict]:
+    docs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            docs.append(json.loads(line))
+    return docs
+
+
+def emf(docs: list[dict], metric: str) -> list[dict]:
+    return [d for d in docs if "_aws" in d and any(
+        m["Name"] == metric for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"])]
+
+
+def test_emf_metrics_and_structured_logs(demo_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    event = v1_event("POST", "/forward", {"model": "iris"}, json.dumps(IRIS),
+                     {"Content-Type": "application/json"})
+    reply = call(forward_app.handler, event)
+    assert reply.status == 200
+    bad = invoke(forward_app.handler, "v2", "POST", "/forward", {"model": "iris"}, {"x": 1})
+    assert bad.status == 400
+    invoke(batch_app.handler, "v1", "POST", "/forward_batch", {"model": "iris"}, {"records": [IRIS] * 3})
+    invoke(evaluate_app.handler, "v2", "POST", "/evaluate", {"model": "iris"},
+           {"records": [{**IRIS, "species": "setosa"}]})
+    docs = stdout_documents(capsys.readouterr().out)
+    experiment = str(reply.json()["experiment_id"])
+
+    latency = emf(docs, "Latency")
+    assert len(latency) == 4
+    first = latency[0]
+    directive = first["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "mlfn"
+    assert set(directive["Dimensions"][0]) == {"model", "experiment", "service"}
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
+        "Latency": "Milliseconds", "Rows": "Count", "Errors": "Count", "ColdStart": "Count"}
+    assert first["model"] == "iris" and first["experiment"] == experiment
+    assert first["Rows"] == [1.0] and first["Errors"] == [0.0] and first["ColdStart"] == [1.0]
+    assert latency[1]["Errors"] == [1.0] and latency[1]["ColdStart"] == [0.0]
+    assert [d["route"] for d in latency] == ["forward", "forward", "forward_batch", "evaluate"]
+    assert latency[2]["Rows"] == [3.0]
+    loads = emf(docs, "ModelLoadTime")
+    assert len(loads) == 1 and loads[0]["model"] == "iris" and loads[0]["ModelLoadTime"][0] > 0
+
+    logs = [d for d in docs if d.get("message") == "inference"]
+    assert len(logs) == 4
+    assert logs[0]["request_id"] == event["requestContext"]["requestId"] or logs[0]["request_id"]
+    assert logs[0]["level"] == "INFO" and logs[0]["service"] == "mlfn"
+    assert logs[0]["prediction_summary"] == {"setosa": 1}
+    assert logs[1]["status"] == 400
+
+
+def run_some_traffic() -> None:
+    for _ in range(3):
+        assert invoke(forward_app.handler, "v1", "POST", "/forward", {"model": "iris"}, IRIS).status == 200
+    assert invoke(batch_app.handler, "v2", "POST", "/forward_batch", {"model": "diabetes"},
+                  {"records": [{"age": 50.0, "sex": "2", "bmi": 27.1, "bp": 95.0, "s1": 180.0, "s2": 110.0,
+                                "s3": 45.0, "s4": 4.0, "s5": 4.6, "s6": 90.0}] * 2}).status == 200
+    assert invoke(forward_app.handler, "v1", "POST", "/forward", {"model": "iris"}, {"bad": 1}).status == 400
+
+
+def check_log_rows() -> None:
+    reply = invoke(log_app.handler, "v1", "GET", "/inference_log", {"limit": "10"})
+    assert reply.status == 200, reply.body
+    rows = reply.json()
+    assert [r["route"] for r in rows] == ["forward", "forward_batch", "forward", "forward", "forward"]
+    assert [r["status"] for r in rows] == [400, 200, 200, 200, 200]
+    assert rows[1]["model"] == "diabetes" and rows[1]["rows"] == 2
+    assert set(rows[1]["prediction_summary"]) == {"mean", "min", "max"}
+    assert rows[2]["prediction_summary"] == {"setosa": 1} and rows[2]["latency_ms"] > 0
+    assert isinstance(rows[2]["experiment_id"], int)
+    only_iris = invoke(log_app.handler, "v2", "GET", "/inference_log", {"model": "iris", "limit": "2"}).json()
+    assert [r["model"] for r in only_iris] == ["iris", "iris"]
+
+
+def test_inference_log_sqlite(demo_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFN_EMF", "false")
+    context.reset()
+    run_some_traffic()
+    check_log_rows()
+
+
+def test_inference_log_postgres(demo_env: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.storage.postgres_store import PostgresExperimentStore
+    from common.storage.sqlite_store import SqliteExperimentStore
+
+    # Move the demo models' records into Postgres; the ONNX files stay in the local object store.
+    source = SqliteExperimentStore(demo_env / "experiments.sqlite3")
+    target = PostgresExperimentStore(pg_dsn)
+    models = source.list_models()
+    for m in models:
+        target.create_model(m.model_copy(update={"deployed_experiment_id": None}))
+    for exp in sorted(source.list_experiments(), key=lambda e: e.id):
+        assert target.create_experiment(exp.model_dump(exclude={"id"})).id == exp.id
+    for m in models:
+        target.deploy(m.name, m.deployed_experiment_id, None)
+    monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "postgres")
+    monkeypatch.setenv("MLFN_POSTGRES_DSN", pg_dsn)
+    context.reset()
+    run_some_traffic()
+    check_log_rows()
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT pg_typeof(time)::text, pg_typeof(prediction_summary)::text "
+                           "FROM inference_log LIMIT 1").fetchone()
+    assert row == ("timestamp with time zone", "jsonb")
+
+
+def test_retention_prunes_old_and_excess_rows(tmp_path: Path) -> None:
+    from common.storage.sqlite_store import SqliteExperimentStore
+
+    store = SqliteExperimentStore(tmp_path / "e.sqlite3")
+    old = utcnow() - timedelta(days=30)
+    store.log_inference([InferenceEvent(route="forward", model="m", time=old)])
+    store.log_inference([InferenceEvent(route="forward", model="m", rows=i) for i in range(10)])
+    store.prune_inference(utcnow() - timedelta(days=7), keep_rows=4)
+    rows = store.recent_inference("m", 100)
+    assert [r["rows"] for r in rows] == [9, 8, 7, 6]
+
+
+def test_inference_log_unavailable_on_dynamodb(aws: str, monkeypatch: pytest.MonkeyPatch,
+                                               fresh_context: None) -> None:
+    monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "dynamodb")
+    context.reset()
+    context.backends().ensure_cloud_resources()
+    reply = invoke(log_app.handler, "v1", "GET", "/inference_log")
+    assert reply.status == 404 and "CloudWatch" in reply.json()["detail"]

@@ -1,0 +1,198 @@
+"""events/*.json: real event shapes, one per route, in step with template.yaml.
+
+The events come from ``sam local generate-event`` (infra/aws/make_events.py); these tests check
+their shape and that every function and every API route of the template has one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+
+# Every Lambda function of the service (functions/<name>/app.py); events/<name>.json is its
+# main event.
+FUNCTIONS = (
+    "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
+    "add_data", "retrain", "metrics", "deploy", "deployments", "experiments", "train_worker",
+)
+# Routes that name their model in the query string (?model=NAME).
+MODEL_SCOPED = {"/forward", "/forward_batch", "/metadata", "/evaluate", "/add_data", "/retrain",
+                "/deployments", "/experiments"}
+HTTP_METHODS = {"GET", "POST", "PUT", "DELETE"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text())
+    assert isinstance(doc, dict), f"{path.name}: not a JSON object"
+    return doc
+
+
+def all_events() -> dict[str, dict[str, Any]]:
+    return {p.stem: load(p) for p in sorted(EVENTS.glob("*.json"))}
+
+
+def kind(event: dict[str, Any]) -> str:
+    if "Records" in event:
+        return "sqs"
+    if event.get("version") == "2.0":
+        return "v2"
+    if "httpMethod" in event:
+        return "v1"
+    return "unknown"
+
+
+def body_text(event: dict[str, Any]) -> str | None:
+    body = event.get("body")
+    if body is None:
+        return None
+    assert isinstance(body, str)
+    return base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
+
+
+def test_every_file_is_a_known_event_shape() -> None:
+    events = all_events()
+    assert events, "events/ is empty"
+    unknown = [name for name, event in events.items() if kind(event) == "unknown"]
+    assert not unknown, f"neither API Gateway v1/v2 nor SQS: {unknown}"
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted(EVENTS.glob("*.json"))])
+def test_event_shape(name: str) -> None:
+    event = load(EVENTS / f"{name}.json")
+    shape = kind(event)
+    if shape == "v1":
+        check_v1(name, event)
+    elif shape == "v2":
+        check_v2(name, event)
+    elif shape == "sqs":
+        check_sqs(name, event)
+
+
+def check_v1(name: str, event: dict[str, Any]) -> None:
+    method, path, resource = event["httpMethod"], event["path"], event["resource"]
+    assert method in HTTP_METHODS, name
+    assert path.startswith("/"), name
+    assert isinstance(event["isBase64Encoded"], bool), name
+    # The path is the resource with its {parameters} filled in from pathParameters.
+    params = event.get("pathParameters") or {}
+    assert set(re.findall(r"{(\w+)}", resource)) == set(params), name
+    filled = resource
+    for key, value in params.items():
+        filled = filled.replace("{" + key + "}", value)
+    assert filled == path, f"{name}: resource {resource} does not match path {path}"
+    context = event["requestContext"]
+    assert context["httpMethod"] == method and context["resourcePath"] == resource, name
+    assert context["path"] == f"/{context['stage']}{path}", name
+    query = event.get("queryStringParameters") or {}
+    if resource in MODEL_SCOPED:
+        assert query.get("model"), f"{name}: {resource} needs ?model=NAME"
+        assert event["multiValueQueryStringParameters"]["model"] == [query["model"]], name
+    text = body_text(event)
+    if method in ("GET", "DELETE"):
+        assert text is None, f"{name}: a {method} request has no body"
+    else:
+        assert text is not None, f"{name}: {method} {path} needs a body"
+        assert event["headers"].get("Content-Type") == "application/json", name
+        json.loads(text)
+
+
+def check_v2(name: str, event: dict[str, Any]) -> None:
+    http = event["requestContext"]["http"]
+    assert http["method"] in HTTP_METHODS, name
+    assert http["path"] == event["rawPath"], name
+    query = event.get("queryStringParameters") or {}
+    assert event["rawQueryString"] == "&".join(f"{k}={v}" for k, v in query.items()), name
+    text = body_text(event)
+    if text is not None:
+        json.loads(text)
+
+
+def check_sqs(name: str, event: dict[str, Any]) -> None:
+    records = event["Records"]
+    assert records, name
+    for record in records:
+        assert record["eventSource"] == "aws:sqs", name
+        assert record["messageId"] and record["receiptHandle"], name
+        body = json.loads(record["body"])
+        assert isinstance(body, dict) and isinstance(body.get("experiment_id"), int), name
+        assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest(), name
+
+
+def test_every_function_has_its_event() -> None:
+    names = set(FUNCTIONS)
+    # ... and so does any function directory added later.
+    names |= {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
+    missing = sorted(n for n in names if not (EVENTS / f"{n}.json").exists())
+    assert not missing, f"no events/<name>.json for {missing}"
+
+
+def test_the_training_worker_event_is_sqs() -> None:
+    assert kind(load(EVENTS / "train_worker.json")) == "sqs"
+    assert kind(load(EVENTS / "forward_v2.json")) == "v2"
+
+
+# -- template.yaml -------------------------------------------------------------------------------
+
+
+def template() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml")
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        pass
+
+    def tag(loader: Any, _suffix: str, node: Any) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_mapping(node, deep=True)
+
+    Loader.add_multi_constructor("!", tag)
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)  # type: ignore[no-any-return]
+
+
+def template_functions() -> dict[str, dict[str, Any]]:
+    """Function name (functions/<name>) -> its template properties."""
+    out = {}
+    for resource in template()["Resources"].values():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        handler = props.get("Handler") or props["ImageConfig"]["Command"][0]
+        match = re.fullmatch(r"functions\.(\w+)\.app\.handler", handler)
+        assert match, f"handler {handler!r} is not functions.<name>.app.handler"
+        out[match.group(1)] = props
+    return out
+
+
+def test_the_template_has_every_function() -> None:
+    functions = template_functions()
+    assert set(functions) == set(FUNCTIONS)
+    for name, props in functions.items():
+        if props.get("PackageType") != "Image":
+            assert props["CodeUri"] == f"functions/{name}", name
+
+
+def test_every_api_route_has_an_event_and_every_event_a_route() -> None:
+    routes = set()
+    for props in template_functions().values():
+        for event in (props.get("Events") or {}).values():
+            if event["Type"] == "Api":
+                routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+    sampled = {(e["httpMethod"], e["resource"]) for e in all_events().values() if kind(e) == "v1"}
+    assert routes == sampled
+
+
+def test_the_worker_consumes_sqs_and_reports_partial_failures() -> None:
+    events = template_functions()["train_worker"]["Events"]
+    (sqs,) = [e for e in events.values() if e["Type"] == "SQS"]
+    assert sqs["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
