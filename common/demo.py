@@ -1,7 +1,7 @@
 """Demo models, trained and deployed on a fresh store from data that ships with scikit-learn.
 
-Between them they cover every model class, both tasks, binary and multiclass, and categorical
-features.
+Between them they cover every model class, both tasks, binary and multiclass, categorical
+features and an image model (scikit-learn's 8x8 digits).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class DemoModel:
     model_class: str
     hyperparameters: dict[str, Any]
     load: Callable[[], Any]
+    image: dict[str, Any] | None = None  # create_model fields of an image model
 
 
 def breast_cancer() -> Any:
@@ -73,6 +74,40 @@ def wine() -> Any:
     return frame
 
 
+def digits_png(index: int) -> bytes:
+    """One of scikit-learn's 8x8 digit images (values 0-16) as a grayscale PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().images[index]
+    out = io.BytesIO()
+    Image.fromarray(np.round(pixels / 16.0 * 255.0).astype(np.uint8), mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def digits_archive(indices: Any = None) -> bytes:
+    """A zip of digit PNGs in folders named by label (7/img_0007.png), as users upload them."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(len(data.target)) if indices is None else indices:
+            png = io.BytesIO()
+            image = np.round(data.images[i] / 16.0 * 255.0).astype(np.uint8)
+            Image.fromarray(image, mode="L").save(png, format="PNG")
+            archive.writestr(f"{data.target[i]}/img_{i:04d}.png", png.getvalue())
+    return buf.getvalue()
+
+
 DEMOS = (
     DemoModel("breast-cancer", "classification", "diagnosis", "random_forest",
               {"n_estimators": 101}, breast_cancer),
@@ -80,6 +115,8 @@ DEMOS = (
     DemoModel("diabetes", "regression", "progression", "catboost",
               {"iterations": 200, "depth": 4}, diabetes),
     DemoModel("wine", "classification", "cultivar", "logistic_regression", {}, wine),
+    DemoModel("digits", "classification", "label", "svm", {}, digits_archive,
+              image={"input": "image", "image_size": 8, "color": "grayscale"}),
 )
 
 
@@ -89,8 +126,12 @@ def ensure_demo_models(lifecycle: Lifecycle) -> list[str]:
         return []
     created = []
     for demo in DEMOS:
-        lifecycle.create_model({"name": demo.name, "task": demo.task, "target": demo.target})
-        lifecycle.add_frame(demo.name, demo.load())
+        lifecycle.create_model({"name": demo.name, "task": demo.task, "target": demo.target,
+                                **(demo.image or {})})
+        if demo.image:
+            lifecycle.add_images(demo.name, demo.load())
+        else:
+            lifecycle.add_frame(demo.name, demo.load())
         exp = lifecycle.store.create_experiment(
             {"model": demo.name, "model_class": demo.model_class,
              "hyperparameters": demo.hyperparameters, "deploy": "always",

@@ -28,6 +28,22 @@ class Feature(BaseModel):
     kind: FeatureKind
 
 
+class ImageSpec(BaseModel):
+    """How an image model sees its input: decoded, converted, resized, scaled to [0, 1]."""
+
+    width: int = Field(ge=1, le=512)
+    height: int = Field(ge=1, le=512)
+    mode: Literal["L", "RGB"] = "L"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    @property
+    def n_pixels(self) -> int:
+        return self.width * self.height * self.channels
+
+
 class ModelRecord(BaseModel):
     """A named model: what it predicts, its feature schema and which experiment serves it."""
 
@@ -35,6 +51,7 @@ class ModelRecord(BaseModel):
     task: Task
     target: str
     input: Literal["tabular", "image"] = "tabular"
+    image: ImageSpec | None = None
     features: list[Feature] | None = None
     deployed_experiment_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow)

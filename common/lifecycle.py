@@ -12,7 +12,7 @@ from typing import Any
 
 from common.backends import Backends
 from common.catalog import CATALOG, HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_METRICS, model_class
-from common.domain import Experiment, ExperimentStatus, ModelRecord, Task, utcnow
+from common.domain import Experiment, ExperimentStatus, ImageSpec, ModelRecord, Task, utcnow
 from common.errors import BadRequest, Conflict, ServiceError
 from common.jobs import JobQueue
 from common.names import model_key, model_name
@@ -22,6 +22,20 @@ log = logging.getLogger("mlfn.lifecycle")
 
 MAX_ATTEMPTS = 2
 DEPLOY_RETRIES = 10
+
+
+def image_spec(body: dict[str, Any]) -> ImageSpec:
+    """``image_size`` (an int or [width, height]) and ``color`` ("grayscale" or "rgb")."""
+    size = body.get("image_size", 28)
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 512 for v in size)):
+        raise BadRequest("image_size must be an integer or [width, height], each between 1 and 512")
+    color = body.get("color", "grayscale")
+    if color not in ("grayscale", "rgb"):
+        raise BadRequest("color must be 'grayscale' or 'rgb'")
+    return ImageSpec(width=size[0], height=size[1], mode="L" if color == "grayscale" else "RGB")
 
 
 class Lifecycle:
@@ -35,9 +49,14 @@ class Lifecycle:
     def create_model(self, body: Any) -> ModelRecord:
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "task", "target"}')
-        unknown = sorted(set(body) - {"name", "task", "target", "input"})
+        unknown = sorted(set(body) - {"name", "task", "target", "input", "image_size", "color"})
         if unknown:
             raise BadRequest(f"unknown field {unknown[0]!r}")
+        kind = body.get("input", "tabular")
+        if kind not in ("tabular", "image"):
+            raise BadRequest(f"input must be 'tabular' or 'image', not {kind!r}")
+        if kind == "image":
+            body = {"target": "label", **body}
         for field in ("name", "task", "target"):
             if field not in body:
                 raise BadRequest(f"missing field {field!r}")
@@ -47,30 +66,53 @@ class Lifecycle:
         target = body["target"]
         if not isinstance(target, str) or not target or len(target) > 256:
             raise BadRequest("target must be a non-empty column name")
-        if body.get("input", "tabular") != "tabular":
-            raise BadRequest("input must be 'tabular'")
-        record = ModelRecord(name=name, task=Task(body["task"]), target=target)
+        image = image_spec(body) if kind == "image" else None
+        if kind == "tabular" and ("image_size" in body or "color" in body):
+            raise BadRequest("image_size and color apply to models with \"input\": \"image\"")
+        record = ModelRecord(name=name, task=Task(body["task"]), target=target, input=kind, image=image)
         self.store.create_model(record)
         return record
 
-    def model_classes(self) -> list[dict[str, Any]]:
-        return [c.describe() for c in CATALOG.values()]
-
-    # -- data ------------------------------------------------------------------------------
-    def add_frame(self, name: str, frame: Any) -> dict[str, Any]:
-        """Append ``frame`` (a pandas DataFrame) as one immutable part; all or nothing."""
+    def add_images(self, name: str, archive: bytes) -> dict[str, Any]:
+        """Append a labelled zip of images to an image model's dataset; all or nothing."""
+        from common.archives import read_images
+        from common.images import preprocess
         from common.training import datasets
 
         model = self.store.get_model(model_name(name))
-        features = datasets.schema_for(frame, model)
-        part = datasets.conform(frame, model, features)
+        if model.image is None:
+            raise BadRequest(f"model {model.name!r} is tabular: upload CSV or JSON records, not a zip")
+        images = read_images(archive, self.backends.settings.archive_limits, labelled=True)
+        frame = datasets.image_frame(
+            [preprocess(i.data, model.image, name=i.name) for i in images],
+            [i.label for i in images],
+            [i.name for i in images],
+            model,
+        )
+        return self._store_part(model, frame)
+
+    def add_frame_or_archive(self, name: str, kind: str, data: bytes) -> dict[str, Any]:
+        """An add_data upload: a zip for image models, CSV or JSON records for tabular ones."""
+        from common.payloads import records_of
+        from common.training.datasets import frame_from_csv, frame_from_records
+
+        if kind == "zip":
+            return self.add_images(name, data)
+        model = self.store.get_model(model_name(name))
+        if model.image is not None:
+            raise BadRequest(
+                f"model {model.name!r} takes images: upload a zip archive (application/zip or "
+                "multipart field 'file')"
+            )
+        frame = frame_from_csv(data) if kind == "csv" else frame_from_records(records_of(data))
+        return self.add_frame(name, frame)
+
+    def _store_part(self, model: ModelRecord, part: Any) -> dict[str, Any]:
+        from common.training import datasets
+
         key = datasets.new_part_key(model.name)
         self.backends.datasets.put(key, datasets.part_bytes(part))
         try:
-            if model.features is None:
-                stored = self.store.set_features(model.name, features)
-                if stored != features:  # another first upload fixed a different schema
-                    part = datasets.conform(frame, model, stored)
             registered = self.store.add_dataset_part(model.name, key, len(part))
         except BaseException:
             self.backends.datasets.delete(key)
@@ -82,6 +124,25 @@ class Lifecycle:
             "rows_total": total,
             "dataset_version": registered.version,
         }
+
+    def model_classes(self) -> list[dict[str, Any]]:
+        return [c.describe() for c in CATALOG.values()]
+
+    # -- data ------------------------------------------------------------------------------
+    def add_frame(self, name: str, frame: Any) -> dict[str, Any]:
+        """Append ``frame`` (a pandas DataFrame) as one immutable part; all or nothing."""
+        from common.training import datasets
+
+        model = self.store.get_model(model_name(name))
+        if model.image is not None:
+            raise BadRequest(f"model {model.name!r} takes images: upload a zip archive")
+        features = datasets.schema_for(frame, model)
+        part = datasets.conform(frame, model, features)
+        if model.features is None:
+            stored = self.store.set_features(model.name, features)
+            if stored != features:  # another first upload fixed a different schema meanwhile
+                part = datasets.conform(frame, model, stored)
+        return self._store_part(model, part)
 
     # -- experiments -----------------------------------------------------------------------
     def retrain(self, name: str, body: Any) -> Experiment:
@@ -173,7 +234,7 @@ class Lifecycle:
         from common.training.trainer import TrainingSpec, train
 
         model = self.store.get_model(exp.model)
-        if model.features is None:
+        if model.features is None and model.image is None:
             raise BadRequest(f"model {model.name!r} has no feature schema yet")
         frame = load_dataset(self.backends.datasets, self.store, model, exp.dataset_version)
         trained = train(
@@ -184,7 +245,8 @@ class Lifecycle:
                 model_class=exp.model_class,
                 task=model.task,
                 target=model.target,
-                features=model.features,
+                features=model.features or [],
+                image=model.image,
                 hyperparameters=exp.hyperparameters,
                 tune=exp.tune,
                 extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune},
@@ -222,20 +284,16 @@ class Lifecycle:
         self.deploy(exp.id)
 
     def _score_champion(self, model: ModelRecord, trained: Any) -> dict[str, float]:
-        """The deployed model's metrics on the challenger's holdout."""
-        from common.training.frames import encode_target, frame_records
+        """The deployed model's metrics on the challenger's holdout (empty if incomparable)."""
         from common.training.scoring import score
 
         champion = self.serving.load(model.name, model.deployed_experiment_id)
-        holdout = trained.holdout
-        records = frame_records(holdout, champion.features)
-        served = champion.predict(records)
-        y, _ = (
-            (trained.holdout_target, None)
-            if list(champion.classes) == list(trained.classes) or model.task is Task.regression
-            else encode_target(holdout[model.target], model.task)
-        )
-        return score(model.task, y, served, trained.classes or champion.classes)
+        if model.task is Task.classification and list(champion.classes) != list(trained.classes):
+            log.info("champion of %s knows classes %s, the data now has %s: not comparable",
+                     model.name, champion.classes, trained.classes)
+            return {}
+        served = champion.predict_feeds(trained.holdout_feeds)
+        return score(model.task, trained.holdout_target, served, trained.classes)
 
     def recover(self) -> list[int]:
         """On start-up: re-enqueue ``queued`` jobs and retry or fail ``running`` ones past their

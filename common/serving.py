@@ -11,7 +11,7 @@ from typing import Any
 from common.backends import Backends
 from common.domain import Task
 from common.errors import BadRequest, NotFound
-from common.inference.onnx_model import OnnxModel, Predictions, SessionCache
+from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
 from common.monitoring import Monitor, summarize
 from common.names import model_key, model_name
 
@@ -122,28 +122,33 @@ class Serving:
     def evaluate(self, model: str, records: Any) -> dict[str, Any]:
         """Predict labelled records and score them against their target column."""
         with self.monitor.observe("evaluate", model) as obs:
-            answer = self._evaluate(model, records)
-            obs.experiment_id, obs.rows = answer["experiment_id"], answer["n"]
-            obs.summary = {"metrics": answer["metrics"]}
+            onnx_model = self.load(model)
+            obs.experiment_id = onnx_model.experiment_id
+            features, labels = split_target(self.check_batch(records), onnx_model.metadata["target"])
+            answer = self._scored(model, onnx_model, onnx_model.predict(features), labels)
+            obs.rows, obs.summary = answer["n"], {"metrics": answer["metrics"]}
         return answer
 
-    def _evaluate(self, model: str, records: Any) -> dict[str, Any]:
+    def _scored(self, model: str, onnx_model: OnnxModel, out: Predictions, labels: list[Any],
+                row_names: list[str] | None = None) -> dict[str, Any]:
+        """Metrics of ``out`` against ``labels``, computed with NumPy (no scikit-learn here)."""
         import numpy as np
 
         from common.inference.metrics import classification_metrics, regression_metrics
 
-        onnx_model = self.load(model)
         target = onnx_model.metadata["target"]
-        features, labels = split_target(self.check_batch(records), target)
-        out = onnx_model.predict(features)
+
+        def where(i: int) -> str:
+            return f"(row {i})" if row_names is None else f"({row_names[i]!r})"
+
         if onnx_model.task is Task.regression:
             y = np.empty(len(labels))
             for i, value in enumerate(labels):
-                if isinstance(value, str):  # CSV cells arrive as text
+                if isinstance(value, str):  # CSV cells and archive labels arrive as text
                     with contextlib.suppress(ValueError):
                         value = float(value)
                 if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-                    raise BadRequest(f"target {target!r} (row {i}): expected a number, got {value!r}")
+                    raise BadRequest(f"target {target!r} {where(i)}: expected a number, got {value!r}")
                 y[i] = value
             metrics = regression_metrics(y, np.asarray(out.predictions, dtype=np.float64))
         else:
@@ -153,7 +158,7 @@ class Serving:
                 key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
                 if value is None or key not in index:
                     raise BadRequest(
-                        f"target {target!r} (row {i}): {value!r} is not one of the model's classes "
+                        f"target {target!r} {where(i)}: {value!r} is not one of the model's classes "
                         f"{onnx_model.classes}"
                     )
                 y_idx.append(index[key])
@@ -161,13 +166,99 @@ class Serving:
             keys = [str(c) for c in onnx_model.classes]
             proba = np.array([[row[k] for k in keys] for row in out.probabilities or []])
             metrics = classification_metrics(np.array(y_idx), pred_idx, proba)
-        return {
+        answer = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
             "n": len(labels),
             "metrics": metrics,
             "predictions": out.predictions,
         }
+        if row_names is not None:
+            answer["files"] = row_names
+        return answer
+
+    def tabular_model(self, model: str) -> OnnxModel:
+        """The deployed model, which must take tabular input (CSV parsing needs its schema)."""
+        onnx_model = self.load(model)
+        if onnx_model.image is not None:
+            raise BadRequest(
+                f"model {model!r} takes images: send a zip archive of images, not CSV or JSON"
+            )
+        return onnx_model
+
+    # -- images ------------------------------------------------------------------------------
+    def _image_model(self, model: str) -> OnnxModel:
+        onnx_model = self.load(model)
+        if onnx_model.image is None:
+            raise BadRequest(
+                f"model {model!r} is tabular: send JSON (or CSV for batches), not an image"
+            )
+        return onnx_model
+
+    def forward_image(self, model: str, data: bytes, k: int | None = None) -> dict[str, Any]:
+        """One image: the prediction and the input as the model saw it, annotated, as a PNG."""
+        import base64
+
+        from common.images import INPUT_NAME, annotate, preprocess
+
+        with self.monitor.observe("forward", model) as obs:
+            onnx_model = self._image_model(model)
+            obs.experiment_id = onnx_model.experiment_id
+            spec = onnx_model.image
+            assert spec is not None
+            pixels = preprocess(data, spec)
+            out = onnx_model.predict_feeds({INPUT_NAME: pixels[None, :]})
+            obs.rows = 1
+            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+        prediction = out.predictions[0]
+        answer: dict[str, Any] = {"model": model, "experiment_id": onnx_model.experiment_id,
+                                  "prediction": prediction}
+        if out.probabilities is not None:
+            probabilities = out.probabilities[0]
+            answer["probabilities"] = top_k(probabilities, k)
+            caption = f"{prediction} ({probabilities[str(prediction)]:.0%})"
+        else:
+            caption = f"{prediction:.4g}"
+        answer["image"] = base64.b64encode(annotate(pixels, spec, caption)).decode()
+        return answer
+
+    def _archive_predictions(self, onnx_model: OnnxModel, archive: bytes,
+                             labelled: bool) -> tuple[list[Any], Predictions]:
+        import numpy as np
+
+        from common.archives import read_images
+        from common.images import INPUT_NAME, preprocess
+
+        spec = onnx_model.image
+        assert spec is not None
+        images = read_images(archive, self.settings.archive_limits, labelled=labelled)
+        self.check_batch(images)
+        matrix = np.stack([preprocess(i.data, spec, name=i.name) for i in images])
+        return images, onnx_model.predict_feeds({INPUT_NAME: matrix})
+
+    def forward_batch_images(self, model: str, archive: bytes, k: int | None = None) -> dict[str, Any]:
+        """A zip of images: predictions in archive order, each next to its file name."""
+        with self.monitor.observe("forward_batch", model) as obs:
+            onnx_model = self._image_model(model)
+            obs.experiment_id = onnx_model.experiment_id
+            images, out = self._archive_predictions(onnx_model, archive, labelled=False)
+            obs.rows = len(images)
+            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+        answer: dict[str, Any] = {"model": model, "experiment_id": onnx_model.experiment_id,
+                                  "files": [i.name for i in images], "predictions": out.predictions}
+        if out.probabilities is not None:
+            answer["probabilities"] = [top_k(p, k) for p in out.probabilities]
+        return answer
+
+    def evaluate_images(self, model: str, archive: bytes) -> dict[str, Any]:
+        with self.monitor.observe("evaluate", model) as obs:
+            onnx_model = self._image_model(model)
+            obs.experiment_id = onnx_model.experiment_id
+            images, out = self._archive_predictions(onnx_model, archive, labelled=True)
+            answer = self._scored(model, onnx_model, out, [i.label for i in images],
+                                  [i.name for i in images])
+            obs.rows, obs.summary = answer["n"], {"metrics": answer["metrics"]}
+        return answer
 
     def metadata(self, model: str) -> dict[str, Any]:
         return dict(self.load(model).metadata)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.archives import ArchiveLimits
+
 
 class Settings(BaseSettings):
     """Backends and limits. Defaults are the embedded, nothing-to-install configuration."""
@@ -35,6 +37,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(default=10_000, ge=1)
+    # Zip archives of images: refused beyond these (zip-bomb guards).
+    archive_max_entries: int = Field(default=10_000, ge=1)
+    archive_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    archive_max_ratio: float = Field(default=100.0, ge=1.0)
 
     # Monitoring: EMF metrics + JSON logs on stdout (CloudWatch picks them up on Lambda), and the
     # inference_log table where the experiment store is SQL ("auto": SQLite or PostgreSQL).
@@ -47,6 +53,10 @@ class Settings(BaseSettings):
     cors_origins: str = ""
 
     demo_models: bool = True
+
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(self.archive_max_entries, self.archive_max_bytes, self.archive_max_ratio)
 
     @property
     def sqlite_path(self) -> Path:

@@ -130,4 +130,19 @@ def invoke(
         body = json.dumps(body)
         headers.setdefault("Content-Type", "application/json")
     build = v1_event if version == "v1" else v2_event
-    return call(handler, build(method, path, query, body, headers))
+    # Binary bodies arrive base64-encoded through API Gateway (v1 and v2 alike).
+    return call(handler, build(method, path, query, body, headers,
+                               base64_body=version == "v1" or isinstance(body, bytes)))
+
+
+def multipart(fields: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body: field name -> (file name, content, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, (filename, content, ctype) in fields.items():
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n".encode() + content + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,18 +21,21 @@ def readme_blocks(*headings: str) -> str:
 
 
 def test_readme_curl_examples(demo_env: Path, live_server: str, tmp_path: Path) -> None:
-    script = readme_blocks("Predict", "Train, compare, deploy, roll back")
+    script = readme_blocks("Predict", "Images", "Train, compare, deploy, roll back")
+    script = script.replace(".venv/bin/mlfn", f"{sys.executable} -m infra.local.cli")
     script = script.replace("http://127.0.0.1:3000", live_server)
     # Any HTTP error fails the script: the examples must work exactly as written.
     prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert '"prediction":"setosa"' in text
     assert '"rows_total":26' in text and '"dataset_version":3' in text
-    assert '{"experiment_id":5,"status":"queued"}' in text
     assert '{"experiment_id":6,"status":"queued"}' in text
+    assert '{"experiment_id":7,"status":"queued"}' in text
+    assert '"model":"digits"' in text and '"files":["' in text
     assert '"status":"succeeded"' in text
-    assert '{"model":"churn","deployed":5,"previous":6}' in text
+    assert '{"model":"churn","deployed":6,"previous":7}' in text
     assert text.rstrip().endswith("204")

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from common.domain import Feature, Task
-from common.errors import InferenceError
+from common.domain import Feature, ImageSpec, Task
+from common.errors import BadRequest, InferenceError
 from common.inference.inputs import feeds_from_records
 
 # Metadata keys whose values are JSON documents.
 JSON_METADATA = (
-    "features", "classes", "hyperparameters", "metrics", "preprocessing", "split", "parity", "tune",
-    "dataset_version",
+    "features", "classes", "hyperparameters", "metrics", "split", "parity", "tune",
+    "dataset_version", "image",
 )
 
 
@@ -60,6 +60,8 @@ class OnnxModel:
         self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
         self.features = [Feature.model_validate(f) for f in self.metadata["features"]]
+        image = self.metadata.get("image")
+        self.image = None if image is None else ImageSpec.model_validate(image)
         self.task = Task(self.metadata["task"])
         self.classes: list[Any] = self.metadata.get("classes") or []
         self._class_keys = [str(c) for c in self.classes]
@@ -95,7 +97,18 @@ class OnnxModel:
 
     def predict(self, records: Sequence[Any], first_row: int = 0) -> Predictions:
         """Validate JSON records against the feature schema and predict them."""
+        if self.image is not None:
+            raise BadRequest(
+                f"model {self.metadata.get('model')!r} takes images: send multipart/form-data with "
+                "a field 'image' (or a zip archive for batches), not JSON"
+            )
         return self.predict_feeds(feeds_from_records(self.features, records, first_row))
+
+
+def top_k(probabilities: dict[str, float], k: int | None) -> dict[str, float]:
+    """The ``k`` most probable classes, most probable first (all of them when k is None)."""
+    ranked = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    return dict(ranked if k is None else ranked[:k])
 
 
 class SessionCache:

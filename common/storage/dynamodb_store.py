@@ -109,6 +109,7 @@ class DynamoExperimentStore:
             task=item["task"]["S"],
             target=item["target"]["S"],
             input=item["input"]["S"],
+            image=json.loads(item["image"]["S"]) if "image" in item else None,
             features=json.loads(item["features"]["S"]) if "features" in item else None,
             deployed_experiment_id=int(item["deployed"]["N"]) if "deployed" in item else None,
             created_at=item["created_at"]["S"],
@@ -126,6 +127,8 @@ class DynamoExperimentStore:
             "dataset_version": {"N": "0"},
             "created_at": {"S": model.created_at.isoformat()},
         }
+        if model.image is not None:
+            item["image"] = {"S": model.image.model_dump_json()}
         if model.features is not None:
             item["features"] = {"S": json.dumps([f.model_dump(mode="json") for f in model.features])}
         try:

@@ -69,7 +69,7 @@ class SqlExperimentStore:
         statements = [
             """CREATE TABLE IF NOT EXISTS models (
                 name TEXT PRIMARY KEY, task TEXT NOT NULL, target TEXT NOT NULL,
-                input TEXT NOT NULL, features TEXT, deployed_experiment_id BIGINT,
+                input TEXT NOT NULL, image TEXT, features TEXT, deployed_experiment_id BIGINT,
                 deploy_seq BIGINT NOT NULL DEFAULT 0, dataset_version BIGINT NOT NULL DEFAULT 0,
                 created_at TEXT NOT NULL)""",
             f"""CREATE TABLE IF NOT EXISTS experiments (
@@ -101,18 +101,19 @@ class SqlExperimentStore:
     # -- models ----------------------------------------------------------------------------
     @staticmethod
     def _model(row: Any) -> ModelRecord:
-        name, task, target, input_kind, features, deployed, created_at = row
+        name, task, target, input_kind, image, features, deployed, created_at = row
         return ModelRecord(
             name=name,
             task=task,
             target=target,
             input=input_kind,
+            image=None if image is None else json.loads(image),
             features=None if features is None else json.loads(features),
             deployed_experiment_id=deployed,
             created_at=created_at,
         )
 
-    _MODEL_COLUMNS = "name, task, target, input, features, deployed_experiment_id, created_at"
+    _MODEL_COLUMNS = "name, task, target, input, image, features, deployed_experiment_id, created_at"
 
     def create_model(self, model: ModelRecord) -> None:
         features = None
@@ -124,8 +125,9 @@ class SqlExperimentStore:
                 raise Conflict(f"model {model.name!r} already exists")
             self._exec(
                 cur,
-                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model.name, model.task.value, model.target, model.input, features,
+                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (model.name, model.task.value, model.target, model.input,
+                 None if model.image is None else model.image.model_dump_json(), features,
                  model.deployed_experiment_id, model.created_at.isoformat()),
             )
 

@@ -137,3 +137,28 @@ def load_dataset(
         raise NotFound(f"model {model.name!r} has no data; upload some with add_data")
     frames = [pd.read_parquet(io.BytesIO(objects.get(p.key))) for p in parts]
     return pd.concat(frames, ignore_index=True)
+
+
+def image_frame(
+    pixels: list[np.ndarray], labels: list[str | None], names: list[str], model: ModelRecord
+) -> pd.DataFrame:
+    """Preprocessed images as a dataset part: one column per pixel, then the target."""
+    assert model.image is not None
+    from common.training.frames import pixel_columns
+
+    targets: list[Any] = []
+    for name, label in zip(names, labels, strict=True):
+        if label is None:
+            raise BadRequest(f"archive entry {name!r} has no label")
+        if model.task is Task.regression:
+            try:
+                targets.append(float(label))
+            except ValueError:
+                raise BadRequest(
+                    f"archive entry {name!r}: label {label!r} is not a number (regression model)"
+                ) from None
+        else:
+            targets.append(str(label))
+    frame = pd.DataFrame(np.stack(pixels), columns=pixel_columns(model.image))
+    frame[model.target] = targets
+    return frame

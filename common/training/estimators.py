@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -12,6 +13,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from common.domain import Feature, FeatureKind, Task
+
+# SVC(probability=True) is deprecated in scikit-learn 1.9 and removed in 1.11 (pinned below that in
+# pyproject.toml); its Platt-scaled probabilities are what skl2onnx converts today.
+warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Attribute `prob[AB]_`", category=FutureWarning)
 
 
 class Trainer(Protocol):
@@ -129,3 +135,15 @@ def build_pipeline(
             ("model", trainer.estimator(task, params, seed, threads)),
         ]
     )
+
+
+def build_image_pipeline(
+    model_class: str, task: Task, params: dict[str, Any], seed: int, threads: int = 1
+) -> Pipeline:
+    """Flattened pixels in [0, 1]: standardised for the classes that need it, nothing to impute."""
+    trainer = TRAINERS[model_class]
+    steps: list[tuple[str, Any]] = []
+    if trainer.scale_numeric:
+        steps.append(("scale", StandardScaler()))
+    steps.append(("model", trainer.estimator(task, params, seed, threads)))
+    return Pipeline(steps)

@@ -20,11 +20,10 @@ import onnx
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from common.domain import Feature, FeatureKind, Task
+from common.domain import Feature, FeatureKind, ImageSpec, Task
 from common.errors import ParityError
-from common.inference.inputs import feeds_from_records
+from common.images import INPUT_NAME
 from common.inference.onnx_model import OnnxModel
-from common.training.frames import frame_records
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 # Parity tolerances, documented in the README: float32 ONNX against the float64 native model.
@@ -105,12 +104,25 @@ def _register_catboost() -> None:
     )
 
 
-def to_onnx(pipeline: Pipeline, features: Sequence[Feature], task: Task) -> onnx.ModelProto:
-    """Convert with one typed input per feature column, named exactly like the column."""
+def to_onnx(
+    pipeline: Pipeline, features: Sequence[Feature], task: Task, image: ImageSpec | None = None
+) -> onnx.ModelProto:
+    """Convert with one typed input per feature column, named exactly like the column (or, for
+    image models, one ``pixels`` input of shape (n, n_pixels))."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     _register_catboost()
+    options = None
+    if task is Task.classification:
+        options = {id(pipeline.steps[-1][1]): {"zipmap": False}}
+    if image is not None:
+        return convert_sklearn(
+            pipeline,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, image.n_pixels]))],
+            options=options,
+            target_opset=TARGET_OPSET,
+        )
     initial_types = [
         (
             f.name,
@@ -118,9 +130,6 @@ def to_onnx(pipeline: Pipeline, features: Sequence[Feature], task: Task) -> onnx
         )
         for f in features
     ]
-    options = None
-    if task is Task.classification:
-        options = {id(pipeline.steps[-1][1]): {"zipmap": False}}
     model = convert_sklearn(
         pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
     )
@@ -179,16 +188,16 @@ def check_parity(
     pipeline: Pipeline,
     onnx_model: OnnxModel,
     frame: pd.DataFrame,
-    features: Sequence[Feature],
+    feeds: dict[str, np.ndarray],
     task: Task,
 ) -> dict[str, float]:
-    """Raise :class:`ParityError` unless ONNX reproduces the native model on ``frame``.
+    """Raise :class:`ParityError` unless ONNX reproduces the native model on ``frame``, which
+    ``feeds`` holds as the serving runtime feeds it.
 
     Returns the observed worst-case differences, which are recorded with the model.
     """
     sample = frame.iloc[:PARITY_SAMPLE]
-    feeds = feeds_from_records(features, frame_records(sample, features))
-    outputs = onnx_model.run(feeds)
+    outputs = onnx_model.run({k: v[:PARITY_SAMPLE] for k, v in feeds.items()})
     if task is Task.regression:
         native = np.asarray(pipeline.predict(sample), dtype=np.float64).reshape(-1)
         exported = np.asarray(outputs[0], dtype=np.float64).reshape(-1)

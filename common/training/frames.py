@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.domain import Feature, FeatureKind, Task
+from common.domain import Feature, FeatureKind, ImageSpec, Task
 from common.errors import BadRequest
 from common.inference.inputs import MISSING_CATEGORY
 
@@ -87,3 +87,8 @@ def json_label(value: Any) -> Any:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return int(value)
     return str(value)
+
+
+def pixel_columns(spec: ImageSpec) -> list[str]:
+    """Column names of an image dataset's flattened pixels."""
+    return [f"px_{i}" for i in range(spec.n_pixels)]

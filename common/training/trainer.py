@@ -12,13 +12,14 @@ import pandas as pd
 
 from common.catalog import PRIMARY_METRIC
 from common.catalog import model_class as catalog_class
-from common.domain import Feature, Task
+from common.domain import Feature, ImageSpec, Task
 from common.errors import BadRequest
+from common.images import INPUT_NAME
 from common.inference.inputs import feeds_from_records
 from common.inference.onnx_model import OnnxModel
-from common.training.estimators import build_pipeline
+from common.training.estimators import build_image_pipeline, build_pipeline
 from common.training.export import check_parity, provenance, to_onnx, with_metadata
-from common.training.frames import encode_target, feature_frame, frame_records
+from common.training.frames import encode_target, feature_frame, frame_records, pixel_columns
 from common.training.scoring import score
 
 HOLDOUT_FRACTION = 0.2
@@ -40,6 +41,7 @@ class TrainingSpec:
     threads: int = 1
     commit: str | None = None
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    image: ImageSpec | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class TrainedModel:
     pipeline: Any = None
     holdout: pd.DataFrame | None = None
     holdout_target: np.ndarray | None = None
+    holdout_feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -91,7 +94,7 @@ def grid_search(
     results: list[dict[str, Any]] = []
     for values in itertools.product(*(grid[n] for n in names)):
         candidate = cls.resolve(spec.task, {**base, **dict(zip(names, values, strict=True))})
-        pipe = build_pipeline(spec.model_class, spec.task, spec.features, candidate, spec.seed, spec.threads)
+        pipe = _pipeline(spec, candidate)
         scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
         results.append(
             {"params": dict(zip(names, values, strict=True)), "scoring": scoring,
@@ -106,7 +109,7 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
     if len(frame) < MIN_ROWS:
         raise BadRequest(f"{len(frame)} rows is too few to train; at least {MIN_ROWS} are needed")
     params = catalog_class(spec.model_class).resolve(spec.task, spec.hyperparameters)
-    X = feature_frame(frame, spec.features)
+    X = feature_frame(frame, spec.features) if spec.image is None else frame[pixel_columns(spec.image)]
     y, classes = encode_target(frame[spec.target], spec.task)
     train_idx, hold_idx, stratified = split_indices(y, spec.task, spec.seed)
     X_train, y_train = X.iloc[train_idx], y[train_idx]
@@ -117,17 +120,17 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
     grid_scores: list[dict[str, Any]] = []
     if spec.tune:
         params, grid_scores = grid_search(spec, X_train, y_train, spec.hyperparameters)
-    pipeline = build_pipeline(spec.model_class, spec.task, spec.features, params, spec.seed, spec.threads)
+    pipeline = _pipeline(spec, params)
     pipeline.fit(X_train, y_train)
 
-    onnx_proto = to_onnx(pipeline, spec.features, spec.task)
+    onnx_proto = to_onnx(pipeline, spec.features, spec.task, spec.image)
     unchecked = OnnxModel(
         with_metadata(onnx_proto, _metadata(spec, classes, params, {}, {})), intra_op_threads=1
     )
-    parity = check_parity(pipeline, unchecked, X_hold if len(X_hold) else X_train, spec.features, spec.task)
-    served = unchecked.predict_feeds(
-        feeds_from_records(spec.features, frame_records(X_hold, spec.features))
-    )
+    sample = X_hold if len(X_hold) else X_train
+    parity = check_parity(pipeline, unchecked, sample, feeds(spec, sample), spec.task)
+    holdout_feeds = feeds(spec, X_hold)
+    served = unchecked.predict_feeds(holdout_feeds)
     metrics = score(spec.task, y_hold, served, classes)
     split = {
         "method": "stratified" if stratified else "random",
@@ -136,7 +139,10 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
         "train_rows": int(len(train_idx)),
         "holdout_rows": int(len(hold_idx)),
     }
-    extra = {"split": split, "parity": parity, "primary_metric": PRIMARY_METRIC[spec.task]}
+    extra: dict[str, Any] = {"split": split, "parity": parity, "primary_metric": PRIMARY_METRIC[spec.task]}
+    if spec.image is not None:
+        extra["image"] = spec.image.model_dump()
+        extra["preprocessing"] = IMAGE_PREPROCESSING
     onnx_bytes = with_metadata(onnx_proto, _metadata(spec, classes, params, metrics, extra))
     return TrainedModel(
         onnx_bytes=onnx_bytes,
@@ -150,7 +156,28 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
         pipeline=pipeline,
         holdout=frame.iloc[hold_idx],
         holdout_target=y_hold,
+        holdout_feeds=holdout_feeds,
     )
+
+
+IMAGE_PREPROCESSING = (
+    "common.images.preprocess: decode with Pillow, convert to the model's mode, resize to its "
+    "size (area average when shrinking, bilinear when enlarging), scale to [0, 1], flatten "
+    "row-major into the 'pixels' input"
+)
+
+
+def _pipeline(spec: TrainingSpec, params: dict[str, Any]) -> Any:
+    if spec.image is None:
+        return build_pipeline(spec.model_class, spec.task, spec.features, params, spec.seed, spec.threads)
+    return build_image_pipeline(spec.model_class, spec.task, params, spec.seed, spec.threads)
+
+
+def feeds(spec: TrainingSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The ONNX feeds for rows of a training frame, built the way serving builds them."""
+    if spec.image is not None:
+        return {INPUT_NAME: frame.to_numpy(np.float32)}
+    return feeds_from_records(spec.features, frame_records(frame, spec.features))
 
 
 def _metadata(

@@ -1,17 +1,13 @@
-"""Request bodies: JSON and CSV, size-checked, with errors that say what to fix."""
+"""Reading request bodies: size-checked, by content type, with errors that say what to fix."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
-import orjson
 from fastapi import Request
 
-from common.domain import Feature
 from common.errors import BadRequest, PayloadTooLarge
-from common.inference.inputs import parse_csv_cell
+from common.payloads import parse_json
 from common.settings import Settings
 
 
@@ -28,15 +24,6 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return body
 
 
-def parse_json(body: bytes) -> Any:
-    if not body:
-        raise BadRequest("the body is empty; send a JSON document")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-
-
 async def read_json(request: Request, settings: Settings) -> Any:
     kind = media_type(request)
     if kind not in ("application/json", ""):
@@ -44,55 +31,13 @@ async def read_json(request: Request, settings: Settings) -> Any:
     return parse_json(await read_body(request, settings))
 
 
-def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV document; every row must have the header's width."""
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("the CSV is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        rows = [r for r in reader if r]
-    except csv.Error as exc:
-        raise BadRequest(f"malformed CSV (line {reader.line_num}): {exc}") from None
-    if not rows:
-        raise BadRequest("the CSV is empty; it needs a header row")
-    header, data = rows[0], rows[1:]
-    if len(set(header)) != len(header):
-        raise BadRequest(f"the CSV header repeats a column: {header}")
-    for i, row in enumerate(data):
-        if len(row) != len(header):
-            raise BadRequest(
-                f"malformed CSV: row {i} has {len(row)} fields, the header has {len(header)}"
-            )
-    return header, data
-
-
-def csv_records(body: bytes, features: list[Feature], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """CSV rows as JSON-like records typed by the feature schema.
-
-    Columns named in ``extra`` (e.g. the target for evaluate) are kept as raw strings.
-    """
-    header, data = csv_rows(body)
-    by_name = {f.name: f for f in features}
-    for name in header:
-        if name not in by_name and name not in extra:
-            raise BadRequest(f"unknown column {name!r}; expected {sorted(by_name)}")
-    missing = [f.name for f in features if f.name not in header]
-    if missing:
-        raise BadRequest(f"missing column {missing[0]!r}")
-    records = []
-    for i, row in enumerate(data):
-        rec: dict[str, Any] = {}
-        for name, cell in zip(header, row, strict=True):
-            feature = by_name.get(name)
-            rec[name] = cell if feature is None else parse_csv_cell(feature, cell, i)
-        records.append(rec)
-    return records
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 async def upload(request: Request, settings: Settings) -> tuple[str, bytes]:
-    """A labelled upload as (format, bytes): JSON, a CSV body, or multipart field ``file``."""
+    """An upload as (format, bytes), format one of ``json``, ``csv``, ``zip``: a JSON, CSV or zip
+    body, or the multipart field ``file`` (its format from its name, type or first bytes)."""
     kind = media_type(request)
     if kind == "multipart/form-data":
         await read_body(request, settings)  # size check before parsing
@@ -102,21 +47,43 @@ async def upload(request: Request, settings: Settings) -> tuple[str, bytes]:
             raise BadRequest("multipart body needs a file field named 'file'")
         data = await part.read()
         name = (part.filename or "").lower()
-        if name.endswith(".json") or (part.content_type or "").startswith("application/json"):
+        part_type = (part.content_type or "").lower()
+        if name.endswith(".zip") or part_type in ZIP_TYPES or data.startswith(ZIP_MAGIC):
+            return "zip", data
+        if name.endswith(".json") or part_type.startswith("application/json"):
             return "json", data
         return "csv", data
     body = await read_body(request, settings)
+    if kind in ZIP_TYPES:
+        return "zip", body
     if kind == "text/csv":
         return "csv", body
     if kind in ("application/json", ""):
         return "json", body
     raise BadRequest(
-        f"wrong content type {kind!r}; send application/json, text/csv or multipart/form-data"
+        f"wrong content type {kind!r}; send application/json, text/csv, application/zip or "
+        "multipart/form-data"
     )
 
 
-def records_of(body: bytes) -> Any:
-    doc = parse_json(body)
-    if not isinstance(doc, dict) or "records" not in doc:
-        raise BadRequest('body must be {"records": [{...}, ...]}')
-    return doc["records"]
+async def image_upload(request: Request, settings: Settings) -> bytes:
+    """The multipart field ``image`` of a forward request."""
+    await read_body(request, settings)
+    form = await request.form()
+    part = form.get("image")
+    if part is None or isinstance(part, str):
+        raise BadRequest("multipart body needs a file field named 'image'")
+    data = await part.read()
+    if not data:
+        raise BadRequest("the 'image' field is empty")
+    return data
+
+
+def top_k_header(request: Request) -> int | None:
+    """``X-Top-K``: how many classes to return, most probable first (all when absent)."""
+    raw = request.headers.get("x-top-k")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise BadRequest(f"header X-Top-K must be a positive integer, not {raw!r}")
+    return int(raw)

@@ -1,11 +1,12 @@
-"""POST /forward_batch?model=NAME: {"records": [...]} or a CSV with a header row."""
+"""POST /forward_batch?model=NAME: {"records": [...]}, a CSV with a header row, or a zip of
+images (application/zip or multipart field `file`)."""
 
 from fastapi import APIRouter, Query, Request
 
 from common import context
-from common.errors import BadRequest
+from common.payloads import csv_records, records_of
 from common.web.app import create_app, json_response, lambda_handler
-from common.web.bodies import csv_records, media_type, parse_json, read_body
+from common.web.bodies import top_k_header, upload
 
 router = APIRouter(tags=["predict"])
 
@@ -13,17 +14,10 @@ router = APIRouter(tags=["predict"])
 @router.post("/forward_batch")
 async def forward_batch(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     serving = context.serving()
-    kind = media_type(request)
-    body = await read_body(request, serving.settings)
-    if kind == "text/csv":
-        records = csv_records(body, serving.load(model).features)
-    elif kind in ("application/json", ""):
-        doc = parse_json(body)
-        if not isinstance(doc, dict) or "records" not in doc:
-            raise BadRequest('body must be {"records": [{...}, ...]}')
-        records = doc["records"]
-    else:
-        raise BadRequest(f"wrong content type {kind!r}; send application/json or text/csv")
+    kind, data = await upload(request, serving.settings)
+    if kind == "zip":
+        return json_response(serving.forward_batch_images(model, data, top_k_header(request)))
+    records = csv_records(data, serving.tabular_model(model).features) if kind == "csv" else records_of(data)
     return json_response(serving.forward_batch(model, records))
 
 

@@ -38,6 +38,30 @@ def invoke(name: str, event: dict[str, Any]) -> Any:
     return module.handler(event, lambda_context(name))
 
 
+def write_samples(out: Path) -> None:
+    """Digit images from scikit-learn's data set: single PNGs, a labelled and an unlabelled zip."""
+    import io
+    import zipfile
+
+    from sklearn.datasets import load_digits
+
+    from common.demo import digits_archive, digits_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    targets = load_digits().target
+    for digit in range(10):
+        index = next(i for i in range(1700, len(targets)) if targets[i] == digit)
+        (out / f"digit_{digit}.png").write_bytes(digits_png(index))
+    labelled = digits_archive(range(1500, 1797))
+    (out / "labelled.zip").write_bytes(labelled)
+    flat = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(labelled)) as src, zipfile.ZipFile(flat, "w") as dst:
+        for name in src.namelist()[:20]:
+            dst.writestr(name.split("/")[-1], src.read(name))
+    (out / "unlabelled.zip").write_bytes(flat.getvalue())
+    print(f"wrote 10 PNGs, labelled.zip and unlabelled.zip to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlfn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,18 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("name", help="function name, e.g. forward")
     call.add_argument("--event", "-e", type=Path, required=True, help="event JSON file")
     call.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
+    samples = sub.add_parser("sample-images", help="write digit PNGs and zips to try image models")
+    samples.add_argument("out", type=Path, help="output directory")
     work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue")
     work.add_argument("--once", action="store_true", help="one receive, then exit")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.data_dir is not None:
+    if getattr(args, "data_dir", None) is not None:
         os.environ["MLFN_DATA_DIR"] = str(args.data_dir)
 
     if args.command == "invoke":
         event = json.loads(args.event.read_text())
         json.dump(invoke(args.name, event), sys.stdout, indent=2)
         sys.stdout.write("\n")
+        return 0
+
+    if args.command == "sample-images":
+        write_samples(args.out)
         return 0
 
     if args.command == "worker":

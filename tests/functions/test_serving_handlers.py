@@ -42,7 +42,8 @@ def test_models_lists_demo_models(demo_env: Path, version: str) -> None:
     reply = invoke(models_app.handler, version, "GET", "/models")
     assert reply.status == 200
     models = {m["name"]: m for m in reply.json()}
-    assert set(models) == {"breast-cancer", "iris", "diabetes", "wine"}
+    assert set(models) == {"breast-cancer", "iris", "diabetes", "wine", "digits"}
+    assert models["digits"]["input"] == "image"
     assert models["iris"]["task"] == "classification" and models["iris"]["target"] == "species"
     assert models["diabetes"]["task"] == "regression"
     assert {"name": "sex", "kind": "categorical"} in models["diabetes"]["features"]

@@ -24,6 +24,9 @@ FUNCTIONS = (
     "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
     "add_data", "retrain", "metrics", "deploy", "deployments", "experiments", "train_worker",
 )
+# Served by the local server and docker-compose only, not deployed by template.yaml: the
+# inference log lives in the SQL experiment store, which the AWS stack does not use.
+LOCAL_ONLY = {"inference_log"}
 # Routes that name their model in the query string (?model=NAME).
 MODEL_SCOPED = {"/forward", "/forward_batch", "/metadata", "/evaluate", "/add_data", "/retrain",
                 "/deployments", "/experiments"}
@@ -99,8 +102,7 @@ def check_v1(name: str, event: dict[str, Any]) -> None:
     text = body_text(event)
     if method in ("GET", "DELETE"):
         assert text is None, f"{name}: a {method} request has no body"
-    else:
-        assert text is not None, f"{name}: {method} {path} needs a body"
+    elif text is not None:
         assert event["headers"].get("Content-Type") == "application/json", name
         json.loads(text)
 
@@ -188,7 +190,8 @@ def test_every_api_route_has_an_event_and_every_event_a_route() -> None:
         for event in (props.get("Events") or {}).values():
             if event["Type"] == "Api":
                 routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
-    sampled = {(e["httpMethod"], e["resource"]) for e in all_events().values() if kind(e) == "v1"}
+    sampled = {(e["httpMethod"], e["resource"]) for name, e in all_events().items()
+               if kind(e) == "v1" and name not in LOCAL_ONLY}
     assert routes == sampled
 
 

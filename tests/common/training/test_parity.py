@@ -120,13 +120,13 @@ def test_parity_gate_rejects_a_graph_that_disagrees(monkeypatch: pytest.MonkeyPa
     features = infer_features(frame, "y")
     real_to_onnx = export.to_onnx
 
-    def shifted(pipeline, feats, task):  # type: ignore[no-untyped-def]
+    def shifted(pipeline, feats, task, image=None):  # type: ignore[no-untyped-def]
         other = frame.copy()
         other["y"] = other["y"] + 100.0  # a different model with the same inputs
         from sklearn.base import clone
 
         pipe = clone(pipeline).fit(other[[f.name for f in feats]], other["y"])
-        return real_to_onnx(pipe, feats, task)
+        return real_to_onnx(pipe, feats, task, image)
 
     monkeypatch.setattr("common.training.trainer.to_onnx", shifted)
     with pytest.raises(ParityError, match="differ beyond tolerance"):

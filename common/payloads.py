@@ -1,0 +1,76 @@
+"""Request payloads as data: JSON documents, CSV tables and their records (no web framework)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import orjson
+
+from common.domain import Feature
+from common.errors import BadRequest
+from common.inference.inputs import parse_csv_cell
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the body is empty; send a JSON document")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def records_of(body: bytes) -> Any:
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or "records" not in doc:
+        raise BadRequest('body must be {"records": [{...}, ...]}')
+    return doc["records"]
+
+
+def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV document; every row must have the header's width."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = [r for r in reader if r]
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV (line {reader.line_num}): {exc}") from None
+    if not rows:
+        raise BadRequest("the CSV is empty; it needs a header row")
+    header, data = rows[0], rows[1:]
+    if len(set(header)) != len(header):
+        raise BadRequest(f"the CSV header repeats a column: {header}")
+    for i, row in enumerate(data):
+        if len(row) != len(header):
+            raise BadRequest(
+                f"malformed CSV: row {i} has {len(row)} fields, the header has {len(header)}"
+            )
+    return header, data
+
+
+def csv_records(body: bytes, features: list[Feature], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """CSV rows as JSON-like records typed by the feature schema.
+
+    Columns named in ``extra`` (e.g. the target for evaluate) are kept as raw strings.
+    """
+    header, data = csv_rows(body)
+    by_name = {f.name: f for f in features}
+    for name in header:
+        if name not in by_name and name not in extra:
+            raise BadRequest(f"unknown column {name!r}; expected {sorted(by_name)}")
+    missing = [f.name for f in features if f.name not in header]
+    if missing:
+        raise BadRequest(f"missing column {missing[0]!r}")
+    records = []
+    for i, row in enumerate(data):
+        rec: dict[str, Any] = {}
+        for name, cell in zip(header, row, strict=True):
+            feature = by_name.get(name)
+            rec[name] = cell if feature is None else parse_csv_cell(feature, cell, i)
+        records.append(rec)
+    return records
