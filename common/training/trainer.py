@@ -58,6 +58,8 @@ class TrainedModel:
     holdout: pd.DataFrame | None = None
     holdout_target: np.ndarray | None = None
     holdout_feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    served: Any = None  # the ONNX model's Predictions on the holdout
+    learning_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -121,7 +123,7 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
     if spec.tune:
         params, grid_scores = grid_search(spec, X_train, y_train, spec.hyperparameters)
     pipeline = _pipeline(spec, params)
-    pipeline.fit(X_train, y_train)
+    curves = fit(pipeline, X_train, y_train, X_hold, y_hold)
 
     onnx_proto = to_onnx(pipeline, spec.features, spec.task, spec.image)
     unchecked = OnnxModel(
@@ -157,6 +159,8 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
         holdout=frame.iloc[hold_idx],
         holdout_target=y_hold,
         holdout_feeds=holdout_feeds,
+        served=served,
+        learning_curves=curves,
     )
 
 
@@ -165,6 +169,27 @@ IMAGE_PREPROCESSING = (
     "size (area average when shrinking, bilinear when enlarging), scale to [0, 1], flatten "
     "row-major into the 'pixels' input"
 )
+
+
+def fit(pipeline: Any, X_train: pd.DataFrame, y_train: np.ndarray, X_hold: pd.DataFrame,
+        y_hold: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """Fit ``pipeline``; for gradient boosting also record the per-iteration loss curves on the
+    training rows ("learn") and the holdout ("validation"), which never steer the fit."""
+    model = pipeline.steps[-1][1]
+    if type(model).__module__.split(".")[0] != "catboost" or not len(X_hold):
+        pipeline.fit(X_train, y_train)
+        return {}
+    Xt, Xh = X_train, X_hold
+    if len(pipeline.steps) > 1:
+        from sklearn.pipeline import Pipeline
+
+        pre = Pipeline(pipeline.steps[:-1])
+        Xt, Xh = pre.fit_transform(X_train, y_train), pre.transform(X_hold)
+    model.fit(Xt, y_train, eval_set=(Xh, y_hold), use_best_model=False)
+    return {
+        split: {name: [float(v) for v in values] for name, values in metrics.items()}
+        for split, metrics in model.get_evals_result().items()
+    }
 
 
 def _pipeline(spec: TrainingSpec, params: dict[str, Any]) -> Any:
