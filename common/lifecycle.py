@@ -13,9 +13,9 @@ from typing import Any
 from common.backends import Backends
 from common.catalog import CATALOG, HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_METRICS, model_class
 from common.domain import Experiment, ExperimentStatus, ImageSpec, ModelRecord, Task, utcnow
-from common.errors import BadRequest, Conflict, ServiceError
+from common.errors import BadRequest, Conflict, NotFound, ServiceError
 from common.jobs import JobQueue
-from common.names import model_key, model_name
+from common.names import artifact_prefix, model_key, model_name
 from common.serving import Serving
 
 log = logging.getLogger("mlfn.lifecycle")
@@ -254,6 +254,7 @@ class Lifecycle:
         )
         key = model_key(model.name, exp.id)
         self.backends.models.put(key, trained.onnx_bytes)
+        self._store_tensorboard(model.name, exp.id, trained)
         done = self.store.update_experiment(
             exp.id,
             {
@@ -267,6 +268,36 @@ class Lifecycle:
         )
         self._apply_policy(done, model, trained)
         return done
+
+    def _store_tensorboard(self, model: str, experiment_id: int, trained: Any) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from common.training.tensorboard import write_events
+
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for path in write_events(trained, root, f"{model}-{experiment_id}"):
+                name = f"tensorboard/{path.relative_to(root).as_posix()}"
+                self.backends.models.put(artifact_prefix(model, experiment_id) + name, path.read_bytes())
+
+    def artifacts(self, exp: Experiment) -> list[dict[str, Any]]:
+        """The experiment's files: its ONNX model and its other artefacts (TensorBoard logs)."""
+        out = []
+        if exp.artifact_key:
+            out.append({"name": "model.onnx", "key": exp.artifact_key})
+        prefix = artifact_prefix(exp.model, exp.id)
+        out.extend({"name": key[len(prefix):], "key": key} for key in self.backends.models.list(prefix))
+        for item in out:
+            item["url"] = f"/artifacts/{exp.id}/{item['name']}"
+        return out
+
+    def artifact(self, experiment_id: int, name: str) -> bytes:
+        exp = self.store.get_experiment(experiment_id)
+        for item in self.artifacts(exp):
+            if item["name"] == name:
+                return self.backends.models.get(item["key"])
+        raise NotFound(f"experiment {experiment_id} has no artefact {name!r}")
 
     def _apply_policy(self, exp: Experiment, model: ModelRecord, trained: Any) -> None:
         if exp.deploy == "never":
@@ -354,12 +385,13 @@ class Lifecycle:
         return doc
 
     def metrics(self, experiment_id: int) -> dict[str, Any]:
-        return self.describe(self.store.get_experiment(experiment_id))
+        exp = self.store.get_experiment(experiment_id)
+        return {**self.describe(exp), "artifacts": self.artifacts(exp)}
 
     def delete_experiment(self, experiment_id: int) -> None:
         exp = self.store.get_experiment(experiment_id)
         if exp.status in (ExperimentStatus.queued, ExperimentStatus.running):
             raise Conflict(f"experiment {experiment_id} is {exp.status.value}; wait until it ends")
         self.store.delete_experiment(experiment_id)
-        for key in self.backends.models.list(model_key(exp.model, experiment_id)):
-            self.backends.models.delete(key)
+        for item in self.artifacts(exp):
+            self.backends.models.delete(item["key"])

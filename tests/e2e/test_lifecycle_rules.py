@@ -298,3 +298,35 @@ def test_postgres_store_fills_flat_metrics(tmp_path: Path, pg_dsn: str, monkeypa
     assert {r[5] for r in rows} == {"accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss"}
     assert all(r[:5] == (exp.id, "churn", "classification", "logistic_regression", True) for r in rows)
     assert {r[5]: r[6] for r in rows} == context.lifecycle().store.get_experiment(exp.id).metrics
+
+
+def test_artifacts_listed_and_downloadable(embedded: Callable[[], None], tmp_path: Path) -> None:
+    from functions.artifacts import app as artifacts
+    from functions.metrics import app as metrics
+
+    create_churn(150)
+    exp = context.lifecycle().retrain("churn", {"model_class": "catboost",
+                                                "hyperparameters": {"iterations": 40, "depth": 3}})
+    embedded()
+    doc = invoke(metrics.handler, "v1", "GET", f"/metrics/{exp.id}").json()
+    names = [a["name"] for a in doc["artifacts"]]
+    assert names[0] == "model.onnx" and any(n.startswith("tensorboard/events.out.tfevents") for n in names)
+    board = next(a for a in doc["artifacts"] if a["name"].startswith("tensorboard/"))
+    reply = invoke(artifacts.handler, "v2", "GET", board["url"])
+    assert reply.status == 200
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb" / board["name"].split("/")[-1]).write_bytes(reply.body)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert len(events.Scalars("loss/Logloss/validation")) == 40
+    assert len(events.Scalars("loss/Logloss/learn")) == 40
+    onnx_reply = invoke(artifacts.handler, "v1", "GET", f"/artifacts/{exp.id}/model.onnx")
+    assert onnx_reply.status == 200 and onnx_reply.body == context.backends().models.get(doc["artifact_key"])
+    assert invoke(artifacts.handler, "v1", "GET", f"/artifacts/{exp.id}/../../etc/passwd").status == 404
+    assert invoke(artifacts.handler, "v1", "GET", f"/artifacts/{exp.id}/nope").status == 404
+    # deleting the experiment deletes its files
+    assert invoke(__import__("functions.experiments.app", fromlist=["handler"]).handler, "v1", "DELETE",
+                  f"/experiments/{exp.id}").status == 204
+    assert context.backends().models.list("churn/") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +82,20 @@ def train(url: str, model: str, model_class: str, **body: Any) -> dict[str, Any]
     queued = api(url, "PUT", "/retrain", params={"model": model},
                  json={"model_class": model_class, "deploy": "never", **body})
     return wait_finished(url, queued["experiment_id"])
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    """The titles of the plotly charts on the page."""
+    titles = []
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        titles.append(spec.get("layout", {}).get("title", {}).get("text", ""))
+    return titles
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return result
