@@ -33,5 +33,9 @@ unit: install
 bench: install
 	$(PY) bench/bench_forward.py
 
+## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
+aws-check: install
+	bash infra/aws/check.sh
+
 clean:
-	rm -rf $(VENV) .mlfn .aws-sam
+	rm -rf $(VENV) .venv-aws-tools .mlfn .aws-sam

@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,11 +68,15 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
                 {"model_class": "random_forest", "hyperparameters": {"n_estimators": 51},
                  "tune": False, "deploy": "never"}),
     "metrics": ("GET", "/metrics/{experiment_id}", {"experiment_id": "1"}, None, None),
+    "artifacts": ("GET", "/artifacts/{experiment_id}/{name+}",
+                  {"experiment_id": "1", "name": "model.onnx"}, None, None),
     "deploy": ("POST", "/deploy/{experiment_id}", {"experiment_id": "2"}, None, None),
     "deployments": ("GET", "/deployments", None, {"model": "iris"}, None),
     "experiments": ("GET", "/experiments", None, {"model": "iris"}, None),
     "delete_experiment": ("DELETE", "/experiments/{experiment_id}", {"experiment_id": "1"},
                           None, None),
+    # Local and docker-compose only (the inference log lives in the SQL experiment store).
+    "inference_log": ("GET", "/inference_log", None, {"model": "iris", "limit": "50"}, None),
 }
 
 
@@ -82,13 +87,13 @@ def sam(*args: str) -> dict[str, Any]:
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     out = subprocess.run([exe, "local", "generate-event", *args], check=True, env=env,
                          capture_output=True, text=True).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
+    return json.loads(out)
 
 
 def concrete(resource: str, params: dict[str, str] | None) -> str:
     path = resource
     for name, value in (params or {}).items():
-        path = path.replace("{" + name + "}", value)
+        path = re.sub(r"\{" + name + r"\+?\}", value, path)  # {name} or greedy {name+}
     return path
 
 
@@ -97,7 +102,8 @@ def v1_event(base: dict[str, Any], method: str, resource: str, params: dict[str,
     event = copy.deepcopy(base)
     path = concrete(resource, params)
     headers = dict(event["headers"])
-    headers["Accept"] = "application/json"
+    # A binary answer needs an Accept header among the API's binary media types.
+    headers["Accept"] = "application/octet-stream" if "/artifacts/" in resource else "application/json"
     if body is not None:
         headers["Content-Type"] = "application/json"
     event.update(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "invoke":
         event = json.loads(args.event.read_text())
-        json.dump(invoke(args.name, event), sys.stdout, indent=2)
+        # Like `sam local invoke`: the function's logs and metrics on stderr, its answer on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            answer = invoke(args.name, event)
+        json.dump(answer, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
 

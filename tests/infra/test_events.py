@@ -22,7 +22,8 @@ EVENTS = ROOT / "events"
 # main event.
 FUNCTIONS = (
     "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
-    "add_data", "retrain", "metrics", "deploy", "deployments", "experiments", "train_worker",
+    "add_data", "retrain", "metrics", "artifacts", "deploy", "deployments", "experiments",
+    "train_worker",
 )
 # Served by the local server and docker-compose only, not deployed by template.yaml: the
 # inference log lives in the SQL experiment store, which the AWS stack does not use.
@@ -87,10 +88,10 @@ def check_v1(name: str, event: dict[str, Any]) -> None:
     assert isinstance(event["isBase64Encoded"], bool), name
     # The path is the resource with its {parameters} filled in from pathParameters.
     params = event.get("pathParameters") or {}
-    assert set(re.findall(r"{(\w+)}", resource)) == set(params), name
+    assert set(re.findall(r"{(\w+)\+?}", resource)) == set(params), name
     filled = resource
     for key, value in params.items():
-        filled = filled.replace("{" + key + "}", value)
+        filled = re.sub(r"\{" + key + r"\+?\}", value, filled)  # {name} or greedy {name+}
     assert filled == path, f"{name}: resource {resource} does not match path {path}"
     context = event["requestContext"]
     assert context["httpMethod"] == method and context["resourcePath"] == resource, name
@@ -129,11 +130,13 @@ def check_sqs(name: str, event: dict[str, Any]) -> None:
         assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest(), name
 
 
+def function_names() -> set[str]:
+    """The functions above and any function directory added since."""
+    return set(FUNCTIONS) | {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
+
+
 def test_every_function_has_its_event() -> None:
-    names = set(FUNCTIONS)
-    # ... and so does any function directory added later.
-    names |= {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
-    missing = sorted(n for n in names if not (EVENTS / f"{n}.json").exists())
+    missing = sorted(n for n in function_names() if not (EVENTS / f"{n}.json").exists())
     assert not missing, f"no events/<name>.json for {missing}"
 
 
@@ -148,7 +151,7 @@ def test_the_training_worker_event_is_sqs() -> None:
 def template() -> dict[str, Any]:
     yaml = pytest.importorskip("yaml")
 
-    class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+    class Loader(yaml.SafeLoader):  # type: ignore[name-defined]
         pass
 
     def tag(loader: Any, _suffix: str, node: Any) -> Any:
@@ -159,7 +162,7 @@ def template() -> dict[str, Any]:
         return loader.construct_mapping(node, deep=True)
 
     Loader.add_multi_constructor("!", tag)
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)  # type: ignore[no-any-return]
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
 
 
 def template_functions() -> dict[str, dict[str, Any]]:
@@ -178,7 +181,7 @@ def template_functions() -> dict[str, dict[str, Any]]:
 
 def test_the_template_has_every_function() -> None:
     functions = template_functions()
-    assert set(functions) == set(FUNCTIONS)
+    assert set(functions) == function_names() - LOCAL_ONLY
     for name, props in functions.items():
         if props.get("PackageType") != "Image":
             assert props["CodeUri"] == f"functions/{name}", name

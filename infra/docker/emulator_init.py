@@ -1,0 +1,53 @@
+"""Create what template.yaml creates on AWS, on the emulator docker-compose uses (moto or
+LocalStack): the buckets, the DynamoDB table when experiments live there, and the retrain queue
+with its dead-letter queue. Idempotent; configured by the same MLFN_* variables as the service.
+
+    python infra/docker/emulator_init.py
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from common.backends import Backends
+from common.settings import Settings
+
+log = logging.getLogger("mlfn.emulator_init")
+
+# As template.yaml: a message that fails three deliveries moves to the dead-letter queue. The
+# visibility timeout outlasts one training job (the job lease).
+MAX_RECEIVE_COUNT = 3
+
+
+def create_queues(settings: Settings) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    name = settings.queue_url.rstrip("/").rsplit("/", 1)[-1]
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(int(settings.job_lease_seconds) + 60),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    log.info("queue %s (dead letters: %s)", url, dlq_url)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    Backends.from_settings(settings).ensure_cloud_resources()
+    log.info("buckets %s, %s ready", settings.models_bucket, settings.datasets_bucket)
+    if settings.job_queue == "sqs":
+        create_queues(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
