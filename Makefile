@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= train,aws,postgres,local,dev
+EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve test lint typecheck unit bench aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(VENV)/.installed
 ## Start the service on http://127.0.0.1:3000 (demo models are trained on first start).
 serve: install
 	$(VENV)/bin/mlfn serve --host 127.0.0.1 --port 3000
+
+## The web UI on http://127.0.0.1:8501 (start `make serve` first).
+ui: install
+	$(VENV)/bin/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false \
+		--client.toolbarMode minimal
 
 ## The whole test suite: lint, types, tests.
 test: lint typecheck unit

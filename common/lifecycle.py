@@ -252,34 +252,50 @@ class Lifecycle:
                 extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune},
             ),
         )
-        key = model_key(model.name, exp.id)
-        self.backends.models.put(key, trained.onnx_bytes)
-        self._store_tensorboard(model.name, exp.id, trained)
-        done = self.store.update_experiment(
-            exp.id,
-            {
-                "status": ExperimentStatus.succeeded,
-                "finished_at": utcnow(),
-                "metrics": trained.metrics,
-                "hyperparameters": trained.hyperparameters,
-                "artifact_key": key,
-                "rows": trained.rows,
-            },
-        )
+        done = self.record_trained(exp, trained)
         self._apply_policy(done, model, trained)
         return done
 
-    def _store_tensorboard(self, model: str, experiment_id: int, trained: Any) -> None:
+    def record_trained(self, exp: Experiment, trained: Any, tensorboard_dir: Any = None) -> Experiment:
+        """Store a trained model and its TensorBoard logs, then mark the experiment succeeded.
+
+        ``tensorboard_dir`` holds event files already written for this run (the DVC pipeline keeps
+        them as outputs); otherwise they are written here. On failure nothing is left behind.
+        """
         import tempfile
         from pathlib import Path
 
         from common.training.tensorboard import write_events
 
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            for path in write_events(trained, root, f"{model}-{experiment_id}"):
-                name = f"tensorboard/{path.relative_to(root).as_posix()}"
-                self.backends.models.put(artifact_prefix(model, experiment_id) + name, path.read_bytes())
+        key = model_key(exp.model, exp.id)
+        written: list[str] = []
+        try:
+            self.backends.models.put(key, trained.onnx_bytes)
+            written.append(key)
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tensorboard_dir or tmp)
+                files = (sorted(p for p in root.rglob("*") if p.is_file()) if tensorboard_dir
+                         else write_events(trained, root, f"{exp.model}-{exp.id}"))
+                prefix = artifact_prefix(exp.model, exp.id) + "tensorboard/"
+                for path in files:
+                    name = prefix + path.relative_to(root).as_posix()
+                    self.backends.models.put(name, path.read_bytes())
+                    written.append(name)
+            return self.store.update_experiment(
+                exp.id,
+                {
+                    "status": ExperimentStatus.succeeded,
+                    "finished_at": utcnow(),
+                    "metrics": trained.metrics,
+                    "hyperparameters": trained.hyperparameters,
+                    "artifact_key": key,
+                    "rows": trained.rows,
+                },
+            )
+        except BaseException:
+            for name in written:
+                self.backends.models.delete(name)
+            raise
 
     def artifacts(self, exp: Experiment) -> list[dict[str, Any]]:
         """The experiment's files: its ONNX model and its other artefacts (TensorBoard logs)."""

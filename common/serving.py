@@ -105,9 +105,23 @@ class Serving:
         onnx_model = self.load(model)
         return onnx_model, onnx_model.predict(self.check_batch(records))
 
+    def forward_batch_upload(
+        self, model: str, kind: str, data: bytes, k: int | None = None
+    ) -> dict[str, Any]:
+        """A forward_batch body as uploaded: JSON records, CSV or a zip of images."""
+        from common.payloads import csv_records, records_of
+
+        if kind == "zip":
+            return self.forward_batch_images(model, data, k)
+        return self.forward_batch(
+            model, lambda: csv_records(data, self.tabular_model(model).features) if kind == "csv"
+            else records_of(data)
+        )
+
     def forward_batch(self, model: str, records: Any) -> dict[str, Any]:
+        """``records`` may be a callable that parses them, so that a refused body is monitored."""
         with self.monitor.observe("forward_batch", model) as obs:
-            onnx_model, out = self.predict_batch(model, records)
+            onnx_model, out = self.predict_batch(model, records() if callable(records) else records)
             obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
             obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
@@ -278,17 +292,22 @@ class Serving:
         return sink.recent_inference(model, limit)
 
     def list_models(self) -> list[dict[str, Any]]:
-        return [
-            {
+        store = self.backends.experiments
+        out = []
+        for m in store.list_models():
+            parts = store.dataset_parts(m.name)
+            out.append({
                 "name": m.name,
                 "task": m.task.value,
                 "target": m.target,
                 "input": m.input,
+                "image": None if m.image is None else m.image.model_dump(),
                 "features": [f.model_dump(mode="json") for f in m.features or []],
                 "deployed_experiment_id": m.deployed_experiment_id,
-            }
-            for m in self.backends.experiments.list_models()
-        ]
+                "dataset_version": parts[-1].version if parts else 0,
+                "rows_total": sum(p.rows for p in parts),
+            })
+        return out
 
 
 def split_target(records: Any, target: str) -> tuple[list[Any], list[Any]]:

@@ -4,7 +4,6 @@ images (application/zip or multipart field `file`)."""
 from fastapi import APIRouter, Query, Request
 
 from common import context
-from common.payloads import csv_records, records_of
 from common.web.app import create_app, json_response, lambda_handler
 from common.web.bodies import top_k_header, upload
 
@@ -15,10 +14,7 @@ router = APIRouter(tags=["predict"])
 async def forward_batch(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     serving = context.serving()
     kind, data = await upload(request, serving.settings)
-    if kind == "zip":
-        return json_response(serving.forward_batch_images(model, data, top_k_header(request)))
-    records = csv_records(data, serving.tabular_model(model).features) if kind == "csv" else records_of(data)
-    return json_response(serving.forward_batch(model, records))
+    return json_response(serving.forward_batch_upload(model, kind, data, top_k_header(request)))
 
 
 app = create_app([router])

@@ -48,6 +48,8 @@ def test_models_lists_demo_models(demo_env: Path, version: str) -> None:
     assert models["diabetes"]["task"] == "regression"
     assert {"name": "sex", "kind": "categorical"} in models["diabetes"]["features"]
     assert all(isinstance(m["deployed_experiment_id"], int) for m in models.values())
+    assert models["iris"]["rows_total"] == 150 and models["iris"]["dataset_version"] == 1
+    assert models["digits"]["image"] == {"width": 8, "height": 8, "mode": "L"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -284,7 +286,7 @@ r = invoke(app.handler, "v1", "POST", "/forward", {{"model": "diabetes"}}, {json
 assert r.status == 200, r.body
 r = invoke(batch.handler, "v2", "POST", "/forward_batch", {{"model": "iris"}}, {{"records": [{json.dumps(IRIS)}]}})
 assert r.status == 200, r.body
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "pandas", "scipy", "catboost", "skl2onnx"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "dvc", "matplotlib", "tensorboardX", "pyarrow"))
 print(json.dumps(heavy))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

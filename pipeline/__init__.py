@@ -1,0 +1,1 @@
+"""The reproducible training pipeline (DVC): extract_data -> train_model -> inference_model."""

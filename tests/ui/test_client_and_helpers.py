@@ -1,0 +1,68 @@
+"""The API client's error messages and the pages' pure helpers, without a server."""
+
+from __future__ import annotations
+
+import pandas as pd
+import requests
+
+from ui import hyperparameters, traffic
+from ui.client import ApiError, ClientConfig, MlfnClient, _error_from
+
+
+def response(status: int, body: bytes) -> requests.Response:
+    reply = requests.Response()
+    reply.status_code = status
+    reply._content = body
+    reply.reason = "Forbidden"
+    return reply
+
+
+def test_error_bodies_become_readable_messages():
+    api = _error_from(response(409, b'{"error": "conflict", "detail": "model \'iris\' exists"}'))
+    assert (api.status, api.error, api.message) == (409, "conflict", "conflict: model 'iris' exists (HTTP 409)")
+    gateway = _error_from(response(403, b'{"message": "Forbidden"}'))
+    assert gateway.message.startswith("Forbidden (HTTP 403;")
+    html = _error_from(response(502, b"<html><body>Bad gateway</body></html>"))
+    assert html.status == 502 and "Bad gateway" in html.detail
+    assert isinstance(api, ApiError)
+
+
+def test_config_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFN_UI_API_URL", "https://example.test/prod/")
+    monkeypatch.setenv("MLFN_UI_API_KEY", "k")
+    config = ClientConfig.from_env()
+    assert (config.base_url, config.api_key) == ("https://example.test/prod", "k")
+    assert MlfnClient(config).session.headers["x-api-key"] == "k"
+    monkeypatch.delenv("MLFN_UI_API_URL")
+    monkeypatch.delenv("MLFN_UI_API_KEY")
+    assert ClientConfig.from_env() == ClientConfig("http://127.0.0.1:3000", None)
+
+
+def test_only_changed_hyperparameters_are_sent():
+    specs = [
+        {"name": "n_estimators", "type": "int", "default": 100, "nullable": False, "tasks": []},
+        {"name": "max_depth", "type": "int", "default": None, "nullable": True, "tasks": []},
+        {"name": "max_features", "type": "choice", "default": "sqrt", "nullable": False, "tasks": []},
+    ]
+    values = {"n_estimators": 100, "max_depth": 8, "max_features": "sqrt"}
+    assert hyperparameters.changed(specs, values) == {"max_depth": 8}
+    assert hyperparameters.changed(specs, {"n_estimators": None, "max_depth": None}) == {}
+
+
+def test_inference_log_summaries():
+    assert traffic.label_counts({"a": 2, "b": 1}, 3) == {"a": 2.0, "b": 1.0}
+    assert traffic.label_counts({"metrics": {"accuracy": 0.9}}, 10) == {}  # an evaluate call
+    assert traffic.label_counts("a", 1) == {"a": 1.0}
+    assert traffic.value_of({"mean": 2.5, "min": 1, "max": 4}) == 2.5
+    assert traffic.value_of({"metrics": {"rmse": 1.0}}) is None
+    log = traffic.frame_of([
+        {"time": "2026-01-01T00:00:00+00:00", "model": "m", "experiment_id": 1, "route": "forward",
+         "rows": 1, "latency_ms": 2.0, "status": 200, "prediction_summary": {"a": 1}},
+        {"time": "2026-01-01T00:10:00+00:00", "model": "m", "experiment_id": 1, "route": "forward",
+         "rows": 0, "latency_ms": 4.0, "status": 400, "prediction_summary": {}},
+    ])
+    numbers = traffic.summary(log)
+    assert (numbers["requests"], numbers["errors"], numbers["error_rate"], numbers["p50"]) == (2, 1, 0.5, 3.0)
+    assert traffic.bin_width(log) == "30s"
+    counts = traffic.predictions(log, "classification")
+    assert counts.to_dict("records") == [{"time": pd.Timestamp("2026-01-01T00:00:00Z"), "label": "a", "count": 1.0}]

@@ -1,0 +1,337 @@
+"""A small typed client of the mlfn HTTP API: the UI's only way to the service.
+
+Every failure becomes an :class:`ApiError` whose ``message`` is fit to show a user: the API's
+``{"error", "detail"}`` body with a hint for the status, API Gateway's ``{"message"}`` body, or
+"unreachable" for connection problems (:class:`ApiUnreachable`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict, cast
+
+import requests
+
+DEFAULT_API_URL = "http://127.0.0.1:3000"
+DEFAULT_TIMEOUT = 60.0
+
+Task = Literal["classification", "regression"]
+DeployPolicy = Literal["never", "if_better", "always"]
+
+# What a status means for the user, added after the API's own detail.
+HINTS = {
+    401: "the API requires a key: set MLFN_UI_API_KEY to the value of its MLFN_API_KEY",
+    403: "the model could not process this input although it passed validation",
+    413: "the request is larger than the API accepts (MLFN_MAX_BODY_BYTES, 6 MiB by default)",
+}
+
+
+class Feature(TypedDict):
+    name: str
+    kind: Literal["numeric", "categorical"]
+
+
+class Model(TypedDict):
+    name: str
+    task: Task
+    target: str
+    input: Literal["tabular", "image"]
+    features: list[Feature]
+    deployed_experiment_id: int | None
+    image: NotRequired[dict[str, Any] | None]
+
+
+class Experiment(TypedDict):
+    experiment_id: int
+    model: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    model_class: str
+    hyperparameters: dict[str, Any]
+    tune: bool
+    deploy: NotRequired[str]
+    primary_metric: NotRequired[str | None]
+    metrics: dict[str, float] | None
+    dataset_version: int | None
+    rows: int | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
+class Deployment(TypedDict):
+    model: str
+    seq: int
+    experiment_id: int
+    previous: int | None
+    deployed_at: str
+
+
+class Hyperparameter(TypedDict):
+    name: str
+    type: Literal["int", "float", "choice", "bool", "str"]
+    default: Any
+    nullable: bool
+    tasks: list[str]
+    minimum: NotRequired[float]
+    maximum: NotRequired[float]
+    choices: NotRequired[list[Any]]
+    doc: NotRequired[str]
+
+
+class ModelClass(TypedDict):
+    name: str
+    description: str
+    tasks: list[str]
+    hyperparameters: list[Hyperparameter]
+    grid: dict[str, list[Any]]
+
+
+class Prediction(TypedDict):
+    model: str
+    experiment_id: int
+    prediction: Any
+    probabilities: NotRequired[dict[str, float] | None]
+    image: NotRequired[str]
+
+
+class BatchPrediction(TypedDict):
+    model: str
+    experiment_id: int
+    predictions: list[Any]
+    probabilities: NotRequired[list[dict[str, float]] | None]
+    files: NotRequired[list[str]]  # zip archives: the entry of each prediction
+
+
+class Evaluation(TypedDict):
+    model: str
+    experiment_id: int
+    n: int
+    metrics: dict[str, float]
+    predictions: list[Any]
+    files: NotRequired[list[str]]  # zip archives: the entry of each prediction
+
+
+class DataAdded(TypedDict):
+    model: str
+    rows_added: int
+    rows_total: int
+    dataset_version: int
+
+
+class InferenceLogRow(TypedDict):
+    time: str
+    model: str
+    experiment_id: int | None
+    route: str
+    rows: int
+    latency_ms: float
+    status: int
+    prediction_summary: Any
+
+
+class ApiError(Exception):
+    """A request the API refused or could not answer; ``message`` is for the user."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.error}: {self.detail}" if self.detail else self.error
+        hint = HINTS.get(self.status)
+        return f"{text} (HTTP {self.status}; {hint})" if hint else f"{text} (HTTP {self.status})"
+
+
+class ApiUnreachable(ApiError):
+    """No HTTP answer at all: wrong URL, server down, timeout."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        self.base_url = base_url
+        super().__init__(0, "unreachable", reason)
+
+    @property
+    def message(self) -> str:
+        return (
+            f"The API at {self.base_url} is unreachable ({self.detail}). Is the server running? "
+            "Set MLFN_UI_API_URL to its address."
+        )
+
+
+def _error_from(response: requests.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        detail = body.get("detail")
+        text = detail if isinstance(detail, str) else json.dumps(detail)
+        return ApiError(response.status_code, str(body["error"]), text if detail is not None else "")
+    if isinstance(body, dict) and "message" in body:  # API Gateway's own answers
+        return ApiError(response.status_code, str(body["message"]), "")
+    snippet = " ".join(response.text.split())[:200]
+    return ApiError(response.status_code, response.reason or "error", snippet)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the API is and how to authenticate: ``MLFN_UI_API_URL``, ``MLFN_UI_API_KEY``."""
+
+    base_url: str = DEFAULT_API_URL
+    api_key: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_env(cls) -> ClientConfig:
+        url = os.environ.get("MLFN_UI_API_URL", "").strip() or DEFAULT_API_URL
+        key = os.environ.get("MLFN_UI_API_KEY", "").strip() or None
+        return cls(base_url=url.rstrip("/"), api_key=key)
+
+
+class MlfnClient:
+    """One method per route of the API contract (README.md, "The API")."""
+
+    def __init__(self, config: ClientConfig, session: requests.Session | None = None) -> None:
+        self.config = config
+        self.session = session or requests.Session()
+        if config.api_key:
+            self.session.headers["x-api-key"] = config.api_key
+
+    @classmethod
+    def from_env(cls) -> MlfnClient:
+        return cls(ClientConfig.from_env())
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.config.timeout)
+        try:
+            response = self.session.request(method, f"{self.base_url}{path}", **kwargs)
+        except requests.Timeout:
+            raise ApiUnreachable(self.base_url, f"no answer within {kwargs['timeout']:g} s") from None
+        except requests.RequestException as exc:
+            raise ApiUnreachable(self.base_url, type(exc).__name__) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "not JSON", response.text[:200]) from None
+
+    # -- models ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self._request("GET", "/health"))
+
+    def list_models(self) -> list[Model]:
+        return cast(list[Model], self._request("GET", "/models"))
+
+    def create_model(self, name: str, task: Task, target: str, input: str = "tabular",
+                     image_size: int | list[int] | None = None, color: str | None = None) -> Model:
+        """``image_size`` (pixels, or [width, height]) and ``color`` ("grayscale" or "rgb") are
+        for ``input="image"`` only."""
+        body: dict[str, Any] = {"name": name, "task": task, "target": target}
+        if input != "tabular":
+            body["input"] = input
+        if image_size is not None:
+            body["image_size"] = image_size
+        if color is not None:
+            body["color"] = color
+        return cast(Model, self._request("POST", "/models", json=body))
+
+    def model_classes(self) -> list[ModelClass]:
+        return cast(list[ModelClass], self._request("GET", "/model_classes"))
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._request("GET", "/metadata", params={"model": model}))
+
+    # -- data and training -----------------------------------------------------------------
+    def add_data(self, model: str, filename: str, content: bytes) -> DataAdded:
+        """Upload a labelled CSV or zip as the multipart field ``file``."""
+        files = {"file": (filename, content, _content_type(filename))}
+        return cast(DataAdded, self._request("PUT", "/add_data", params={"model": model}, files=files))
+
+    def retrain(
+        self,
+        model: str,
+        model_class: str,
+        hyperparameters: dict[str, Any] | None = None,
+        tune: bool = False,
+        deploy: DeployPolicy = "never",
+        primary_metric: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model_class": model_class,
+            "hyperparameters": hyperparameters or {},
+            "tune": tune,
+            "deploy": deploy,
+        }
+        if primary_metric:
+            body["primary_metric"] = primary_metric
+        return cast(dict[str, Any], self._request("PUT", "/retrain", params={"model": model}, json=body))
+
+    def metrics(self, experiment_id: int) -> Experiment:
+        return cast(Experiment, self._request("GET", f"/metrics/{int(experiment_id)}"))
+
+    def experiments(self, model: str, status: str | None = None) -> list[Experiment]:
+        params = {"model": model, **({"status": status} if status else {})}
+        return cast(list[Experiment], self._request("GET", "/experiments", params=params))
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        self._request("DELETE", f"/experiments/{int(experiment_id)}")
+
+    def deploy(self, experiment_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], self._request("POST", f"/deploy/{int(experiment_id)}"))
+
+    def deployments(self, model: str) -> list[Deployment]:
+        return cast(list[Deployment], self._request("GET", "/deployments", params={"model": model}))
+
+    # -- serving ---------------------------------------------------------------------------
+    def forward(self, model: str, record: dict[str, Any]) -> Prediction:
+        return cast(Prediction, self._request("POST", "/forward", params={"model": model}, json=record))
+
+    def forward_image(self, model: str, filename: str, content: bytes, top_k: int = 3) -> Prediction:
+        files = {"image": (filename, content, _content_type(filename))}
+        return cast(Prediction, self._request(
+            "POST", "/forward", params={"model": model}, files=files, headers={"X-Top-K": str(int(top_k))},
+        ))
+
+    def forward_batch(self, model: str, filename: str, content: bytes) -> BatchPrediction:
+        """Predict a CSV (``text/csv``) or a zip of images (``application/zip``)."""
+        return cast(BatchPrediction, self._request(
+            "POST", "/forward_batch", params={"model": model}, data=content,
+            headers={"Content-Type": _content_type(filename)},
+        ))
+
+    def evaluate(self, model: str, filename: str, content: bytes) -> Evaluation:
+        """Score the deployed experiment on a labelled CSV or zip."""
+        return cast(Evaluation, self._request(
+            "POST", "/evaluate", params={"model": model}, data=content,
+            headers={"Content-Type": _content_type(filename)},
+        ))
+
+    def inference_log(self, model: str | None, limit: int = 500) -> list[InferenceLogRow]:
+        """Recent monitored calls, newest first; every model's when ``model`` is None."""
+        params: dict[str, Any] = {"limit": int(limit), **({"model": model} if model else {})}
+        return cast(list[InferenceLogRow], self._request("GET", "/inference_log", params=params))
+
+
+def _content_type(filename: str) -> str:
+    lower = filename.lower()
+    if lower.endswith(".zip"):
+        return "application/zip"
+    if lower.endswith(".png"):
+        return "image/png"
+    if lower.endswith((".jpg", ".jpeg")):
+        return "image/jpeg"
+    if lower.endswith(".webp"):
+        return "image/webp"
+    return "text/csv"

@@ -1,0 +1,111 @@
+"""Data: look at a labelled CSV (target, features, correlations, missing values), then add it to
+the chosen model's dataset (a zip of images goes up as it is)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import datasets, plots, session
+from ui.client import Model
+
+api = session.client()
+st.title("Data")
+model = session.current_model()
+if model is None:
+    st.info("Create a model on the Models page first.")
+    st.stop()
+
+
+def schema_check(frame: pd.DataFrame, model: Model) -> None:
+    """Warn before uploading what the API would refuse; the API stays the judge."""
+    target = model["target"]
+    if target not in frame.columns:
+        st.warning(f"The target column `{target}` is missing: the API will refuse this file.")
+    expected = [f["name"] for f in model.get("features") or []]
+    if expected:
+        columns = [c for c in frame.columns if c != target]
+        missing = [c for c in expected if c not in columns]
+        extra = [c for c in columns if c not in expected]
+        if missing or extra:
+            st.warning(f"The columns differ from the model's schema: missing {missing or 'none'}, "
+                       f"unexpected {extra or 'none'}.")
+    else:
+        st.caption("This is the model's first upload: it fixes the feature schema "
+                   "(numeric or categorical, inferred from the values).")
+
+
+def explore(frame: pd.DataFrame, model: Model) -> None:
+    target, task = model["target"], model["task"]
+    features = [c for c in frame.columns if c != target]
+    has_target = target in frame.columns
+    tabs = st.tabs(["Target", "Features", "Correlation", "Missing values"])
+    with tabs[0]:
+        if has_target:
+            st.plotly_chart(plots.target_distribution(frame, target, task), width="stretch")
+        else:
+            st.info(f"No `{target}` column in this file.")
+    with tabs[1]:
+        if not features:
+            st.info("No feature columns.")
+        else:
+            feature = st.selectbox("Feature", features, key="eda_feature")
+            left, right = st.columns(2)
+            with left:
+                st.plotly_chart(plots.feature_histogram(frame, feature, target if has_target else None, task),
+                                width="stretch")
+            with right:
+                if has_target:
+                    st.plotly_chart(plots.feature_by_target(frame, feature, target, task), width="stretch")
+    with tabs[2]:
+        heatmap = plots.correlation_heatmap(frame)
+        if heatmap is None:
+            st.info("Fewer than two numeric columns: nothing to correlate.")
+        else:
+            st.plotly_chart(heatmap, width="stretch")
+    with tabs[3]:
+        st.plotly_chart(plots.missing_values(frame), width="stretch")
+
+
+def explore_archive(content: bytes) -> None:
+    labels = datasets.archive_labels(content)
+    st.write(f"{len(labels)} images in the archive.")
+    known = [label for label in labels.values() if label is not None]
+    if known:
+        st.plotly_chart(plots.label_counts(known, "Images per label"), width="stretch")
+    else:
+        st.warning("No labels found: put images in folders named by label or add a labels.csv.")
+    samples = datasets.archive_samples(content)
+    if samples:
+        st.image([data for _, data in samples], width=96,
+                 caption=[str(labels.get(name) or name.rsplit("/", 1)[-1]) for name, _ in samples])
+
+
+image_model = model.get("input") == "image"
+st.write(f"Add labelled {'images' if image_model else 'rows'} to **{model['name']}** "
+         f"(target `{model['target']}`, {model['task']}).")
+upload = st.file_uploader(
+    "Zip of images in folders named by label, or flat with a labels.csv" if image_model
+    else "Labelled CSV (a header row with the features and the target)",
+    type=["zip"] if image_model else ["csv", "zip"], key=f"data_upload-{model['name']}")
+if upload is None:
+    st.stop()
+content = upload.getvalue()
+try:
+    if upload.name.lower().endswith(".zip"):
+        explore_archive(content)
+    else:
+        frame = datasets.read_csv(content)
+        st.write(f"**{upload.name}**: {len(frame)} rows × {frame.shape[1]} columns")
+        schema_check(frame, model)
+        st.dataframe(frame.head(200), width="stretch", height=240)
+        explore(frame, model)
+except datasets.UnreadableFile as exc:
+    st.error(f"Cannot look into {upload.name}: {exc}. The API will judge it on upload.")
+
+if st.button(f"Add to {model['name']}", type="primary", icon=":material/cloud_upload:"):
+    added = session.call("Uploading the data", api.add_data, model["name"], upload.name, content)
+    if added is not None:
+        st.success(f"Added {added['rows_added']} rows to **{added['model']}**: "
+                   f"{added['rows_total']} rows in dataset version {added['dataset_version']}. "
+                   "Train on it on the Train page.")
