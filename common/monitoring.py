@@ -1,8 +1,9 @@
 """Monitoring of every forward, forward_batch and evaluate call.
 
-Each call emits CloudWatch Embedded Metric Format metrics through aws-lambda-powertools (latency,
-rows, errors, cold start, model load time; dimensions model and experiment) and a structured JSON
-log line carrying the request id. Where the experiment store is SQL (SQLite embedded, PostgreSQL
+Each call writes one JSON line to stdout: a CloudWatch Embedded Metric Format document (metadata
+serialised by aws-lambda-powertools; metrics latency, rows, errors, cold start, and model load
+time when a model is loaded; dimensions model and experiment) that is also the call's structured
+log record, carrying the request id. Where the experiment store is SQL (SQLite embedded, PostgreSQL
 in compose), the same events go to the ``inference_log`` table through a background writer, with
 a retention limit; Grafana reads that table.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import orjson
 
 from common.domain import utcnow
 from common.errors import ServiceError
@@ -121,7 +125,7 @@ class Monitor:
         self._writer = _Writer(sink, retention_days, keep_rows) if sink is not None else None
         self._cold_start = True
         self._lock = threading.Lock()
-        self._logger: Any = None
+        self._directives: dict[tuple[str, str], dict[str, Any]] = {}
 
     @contextmanager
     def observe(self, route: str, model: str) -> Iterator[Observation]:
@@ -153,8 +157,7 @@ class Monitor:
         with self._lock:
             cold, self._cold_start = self._cold_start, False
         if self.emf:
-            self._emit_emf(event, cold)
-            self._emit_log(event, cold)
+            self._emit(event, cold)
         if self._writer is not None:
             self._writer.put(event)
 
@@ -169,39 +172,51 @@ class Monitor:
             metrics.add_metric(name="ModelSize", unit=MetricUnit.Bytes, value=size_bytes)
             metrics.flush_metrics()
 
-    def _emit_emf(self, event: InferenceEvent, cold: bool) -> None:
-        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+    def _directive(self, model: str, experiment: str) -> dict[str, Any]:
+        """The EMF metadata for one (model, experiment), as Powertools serialises it; built once
+        per key, because building a metric set per request costs more than the prediction."""
+        key = (model, experiment)
+        cached = self._directives.get(key)
+        if cached is None:
+            from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-        metrics.add_dimension(name="model", value=event.model)
-        metrics.add_dimension(name="experiment", value=str(event.experiment_id or "none"))
-        metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=event.latency_ms)
-        metrics.add_metric(name="Rows", unit=MetricUnit.Count, value=event.rows)
-        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=int(event.status >= 400))
-        metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=int(cold))
-        metrics.add_metadata(key="route", value=event.route)
-        metrics.add_metadata(key="request_id", value=event.request_id)
-        metrics.flush_metrics()
+            metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+            metrics.add_dimension(name="model", value=model)
+            metrics.add_dimension(name="experiment", value=experiment)
+            for name, unit in (("Latency", MetricUnit.Milliseconds), ("Rows", MetricUnit.Count),
+                               ("Errors", MetricUnit.Count), ("ColdStart", MetricUnit.Count)):
+                metrics.add_metric(name=name, unit=unit, value=0)
+            serialized: dict[str, Any] = dict(metrics.serialize_metric_set())
+            if len(self._directives) < 1024:
+                self._directives[key] = serialized
+            return serialized
+        return cached
 
-    def _emit_log(self, event: InferenceEvent, cold: bool) -> None:
-        if self._logger is None:
-            from aws_lambda_powertools import Logger
-
-            self._logger = Logger(service=SERVICE)
-        self._logger.info(
-            "inference",
-            extra={
-                "request_id": event.request_id,
-                "route": event.route,
-                "model": event.model,
-                "experiment_id": event.experiment_id,
-                "rows": event.rows,
-                "latency_ms": round(event.latency_ms, 3),
-                "status": event.status,
-                "cold_start": cold,
-                "prediction_summary": event.prediction_summary,
-            },
+    def _emit(self, event: InferenceEvent, cold: bool) -> None:
+        """One line per call: an EMF document CloudWatch turns into metrics, which is also the
+        structured log record of the call (request id, route, status, prediction summary)."""
+        experiment = str(event.experiment_id or "none")
+        doc = dict(self._directive(event.model, experiment))
+        now = time.time()
+        doc["_aws"] = {**doc["_aws"], "Timestamp": int(now * 1000)}
+        doc.update(
+            Latency=[event.latency_ms],
+            Rows=[float(event.rows)],
+            Errors=[float(event.status >= 400)],
+            ColdStart=[float(cold)],
+            level="INFO" if event.status < 500 else "ERROR",
+            message="inference",
+            timestamp=event.time.isoformat(timespec="milliseconds"),
+            request_id=event.request_id,
+            route=event.route,
+            experiment_id=event.experiment_id,
+            rows=event.rows,
+            latency_ms=round(event.latency_ms, 3),
+            status=event.status,
+            cold_start=cold,
+            prediction_summary=event.prediction_summary,
         )
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
 
     def flush(self) -> None:
         """Wait until queued inference events are written (tests, shutdown)."""

@@ -29,7 +29,10 @@ def numeric_value(name: str, value: Any, row: int | None = None) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"feature {name!r}{_where(row)}: expected a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise BadRequest(f"feature {name!r}{_where(row)}: {value} is outside the float32 range") from None
     if not math.isfinite(value):
         raise BadRequest(f"feature {name!r}{_where(row)}: {value} is not a finite number")
     if abs(value) > FLOAT32_MAX:
@@ -64,25 +67,55 @@ def feeds_from_records(
 ) -> dict[str, np.ndarray]:
     """Validate ``records`` (JSON objects) and build the ONNX feeds.
 
-    ``first_row`` offsets the row numbers in error messages (0-based, as in the request).
+    ``first_row`` offsets the row numbers in error messages (0-based, as in the request). Columns
+    whose values are all plain numbers (or all strings) are converted in one NumPy call; any other
+    column goes value by value, which is also what names the offending row.
     """
     n = len(records)
     single = n == 1
+    names = {f.name for f in features}
     for i, rec in enumerate(records):
-        check_fields(features, rec, None if single else first_row + i)
+        if not isinstance(rec, dict) or rec.keys() != names:
+            check_fields(features, rec, None if single else first_row + i)
     feeds: dict[str, np.ndarray] = {}
+    numeric = [f.name for f in features if f.kind is FeatureKind.numeric]
+    matrix = _fast_numeric([[rec[name] for name in numeric] for rec in records]) if numeric else None
+    if matrix is not None:  # the common case: every number present and plain, one NumPy call
+        for j, name in enumerate(numeric):
+            feeds[name] = matrix[:, j : j + 1]
     for f in features:
         name = f.name
+        if name in feeds:
+            continue
+        values = [rec[name] for rec in records]
         if f.kind is FeatureKind.numeric:
-            col = np.empty((n, 1), dtype=np.float32)
-            for i, rec in enumerate(records):
-                col[i, 0] = numeric_value(name, rec[name], None if single else first_row + i)
+            col = _fast_numeric([[v] for v in values])
+            if col is None:
+                col = np.empty((n, 1), dtype=np.float32)
+                for i, value in enumerate(values):
+                    col[i, 0] = numeric_value(name, value, None if single else first_row + i)
+        elif all(type(v) is str for v in values):
+            col = np.array(values, dtype=object).reshape(n, 1)
         else:
             col = np.empty((n, 1), dtype=object)
-            for i, rec in enumerate(records):
-                col[i, 0] = categorical_value(name, rec[name], None if single else first_row + i)
+            for i, value in enumerate(values):
+                col[i, 0] = categorical_value(name, value, None if single else first_row + i)
         feeds[name] = col
     return feeds
+
+
+def _fast_numeric(rows: list[list[Any]]) -> np.ndarray | None:
+    """Rows of numbers as a float32 matrix if every value is a finite int/float in float32
+    range, else None (the caller then checks value by value to name the culprit)."""
+    if not all(type(v) is float or type(v) is int for row in rows for v in row):  # no bool/None
+        return None
+    try:
+        arr = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an int too large for a float
+        return None
+    if not (np.abs(arr) <= FLOAT32_MAX).all():  # also False for NaN and inf
+        return None
+    return arr.astype(np.float32)
 
 
 def parse_csv_cell(feature: Feature, text: str, row: int) -> Any:
