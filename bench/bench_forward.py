@@ -140,21 +140,17 @@ def train(lifecycle: Any, scenario: Scenario) -> dict[str, Any]:
     lifecycle.create_model({"name": scenario.model, "task": scenario.task, "target": scenario.target})
     lifecycle.add_frame(scenario.model, frame)
     started = time.perf_counter()
-    exp = lifecycle.store.create_experiment(
-        {"model": scenario.model, "model_class": scenario.model_class,
-         "hyperparameters": scenario.hyperparameters, "deploy": "never",
-         "dataset_version": 1, "rows": 0}
-    )
-    done = lifecycle.run_experiment(exp.id)
+    done = lifecycle.train_now(scenario.model, {"model_class": scenario.model_class, "deploy": "always",
+                                                "hyperparameters": scenario.hyperparameters})
     if done.status.value != "succeeded":
         raise SystemExit(f"training {scenario.model} failed: {done.error}")
-    lifecycle.deploy(exp.id)
+
     train_seconds = time.perf_counter() - started
 
     # The same split, typing and estimator as common.training.trainer.train.
     record = lifecycle.store.get_model(scenario.model)
     task = Task(scenario.task)
-    stored = load_dataset(lifecycle.backends.datasets, lifecycle.store, record, exp.dataset_version)
+    stored = load_dataset(lifecycle.backends.datasets, lifecycle.store, record, done.dataset_version)
     params = model_class(scenario.model_class).resolve(task, scenario.hyperparameters)
     X = feature_frame(stored, record.features)
     y, classes = encode_target(stored[scenario.target], task)
@@ -166,7 +162,7 @@ def train(lifecycle: Any, scenario: Scenario) -> dict[str, Any]:
 
     onnx_bytes = lifecycle.backends.models.get(done.artifact_key)
     return {
-        "experiment_id": exp.id,
+        "experiment_id": done.id,
         "onnx_bytes": len(onnx_bytes),
         "pickle_bytes": len(native),
         "onnx_trees": count_onnx_trees(onnx_bytes),

@@ -132,14 +132,10 @@ def ensure_demo_models(lifecycle: Lifecycle) -> list[str]:
             lifecycle.add_images(demo.name, demo.load())
         else:
             lifecycle.add_frame(demo.name, demo.load())
-        exp = lifecycle.store.create_experiment(
-            {"model": demo.name, "model_class": demo.model_class,
-             "hyperparameters": demo.hyperparameters, "deploy": "always",
-             "dataset_version": 1, "rows": 0}
-        )
-        done = lifecycle.run_experiment(exp.id)
+        done = lifecycle.train_now(demo.name, {"model_class": demo.model_class, "deploy": "always",
+                                               "hyperparameters": demo.hyperparameters})
         if done.status.value != "succeeded":
             raise RuntimeError(f"demo model {demo.name} failed to train: {done.error}")
-        log.info("demo model %s deployed (experiment %s)", demo.name, exp.id)
+        log.info("demo model %s deployed (experiment %s)", demo.name, done.id)
         created.append(demo.name)
     return created

@@ -146,6 +146,18 @@ class Lifecycle:
 
     # -- experiments -----------------------------------------------------------------------
     def retrain(self, name: str, body: Any) -> Experiment:
+        """Validate and record the experiment as ``queued``, then hand it to the job queue."""
+        exp = self.new_experiment(name, body)
+        if self.jobs is not None:
+            self.jobs.submit(exp.id)
+        return exp
+
+    def train_now(self, name: str, body: Any) -> Experiment:
+        """Record and train an experiment in this process (demo models, benchmarks, scripts)."""
+        return self.run_experiment(self.new_experiment(name, body).id)
+
+    def new_experiment(self, name: str, body: Any) -> Experiment:
+        """A validated retrain request recorded as a ``queued`` experiment on the current data."""
         model = self.store.get_model(model_name(name))
         if not isinstance(body, dict):
             raise BadRequest('body must be {"model_class", "hyperparameters", "tune", "deploy"}')
@@ -173,7 +185,7 @@ class Lifecycle:
         parts = self.store.dataset_parts(model.name)
         if not parts:
             raise BadRequest(f"model {model.name!r} has no data yet; upload some with add_data")
-        exp = self.store.create_experiment(
+        return self.store.create_experiment(
             {
                 "model": model.name,
                 "model_class": cls.name,
@@ -185,9 +197,6 @@ class Lifecycle:
                 "rows": sum(p.rows for p in parts),
             }
         )
-        if self.jobs is not None:
-            self.jobs.submit(exp.id)
-        return exp
 
     def _claim(self, experiment_id: int) -> Experiment | None:
         """Move a job to ``running`` (retrying one whose worker died); None if not ours to run."""
