@@ -196,6 +196,9 @@ def model_class(name: object) -> ModelClass:
     return CATALOG[name]
 
 
+# Fewer labelled rows than this cannot be split into training and holdout data meaningfully.
+MIN_TRAINING_ROWS = 10
+
 # The primary metric of each task, and whether larger is better, for every metric we report.
 PRIMARY_METRIC = {Task.classification: "f1_macro", Task.regression: "mae"}
 HIGHER_IS_BETTER = {

@@ -11,7 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 from common.backends import Backends
-from common.catalog import CATALOG, HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_METRICS, model_class
+from common.catalog import (
+    CATALOG,
+    HIGHER_IS_BETTER,
+    MIN_TRAINING_ROWS,
+    PRIMARY_METRIC,
+    TASK_METRICS,
+    model_class,
+)
 from common.domain import Experiment, ExperimentStatus, ImageSpec, ModelRecord, Task, utcnow
 from common.errors import BadRequest, Conflict, NotFound, ServiceError
 from common.jobs import JobQueue
@@ -185,6 +192,12 @@ class Lifecycle:
         parts = self.store.dataset_parts(model.name)
         if not parts:
             raise BadRequest(f"model {model.name!r} has no data yet; upload some with add_data")
+        rows = sum(p.rows for p in parts)
+        if rows < MIN_TRAINING_ROWS:
+            raise BadRequest(
+                f"model {model.name!r} has {rows} rows; at least {MIN_TRAINING_ROWS} are needed to "
+                "train: upload more with add_data"
+            )
         return self.store.create_experiment(
             {
                 "model": model.name,

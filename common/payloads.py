@@ -10,7 +10,7 @@ import orjson
 
 from common.domain import Feature
 from common.errors import BadRequest
-from common.inference.inputs import parse_csv_cell
+from common.inference.inputs import parse_csv_cell, unknown_column_hint
 
 
 def parse_json(body: bytes) -> Any:
@@ -53,16 +53,21 @@ def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
     return header, data
 
 
-def csv_records(body: bytes, features: list[Feature], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def csv_records(
+    body: bytes, features: list[Feature], extra: tuple[str, ...] = (), target: str | None = None
+) -> list[dict[str, Any]]:
     """CSV rows as JSON-like records typed by the feature schema.
 
-    Columns named in ``extra`` (e.g. the target for evaluate) are kept as raw strings.
+    Columns named in ``extra`` (e.g. the target for evaluate) are kept as raw strings; ``target``
+    only improves the error when the target column is sent where it does not belong.
     """
     header, data = csv_rows(body)
     by_name = {f.name: f for f in features}
     for name in header:
         if name not in by_name and name not in extra:
-            raise BadRequest(f"unknown column {name!r}; expected {sorted(by_name)}")
+            raise BadRequest(
+                f"unknown column {name!r}; expected {sorted(by_name)}" + unknown_column_hint(name, target)
+            )
     missing = [f.name for f in features if f.name not in header]
     if missing:
         raise BadRequest(f"missing column {missing[0]!r}")

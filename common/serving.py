@@ -109,14 +109,19 @@ class Serving:
         self, model: str, kind: str, data: bytes, k: int | None = None
     ) -> dict[str, Any]:
         """A forward_batch body as uploaded: JSON records, CSV or a zip of images."""
-        from common.payloads import csv_records, records_of
+        from common.payloads import records_of
 
         if kind == "zip":
             return self.forward_batch_images(model, data, k)
         return self.forward_batch(
-            model, lambda: csv_records(data, self.tabular_model(model).features) if kind == "csv"
-            else records_of(data)
+            model, lambda: self._csv_records(model, data) if kind == "csv" else records_of(data)
         )
+
+    def _csv_records(self, model: str, data: bytes) -> list[dict[str, Any]]:
+        from common.payloads import csv_records
+
+        tabular = self.tabular_model(model)
+        return csv_records(data, tabular.features, target=tabular.metadata.get("target"))
 
     def forward_batch(self, model: str, records: Any) -> dict[str, Any]:
         """``records`` may be a callable that parses them, so that a refused body is monitored."""

@@ -48,7 +48,18 @@ def categorical_value(name: str, value: Any, row: int | None = None) -> str:
     return value
 
 
-def check_fields(features: Sequence[Feature], record: Any, row: int | None = None) -> None:
+def unknown_column_hint(name: str, target: str | None) -> str:
+    """What to do about an unexpected column, where there is something better to say."""
+    if target is not None and name == target:
+        return f" ({name!r} is the model's target: send labelled rows to /evaluate)"
+    if ";" in name or "\t" in name:
+        return " (is the CSV separated by something other than commas?)"
+    return ""
+
+
+def check_fields(
+    features: Sequence[Feature], record: Any, row: int | None = None, target: str | None = None
+) -> None:
     """Raise naming the first unknown or missing field of ``record``."""
     if not isinstance(record, Mapping):
         raise BadRequest(f"record{_where(row)}: expected a JSON object of feature -> value")
@@ -57,13 +68,16 @@ def check_fields(features: Sequence[Feature], record: Any, row: int | None = Non
     names = {f.name for f in features}
     unknown = [k for k in record if k not in names]
     if unknown:
-        raise BadRequest(f"unknown feature {unknown[0]!r}{_where(row)}; expected {sorted(names)}")
+        raise BadRequest(
+            f"unknown feature {unknown[0]!r}{_where(row)}; expected {sorted(names)}"
+            + unknown_column_hint(unknown[0], target)
+        )
     missing = [f.name for f in features if f.name not in record]
     raise BadRequest(f"missing feature {missing[0]!r}{_where(row)}")
 
 
 def feeds_from_records(
-    features: Sequence[Feature], records: Sequence[Any], first_row: int = 0
+    features: Sequence[Feature], records: Sequence[Any], first_row: int = 0, target: str | None = None
 ) -> dict[str, np.ndarray]:
     """Validate ``records`` (JSON objects) and build the ONNX feeds.
 
@@ -76,7 +90,7 @@ def feeds_from_records(
     names = {f.name for f in features}
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or rec.keys() != names:
-            check_fields(features, rec, None if single else first_row + i)
+            check_fields(features, rec, None if single else first_row + i, target)
     feeds: dict[str, np.ndarray] = {}
     numeric = [f.name for f in features if f.kind is FeatureKind.numeric]
     matrix = _fast_numeric([[rec[name] for name in numeric] for rec in records]) if numeric else None

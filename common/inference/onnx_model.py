@@ -102,7 +102,8 @@ class OnnxModel:
                 f"model {self.metadata.get('model')!r} takes images: send multipart/form-data with "
                 "a field 'image' (or a zip archive for batches), not JSON"
             )
-        return self.predict_feeds(feeds_from_records(self.features, records, first_row))
+        target = self.metadata.get("target")
+        return self.predict_feeds(feeds_from_records(self.features, records, first_row, target))
 
 
 def top_k(probabilities: dict[str, float], k: int | None) -> dict[str, float]:

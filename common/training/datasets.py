@@ -27,6 +27,7 @@ def frame_from_records(records: Any) -> pd.DataFrame:
             if value is not None and not isinstance(value, str | int | float | bool):
                 raise BadRequest(f"column {key!r} (row {i}): expected a scalar, got {value!r}")
     frame = pd.DataFrame.from_records(records)
+    frame.attrs["source"] = "json"  # JSON says what is text: categories must arrive as strings
     columns = set(frame.columns)
     for i, rec in enumerate(records):
         if set(rec) != columns:
@@ -90,6 +91,14 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
                 raise BadRequest(f"column {f.name!r} (row {row}): not a finite number")
             out[f.name] = numbers.astype(np.float64)
         else:
+            if frame.attrs.get("source") == "json":
+                typed = [i for i, v in enumerate(col) if v is not None and v == v and not isinstance(v, str)]
+                if typed:
+                    row = typed[0]
+                    raise BadRequest(
+                        f"column {f.name!r} (row {row}): expected a string category, got "
+                        f"{col.iloc[row]!r} (send categories as JSON strings, as /forward expects)"
+                    )
             out[f.name] = col.astype(object).where(col.notna(), None).map(
                 lambda v: v if v is None else str(v)
             )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.catalog import PRIMARY_METRIC
+from common.catalog import MIN_TRAINING_ROWS, PRIMARY_METRIC
 from common.catalog import model_class as catalog_class
 from common.domain import Feature, ImageSpec, Task
 from common.errors import BadRequest
@@ -24,7 +24,6 @@ from common.training.scoring import score
 
 HOLDOUT_FRACTION = 0.2
 CV_FOLDS = 3
-MIN_ROWS = 10
 
 
 @dataclass
@@ -108,8 +107,10 @@ def grid_search(
 
 def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
     """Train ``spec`` on ``frame`` and return the exported, parity-checked ONNX model."""
-    if len(frame) < MIN_ROWS:
-        raise BadRequest(f"{len(frame)} rows is too few to train; at least {MIN_ROWS} are needed")
+    if len(frame) < MIN_TRAINING_ROWS:
+        raise BadRequest(
+            f"{len(frame)} rows is too few to train; at least {MIN_TRAINING_ROWS} are needed"
+        )
     params = catalog_class(spec.model_class).resolve(spec.task, spec.hyperparameters)
     X = feature_frame(frame, spec.features) if spec.image is None else frame[pixel_columns(spec.image)]
     y, classes = encode_target(frame[spec.target], spec.task)

@@ -26,6 +26,11 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 async def read_json(request: Request, settings: Settings) -> Any:
     kind = media_type(request)
+    if kind.startswith("image/"):
+        raise BadRequest(
+            f"wrong content type {kind!r}: send an image as multipart/form-data in a field named "
+            "'image' (curl -F image=@file.png)"
+        )
     if kind not in ("application/json", ""):
         raise BadRequest(f"wrong content type {kind!r}; send application/json")
     return parse_json(await read_body(request, settings))

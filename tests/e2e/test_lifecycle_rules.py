@@ -153,14 +153,38 @@ def test_deploy_errors(embedded: Callable[[], None]) -> None:
     assert reply.status == 409 and "queued" in reply.json()["detail"]
 
 
+def test_too_few_rows_refused_before_queueing(embedded: Callable[[], None]) -> None:
+    create_churn(5)
+    before = storage_snapshot()
+    reply = invoke(retrain.handler, "v1", "PUT", "/retrain", {"model": "churn"}, {"model_class": "svm"})
+    assert reply.status == 400 and "at least 10" in reply.json()["detail"]
+    assert storage_snapshot() == before
+
+
 def test_training_failure_is_recorded(embedded: Callable[[], None]) -> None:
-    create_churn(5)  # too few rows to train
+    create_churn(0)
+    rows = [{**r, "churned": "no"} for r in churn_rows(12)]
+    rows[0]["churned"] = "yes"  # a class with one row cannot be split into train and holdout
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "churn"}, {"records": rows}).status == 200
     queued = invoke(retrain.handler, "v1", "PUT", "/retrain", {"model": "churn"}, {"model_class": "svm"})
+    assert queued.status == 202
     embedded()
     exp = context.lifecycle().store.get_experiment(queued.json()["experiment_id"])
-    assert exp.status is ExperimentStatus.failed and "too few" in (exp.error or "")
+    assert exp.status is ExperimentStatus.failed and "two rows" in (exp.error or "")
     assert exp.finished_at is not None
     assert context.backends().models.list("") == []
+
+
+def test_json_categories_must_be_strings(embedded: Callable[[], None]) -> None:
+    create_churn(20)
+    before = storage_snapshot()
+    rows = [{**r, "plan": 5} for r in churn_rows(3, seed=9)]  # numbers for a categorical column
+    reply = invoke(add_data.handler, "v2", "PUT", "/add_data", {"model": "churn"}, {"records": rows})
+    assert reply.status == 400 and "'plan' (row 0): expected a string category" in reply.json()["detail"]
+    rows[2]["plan"] = "plus"
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "churn"}, {"records": rows})
+    assert reply.status == 400 and "'plan' (row" in reply.json()["detail"]
+    assert storage_snapshot() == before
 
 
 def test_parallel_add_data_loses_no_row(embedded: Callable[[], None], live_server: str) -> None:

@@ -69,7 +69,8 @@ IMAGE_ERRORS = [
     ("missing image field", lambda: multipart({"file": ("d.png", digits_png(0), "image/png")}), "'image'"),
     ("undecodable image", lambda: multipart({"image": ("d.png", b"not an image at all", "image/png")}),
      "not a decodable image"),
-    ("wrong content type", lambda: (b"abc", {"Content-Type": "image/png"}), "content type"),
+    ("raw image body", lambda: (digits_png(0), {"Content-Type": "image/png"}), "field named 'image'"),
+    ("wrong content type", lambda: (b"abc", {"Content-Type": "text/plain"}), "content type"),
 ]
 
 

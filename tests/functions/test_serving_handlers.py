@@ -168,6 +168,11 @@ BAD_BATCH = [
     ("csv bad number", "sepal_length,sepal_width,petal_length,petal_width\n1,2,x,4\n",
      {"Content-Type": "text/csv"}, "'petal_length' (row 0)"),
     ("wrong content type", "hello", {"Content-Type": "text/plain"}, "content type"),
+    ("target sent to forward_batch", {"records": [{**IRIS, "species": "setosa"}]}, None, "/evaluate"),
+    ("csv target column", "sepal_length,sepal_width,petal_length,petal_width,species\n1,2,3,4,setosa\n",
+     {"Content-Type": "text/csv"}, "/evaluate"),
+    ("semicolon csv", "sepal_length;sepal_width;petal_length;petal_width\n1;2;3;4\n",
+     {"Content-Type": "text/csv"}, "separated"),
 ]
 
 
