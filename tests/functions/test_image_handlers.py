@@ -268,3 +268,21 @@ def test_model_failing_on_a_valid_image_is_403(demo_env: Path) -> None:
     reply = invoke(forward.handler, "v2", "POST", "/forward", {"model": "broken-eye"}, body, headers)
     assert reply.status == 403
     assert reply.json()["error"] == "модель не смогла обработать данные"
+
+
+@pytest.mark.parametrize("model_class", ["random_forest", "svm", "logistic_regression", "catboost"])
+def test_every_class_trains_on_pixels_through_the_parity_gate(demo_env: Path, model_class: str) -> None:
+    life = context.lifecycle()
+    life.create_model({"name": "px", "task": "classification", "input": "image", "image_size": 8})
+    life.add_images("px", digits_archive(range(400)))
+    params = {"random_forest": {"n_estimators": 31}, "catboost": {"iterations": 60, "depth": 4}}
+    done = life.train_now("px", {"model_class": model_class, "deploy": "always",
+                                 "hyperparameters": params.get(model_class, {})})
+    assert done.status.value == "succeeded", done.error
+    assert done.metrics["accuracy"] > 0.75
+    meta = context.serving().metadata("px")
+    assert meta["model_class"] == model_class and meta["image"]["width"] == 8
+    assert meta["parity"]["max_proba_diff"] < 1e-4
+    body, headers = multipart({"image": ("d.png", digits_png(1600), "image/png")})
+    reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "px"}, body, headers)
+    assert reply.status == 200 and reply.json()["experiment_id"] == done.id
