@@ -393,36 +393,50 @@ class DynamoExperimentStore:
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
-        try:
-            out = self._db.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": _model_pk(model)}, "sk": {"S": "META"}},
-                UpdateExpression="ADD dataset_version :one",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            raise NotFound(f"model {model!r} does not exist") from None
-        part = DatasetPart(
-            model=model,
-            version=int(out["Attributes"]["dataset_version"]["N"]),
-            key=key,
-            rows=rows,
-            created_at=utcnow(),
-        )
-        self._db.put_item(
-            TableName=self.table,
-            Item={
-                "pk": {"S": _model_pk(model)},
-                "sk": {"S": f"PART#{part.version:010d}"},
-                "version": {"N": str(part.version)},
-                "key": {"S": key},
-                "rows": {"N": str(rows)},
-                "created_at": {"S": part.created_at.isoformat()},
-            },
-        )
-        return part
+        # One transaction moves the model's version counter and writes the part, so a version
+        # never exists without its part; a lost race re-reads the counter and tries again.
+        for _ in range(100):
+            item = self._get(_model_pk(model))
+            if item is None:
+                raise NotFound(f"model {model!r} does not exist")
+            current = int(item["dataset_version"]["N"])
+            part = DatasetPart(model=model, version=current + 1, key=key, rows=rows, created_at=utcnow())
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": {"pk": {"S": _model_pk(model)}, "sk": {"S": "META"}},
+                                "UpdateExpression": "SET dataset_version = :next",
+                                "ConditionExpression": "dataset_version = :current",
+                                "ExpressionAttributeValues": {
+                                    ":current": {"N": str(current)},
+                                    ":next": {"N": str(part.version)},
+                                },
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": {
+                                    "pk": {"S": _model_pk(model)},
+                                    "sk": {"S": f"PART#{part.version:010d}"},
+                                    "version": {"N": str(part.version)},
+                                    "key": {"S": key},
+                                    "rows": {"N": str(rows)},
+                                    "created_at": {"S": part.created_at.isoformat()},
+                                },
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                    ]
+                )
+                return part
+            except Exception as exc:
+                if not self._is_conditional_failure(exc):
+                    raise
+        raise Conflict(f"model {model!r} is receiving too many uploads at once; retry")
 
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
         parts = [
