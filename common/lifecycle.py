@@ -96,7 +96,7 @@ class Lifecycle:
             [i.name for i in images],
             model,
         )
-        return self._store_part(model, frame)
+        return self._store_part(model, datasets.part_bytes(frame), len(frame))
 
     def add_frame_or_archive(self, name: str, kind: str, data: bytes) -> dict[str, Any]:
         """An add_data upload: a zip for image models, CSV or JSON records for tabular ones."""
@@ -114,20 +114,20 @@ class Lifecycle:
         frame = frame_from_csv(data) if kind == "csv" else frame_from_records(records_of(data))
         return self.add_frame(name, frame)
 
-    def _store_part(self, model: ModelRecord, part: Any) -> dict[str, Any]:
+    def _store_part(self, model: ModelRecord, data: bytes, rows: int) -> dict[str, Any]:
         from common.training import datasets
 
         key = datasets.new_part_key(model.name)
-        self.backends.datasets.put(key, datasets.part_bytes(part))
+        self.backends.datasets.put(key, data)
         try:
-            registered = self.store.add_dataset_part(model.name, key, len(part))
+            registered = self.store.add_dataset_part(model.name, key, rows)
         except BaseException:
             self.backends.datasets.delete(key)
             raise
         total = sum(p.rows for p in self.store.dataset_parts(model.name, registered.version))
         return {
             "model": model.name,
-            "rows_added": len(part),
+            "rows_added": rows,
             "rows_total": total,
             "dataset_version": registered.version,
         }
@@ -145,11 +145,13 @@ class Lifecycle:
             raise BadRequest(f"model {model.name!r} takes images: upload a zip archive")
         features = datasets.schema_for(frame, model)
         part = datasets.conform(frame, model, features)
+        data = datasets.part_bytes(part)  # before the schema is fixed: a failure changes nothing
         if model.features is None:
             stored = self.store.set_features(model.name, features)
             if stored != features:  # another first upload fixed a different schema meanwhile
                 part = datasets.conform(frame, model, stored)
-        return self._store_part(model, part)
+                data = datasets.part_bytes(part)
+        return self._store_part(model, data, len(part))
 
     # -- experiments -----------------------------------------------------------------------
     def retrain(self, name: str, body: Any) -> Experiment:

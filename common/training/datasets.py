@@ -53,14 +53,19 @@ def frame_from_records(records: Any) -> pd.DataFrame:
 
 
 def frame_from_csv(body: bytes) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(io.BytesIO(body), skipinitialspace=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed CSV: {exc}") from None
-    if frame.empty:
+    """A CSV upload as text cells (empty cell = missing), parsed by the same strict reader that
+    serving uses; the stored schema (or, on a first upload, inference) decides the types."""
+    from common.payloads import csv_rows
+
+    header, rows = csv_rows(body)
+    if not rows:
         raise BadRequest("the CSV has no data rows")
-    if any(str(c).startswith("Unnamed: ") for c in frame.columns):
+    if any(not name.strip() for name in header):
         raise BadRequest("the CSV header has an empty column name")
+    frame = pd.DataFrame(
+        [[cell if cell != "" else None for cell in row] for row in rows], columns=header, dtype=object
+    )
+    frame.attrs["source"] = "csv"  # CSV cells are text: numbers are recognised, not typed
     return frame
 
 
@@ -103,7 +108,7 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
                 lambda v: v if v is None else str(v)
             )
     target = frame[model.target]
-    if target.isna().any():
+    if target.map(lambda v: isinstance(v, float) and v != v).any() or target.isna().any():
         row = int(np.flatnonzero(target.isna().to_numpy())[0])
         raise BadRequest(f"target {model.target!r} (row {row}) is missing")
     if model.task is Task.regression:
@@ -114,8 +119,20 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
                 f"target {model.target!r} (row {row}): expected a number for regression, "
                 f"got {target.iloc[row]!r}"
             )
+        bad = ~np.isfinite(numbers.to_numpy(np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BadRequest(
+                f"target {model.target!r} (row {row}): {target.iloc[row]!r} is not a finite number"
+            )
         out[model.target] = numbers.astype(np.float64)
     else:
+        kinds = {"text" if isinstance(v, str) else "boolean" if isinstance(v, bool | np.bool_) else "number"
+                 for v in target}
+        if len(kinds) > 1:
+            raise BadRequest(
+                f"target {model.target!r} mixes {' and '.join(sorted(kinds))} labels; use one type"
+            )
         out[model.target] = target
     return pd.DataFrame(out)
 
@@ -162,6 +179,8 @@ def image_frame(
         if model.task is Task.regression:
             try:
                 targets.append(float(label))
+                if not np.isfinite(targets[-1]):
+                    raise ValueError(label)
             except ValueError:
                 raise BadRequest(
                     f"archive entry {name!r}: label {label!r} is not a number (regression model)"

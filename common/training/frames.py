@@ -27,6 +27,9 @@ def infer_features(frame: pd.DataFrame, target: str) -> list[Feature]:
         if col.isna().all():
             raise BadRequest(f"column {name!r} has no values; its type cannot be inferred")
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if not numeric and frame.attrs.get("source") == "csv":
+            # CSV cells are text: a column whose every cell reads as a number is numeric.
+            numeric = bool(pd.to_numeric(col.dropna(), errors="coerce").notna().all())
         features.append(Feature(name=name, kind=FeatureKind.numeric if numeric else FeatureKind.categorical))
     if not features:
         raise BadRequest("the data has no feature columns besides the target")
@@ -72,7 +75,10 @@ def encode_target(y: pd.Series, task: Task) -> tuple[np.ndarray, list[Any]]:
             return pd.to_numeric(y, errors="raise").to_numpy(np.float64), []
         except (ValueError, TypeError):
             raise BadRequest(f"target {y.name!r} must be numeric for regression") from None
-    classes_raw, idx = np.unique(y.to_numpy(), return_inverse=True)
+    values = y.to_numpy()
+    if len({type(v) for v in values}) > 1:  # e.g. labels from a CSV part and a JSON part
+        values = np.array([str(json_label(v)) for v in values], dtype=object)
+    classes_raw, idx = np.unique(values, return_inverse=True)
     if len(classes_raw) < 2:
         raise BadRequest(f"target {y.name!r} has a single class; classification needs two or more")
     return idx.astype(np.int64), [json_label(c) for c in classes_raw]
