@@ -41,6 +41,8 @@ def _check_name(name: str) -> PurePosixPath:
         raise BadRequest(f"archive entry {name!r} has an absolute path")
     if ".." in path.parts:
         raise BadRequest(f"archive entry {name!r} leaves the archive ('..')")
+    if not path.parts or path.parts == (".",):
+        raise BadRequest(f"archive entry {name!r} has no file name")
     return path
 
 
@@ -61,8 +63,12 @@ def read_images(data: bytes, limits: ArchiveLimits, labelled: bool) -> list[Arch
             raise BadRequest(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
         total = 0
         files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+        seen: set[str] = set()
         for info in infos:
             path = _check_name(info.filename)
+            if info.filename in seen:
+                raise BadRequest(f"the archive holds {info.filename!r} twice")
+            seen.add(info.filename)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise BadRequest(f"archive entry {info.filename!r} is a symbolic link")
             if info.is_dir() or _ignored(path):

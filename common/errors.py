@@ -56,13 +56,15 @@ class HyperparameterError(BadRequest):
         self.parameter = parameter
 
 
+class ServiceUnavailable(ServiceError):
+    """A backend the request needs (queue, store) failed; retrying later may succeed."""
+
+    status = 503
+    error = "service unavailable"
+
+
 class ParityError(ServiceError):
     """The exported ONNX model disagrees with the native model; it is never stored."""
 
     status = 500
     error = "parity check failed"
-
-
-class TrainingError(ServiceError):
-    status = 422
-    error = "training failed"

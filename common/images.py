@@ -24,6 +24,8 @@ ENLARGE = Image.Resampling.BILINEAR
 ANNOTATED_SIDE = 256
 CAPTION_HEIGHT = 28
 INPUT_NAME = "pixels"
+# Only these decoders are ever used on uploads (no EPS/Ghostscript or other exotic plugins).
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 def preprocess(data: bytes, spec: ImageSpec, name: str = "image") -> np.ndarray:
@@ -32,7 +34,7 @@ def preprocess(data: bytes, spec: ImageSpec, name: str = "image") -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
                 img.load()
                 converted = img.convert(spec.mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -73,10 +75,4 @@ def annotate(pixels: np.ndarray, spec: ImageSpec, caption: str) -> bytes:
     draw.text((6, height - CAPTION_HEIGHT + 5), caption, fill="black", font=font)
     out = io.BytesIO()
     canvas.save(out, format="PNG")
-    return out.getvalue()
-
-
-def encode_png(pixels: np.ndarray, spec: ImageSpec) -> bytes:
-    out = io.BytesIO()
-    to_image(pixels, spec).save(out, format="PNG")
     return out.getvalue()

@@ -20,7 +20,7 @@ from common.catalog import (
     model_class,
 )
 from common.domain import Experiment, ExperimentStatus, ImageSpec, ModelRecord, Task, utcnow
-from common.errors import BadRequest, Conflict, NotFound, ServiceError
+from common.errors import BadRequest, Conflict, NotFound, ServiceError, ServiceUnavailable
 from common.jobs import JobQueue
 from common.names import artifact_prefix, model_key, model_name
 from common.serving import Serving
@@ -158,7 +158,14 @@ class Lifecycle:
         """Validate and record the experiment as ``queued``, then hand it to the job queue."""
         exp = self.new_experiment(name, body)
         if self.jobs is not None:
-            self.jobs.submit(exp.id)
+            try:
+                self.jobs.submit(exp.id)
+            except Exception as exc:
+                detail = f"could not queue the job: {type(exc).__name__}: {exc}"
+                self.store.update_experiment(
+                    exp.id, {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail}
+                )
+                raise ServiceUnavailable(f"experiment {exp.id} {detail}; retry the request") from exc
         return exp
 
     def train_now(self, name: str, body: Any) -> Experiment:
@@ -248,10 +255,14 @@ class Lifecycle:
         except Exception as exc:
             detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
             log.warning("experiment %s failed: %s", experiment_id, detail)
-            return self.store.update_experiment(
-                experiment_id,
-                {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
-            )
+            try:
+                return self.store.update_experiment(
+                    experiment_id,
+                    {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
+                    expected_status=ExperimentStatus.running,
+                )
+            except Conflict:  # another attempt finished it meanwhile: its outcome stands
+                return self.store.get_experiment(experiment_id)
 
     def _train(self, exp: Experiment) -> Experiment:
         from common.training.datasets import load_dataset
@@ -273,11 +284,17 @@ class Lifecycle:
                 image=model.image,
                 hyperparameters=exp.hyperparameters,
                 tune=exp.tune,
-                extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune},
+                extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune,
+                                "primary_metric": exp.primary_metric},
             ),
         )
         done = self.record_trained(exp, trained)
-        self._apply_policy(done, model, trained)
+        try:
+            self._apply_policy(done, model, trained)
+        except Exception as exc:  # the model is trained and stored; only the promotion failed
+            detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+            log.warning("experiment %s: deploy policy %r failed: %s", exp.id, exp.deploy, detail)
+            done = self.store.update_experiment(exp.id, {"error": f"not deployed: {detail}"})
         return done
 
     def record_trained(self, exp: Experiment, trained: Any, tensorboard_dir: Any = None) -> Experiment:
@@ -315,7 +332,12 @@ class Lifecycle:
                     "artifact_key": key,
                     "rows": trained.rows,
                 },
+                expected_status=ExperimentStatus.running,
             )
+        except Conflict:
+            # Another attempt of the same experiment finished first and owns these keys (it wrote
+            # the same model from the same data and seed): leave its files in place.
+            raise
         except BaseException:
             for name in written:
                 self.backends.models.delete(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -138,11 +139,29 @@ class Serving:
             answer["probabilities"] = out.probabilities
         return answer
 
+    def evaluate_upload(self, model: str, kind: str, data: bytes) -> dict[str, Any]:
+        """An evaluate body as uploaded: labelled JSON records, CSV or a labelled zip of images."""
+        from common.payloads import csv_records, records_of
+
+        if kind == "zip":
+            return self.evaluate_images(model, data)
+
+        def parse() -> Any:
+            if kind != "csv":
+                return records_of(data)
+            tabular = self.tabular_model(model)
+            return csv_records(data, tabular.features, extra=(tabular.metadata["target"],))
+
+        return self.evaluate(model, parse)
+
     def evaluate(self, model: str, records: Any) -> dict[str, Any]:
-        """Predict labelled records and score them against their target column."""
+        """Predict labelled records and score them against their target column; ``records`` may
+        be a callable that parses them, so that a refused body is monitored."""
         with self.monitor.observe("evaluate", model) as obs:
             onnx_model = self.load(model)
             obs.experiment_id = onnx_model.experiment_id
+            if callable(records):
+                records = records()
             features, labels = split_target(self.check_batch(records), onnx_model.metadata["target"])
             answer = self._scored(model, onnx_model, onnx_model.predict(features), labels)
             obs.rows, obs.summary = answer["n"], {"metrics": answer["metrics"]}
@@ -166,7 +185,7 @@ class Serving:
                 if isinstance(value, str):  # CSV cells and archive labels arrive as text
                     with contextlib.suppress(ValueError):
                         value = float(value)
-                if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     raise BadRequest(f"target {target!r} {where(i)}: expected a number, got {value!r}")
                 y[i] = value
             metrics = regression_metrics(y, np.asarray(out.predictions, dtype=np.float64))

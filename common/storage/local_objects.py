@@ -48,7 +48,11 @@ class LocalObjectStore:
 
     def list(self, prefix: str) -> list[str]:
         keys = []
-        for path in self.root.rglob("*"):
+        # Walk only below the prefix's directory, not the whole store.
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not start.resolve().is_relative_to(self.root) or not start.is_dir():
+            return []
+        for path in start.rglob("*"):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):

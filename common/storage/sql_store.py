@@ -290,13 +290,19 @@ class SqlExperimentStore:
 
     def delete_experiment(self, experiment_id: int) -> None:
         with self._transaction(write=True) as cur:
-            exp = self._get_experiment(cur, experiment_id)
+            # Lock the model row before the experiment row, in the order deploy() takes them,
+            # so a delete racing a deploy waits instead of deadlocking.
+            self._exec(cur, "SELECT model FROM experiments WHERE id = ?", (experiment_id,))
+            found = cur.fetchone()
+            if found is None:
+                raise NotFound(f"experiment {experiment_id} does not exist")
             self._exec(
                 cur,
                 f"SELECT deployed_experiment_id FROM models WHERE name = ?{self.lock_suffix}",
-                (exp.model,),
+                (found[0],),
             )
             row = cur.fetchone()
+            exp = self._get_experiment(cur, experiment_id)
             if row is not None and row[0] == experiment_id:
                 raise Conflict(
                     f"experiment {experiment_id} is deployed for model {exp.model!r}; "

@@ -142,7 +142,11 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
         "train_rows": int(len(train_idx)),
         "holdout_rows": int(len(hold_idx)),
     }
-    extra: dict[str, Any] = {"split": split, "parity": parity, "primary_metric": PRIMARY_METRIC[spec.task]}
+    extra: dict[str, Any] = {
+        "split": split,
+        "parity": parity,
+        "primary_metric": spec.extra_metadata.get("primary_metric") or PRIMARY_METRIC[spec.task],
+    }
     if spec.image is not None:
         extra["image"] = spec.image.model_dump()
         extra["preprocessing"] = IMAGE_PREPROCESSING

@@ -10,10 +10,10 @@ import hmac
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -23,6 +23,9 @@ from common.monitoring import REQUEST_ID
 from common.settings import Settings
 
 log = logging.getLogger("mlfn")
+
+# A path parameter naming an experiment: ids are positive 64-bit integers.
+ExperimentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="experiment id")]
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import Request
@@ -89,6 +90,6 @@ def top_k_header(request: Request) -> int | None:
     raw = request.headers.get("x-top-k")
     if raw is None:
         return None
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise BadRequest(f"header X-Top-K must be a positive integer, not {raw!r}")
+    if not re.fullmatch(r"[0-9]{1,6}", raw.strip()) or int(raw) < 1:
+        raise BadRequest(f"header X-Top-K must be a positive integer, not {raw[:20]!r}")
     return int(raw)

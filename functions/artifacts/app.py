@@ -6,13 +6,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from common import context
-from common.web.app import create_app, lambda_handler
+from common.web.app import ExperimentId, create_app, lambda_handler
 
 router = APIRouter(tags=["experiments"])
 
 
 @router.get("/artifacts/{experiment_id}/{name:path}")
-async def artifact(experiment_id: int, name: str) -> Response:
+async def artifact(experiment_id: ExperimentId, name: str) -> Response:
     data = await run_in_threadpool(context.lifecycle().artifact, experiment_id, name)
     filename = name.rsplit("/", 1)[-1]
     return Response(data, media_type="application/octet-stream",

@@ -4,13 +4,13 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
+from common.web.app import ExperimentId, create_app, json_response, lambda_handler
 
 router = APIRouter(tags=["experiments"])
 
 
 @router.post("/deploy/{experiment_id}")
-async def deploy(experiment_id: int):  # type: ignore[no-untyped-def]
+async def deploy(experiment_id: ExperimentId):  # type: ignore[no-untyped-def]
     return json_response(await run_in_threadpool(context.lifecycle().deploy, experiment_id))
 
 

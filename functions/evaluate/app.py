@@ -4,7 +4,6 @@ the deployed model."""
 from fastapi import APIRouter, Query, Request
 
 from common import context
-from common.payloads import csv_records, records_of
 from common.web.app import create_app, json_response, lambda_handler
 from common.web.bodies import upload
 
@@ -15,14 +14,7 @@ router = APIRouter(tags=["predict"])
 async def evaluate(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     serving = context.serving()
     kind, data = await upload(request, serving.settings)
-    if kind == "zip":
-        return json_response(serving.evaluate_images(model, data))
-    if kind == "csv":
-        loaded = serving.tabular_model(model)
-        records = csv_records(data, loaded.features, extra=(loaded.metadata["target"],))
-    else:
-        records = records_of(data)
-    return json_response(serving.evaluate(model, records))
+    return json_response(serving.evaluate_upload(model, kind, data))
 
 
 app = create_app([router])

@@ -5,7 +5,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
+from common.web.app import ExperimentId, create_app, json_response, lambda_handler
 
 router = APIRouter(tags=["experiments"])
 
@@ -16,7 +16,7 @@ async def experiments(model: str = Query(...), status: str | None = Query(None))
 
 
 @router.delete("/experiments/{experiment_id}", status_code=204)
-async def delete_experiment(experiment_id: int) -> Response:
+async def delete_experiment(experiment_id: ExperimentId) -> Response:
     await run_in_threadpool(context.lifecycle().delete_experiment, experiment_id)
     return Response(status_code=204)
 

@@ -3,13 +3,13 @@
 from fastapi import APIRouter
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
+from common.web.app import ExperimentId, create_app, json_response, lambda_handler
 
 router = APIRouter(tags=["experiments"])
 
 
 @router.get("/metrics/{experiment_id}")
-async def metrics(experiment_id: int):  # type: ignore[no-untyped-def]
+async def metrics(experiment_id: ExperimentId):  # type: ignore[no-untyped-def]
     return json_response(context.lifecycle().metrics(experiment_id))
 
 

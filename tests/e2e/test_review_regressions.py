@@ -1,0 +1,205 @@
+"""Defects found in review, each pinned by a test: failed requests change nothing, odd input is a
+400 (never a 500), and experiment states cannot be overwritten by a stale attempt."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from common import context
+from common.demo import digits_png
+from common.domain import ExperimentStatus
+from functions.add_data import app as add_data
+from functions.artifacts import app as artifacts
+from functions.deploy import app as deploy
+from functions.evaluate import app as evaluate
+from functions.experiments import app as experiments
+from functions.forward import app as forward
+from functions.forward_batch import app as forward_batch
+from functions.metrics import app as metrics
+from functions.models import app as models
+from functions.retrain import app as retrain
+from tests.apigw import invoke, multipart
+
+
+def make_model(name: str, task: str = "classification", target: str = "y") -> None:
+    reply = invoke(models.handler, "v1", "POST", "/models", None, {"name": name, "task": task, "target": target})
+    assert reply.status == 201, reply.body
+
+
+def test_failed_first_upload_fixes_no_schema(embedded: Callable[[], None]) -> None:
+    make_model("m2")
+    bad = {"records": [{"a": 1.0, "b": "x", "y": True}, {"a": 2.0, "b": "x", "y": 1}]}
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "m2"}, bad)
+    assert reply.status == 400 and "mixes" in reply.json()["detail"]
+    assert context.backends().experiments.get_model("m2").features is None
+    good = {"records": [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(12)]}
+    assert invoke(add_data.handler, "v2", "PUT", "/add_data", {"model": "m2"}, good).status == 200
+
+
+def test_csv_categories_keep_their_text(embedded: Callable[[], None]) -> None:
+    make_model("codes")
+    first = "code,x,y\nx,1,p\n1,2,q\n2,3,p\n" + "".join(f"x,{i},q\n" for i in range(10))
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "codes"}, first,
+                  {"Content-Type": "text/csv"}).status == 200
+    second = "code,x,y\n1,4,p\n2,5,q\n,6,p\n007,7,q\n"
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "codes"}, second,
+                  {"Content-Type": "text/csv"}).status == 200
+    from common.training.datasets import load_dataset
+
+    store = context.backends().experiments
+    frame = load_dataset(context.backends().datasets, store, store.get_model("codes"), 2)
+    import pandas as pd
+
+    last = frame["code"].tolist()[-4:]
+    assert last[:2] == ["1", "2"] and pd.isna(last[2]) and last[3] == "007"  # text, not 1.0 or 7
+    kinds = {f.name: f.kind.value for f in store.get_model("codes").features or []}
+    assert kinds == {"code": "categorical", "x": "numeric"}
+
+
+@pytest.mark.parametrize("body", ["a,y\n0,q,junk\n1,p,junk\n", "a,a,y\n1,2,p\n"])
+def test_training_csv_is_as_strict_as_serving(embedded: Callable[[], None], body: str) -> None:
+    make_model("strict")
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "strict"}, body, {"Content-Type": "text/csv"})
+    assert reply.status == 400, reply.body
+    assert context.backends().datasets.list("") == []
+
+
+def test_non_finite_regression_target_refused(embedded: Callable[[], None]) -> None:
+    make_model("reg", task="regression")
+    body = "a,b,y\n" + "".join(f"{i},{i % 3},{i * 1.5}\n" for i in range(12)) + "5,1,inf\n"
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "reg"}, body, {"Content-Type": "text/csv"})
+    assert reply.status == 400 and "finite" in reply.json()["detail"]
+    assert context.backends().experiments.dataset_parts("reg") == []
+
+
+def test_failing_queue_fails_the_experiment_visibly(embedded: Callable[[], None],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    make_model("q")
+    rows = [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(12)]
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "q"}, {"records": rows}).status == 200
+    life = context.lifecycle()
+
+    class Down:
+        def submit(self, experiment_id: int) -> None:
+            raise ConnectionError("queue unreachable")
+
+    monkeypatch.setattr(life, "jobs", Down())
+    reply = invoke(retrain.handler, "v1", "PUT", "/retrain", {"model": "q"}, {"model_class": "svm"})
+    assert reply.status == 503 and "retry" in reply.json()["detail"]
+    (exp,) = life.store.list_experiments("q")
+    assert exp.status is ExperimentStatus.failed and "queue unreachable" in (exp.error or "")
+    assert invoke(experiments.handler, "v2", "DELETE", f"/experiments/{exp.id}").status == 204
+
+
+def test_a_stale_attempt_cannot_overwrite_the_outcome(embedded: Callable[[], None]) -> None:
+    make_model("race")
+    rows = [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(20)]
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "race"}, {"records": rows}).status == 200
+    life = context.lifecycle()
+    life.jobs = None
+    exp = life.retrain("race", {"model_class": "logistic_regression", "deploy": "always"})
+    assert life.run_experiment(exp.id).status is ExperimentStatus.succeeded
+    key = life.store.get_experiment(exp.id).artifact_key
+    # A second worker that claimed the job earlier now fails: the succeeded outcome stands.
+    life.store.update_experiment(exp.id, {"status": ExperimentStatus.running})
+    life.store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded})
+    from common.errors import Conflict
+
+    with pytest.raises(Conflict):
+        life.store.update_experiment(exp.id, {"status": ExperimentStatus.failed},
+                                     expected_status=ExperimentStatus.running)
+    assert life.store.get_experiment(exp.id).status is ExperimentStatus.succeeded
+    assert context.backends().models.exists(key)
+
+
+def test_deploy_policy_failure_keeps_the_trained_model(embedded: Callable[[], None],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    make_model("pol")
+    rows = [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(20)]
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "pol"}, {"records": rows}).status == 200
+    life = context.lifecycle()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("champion vanished")
+
+    monkeypatch.setattr(life, "_apply_policy", broken)
+    done = life.train_now("pol", {"model_class": "svm", "deploy": "if_better"})
+    assert done.status is ExperimentStatus.succeeded
+    assert "not deployed" in (done.error or "") and "champion vanished" in (done.error or "")
+    assert context.backends().models.exists(done.artifact_key or "")
+
+
+def test_odd_inputs_are_400_not_500(demo_env: Path) -> None:
+    huge = "99999999999999999999"
+    for handler, method, path in ((metrics.handler, "GET", f"/metrics/{huge}"),
+                                  (deploy.handler, "POST", f"/deploy/{huge}"),
+                                  (experiments.handler, "DELETE", f"/experiments/{huge}"),
+                                  (artifacts.handler, "GET", f"/artifacts/{huge}/model.onnx"),
+                                  (metrics.handler, "GET", "/metrics/0")):
+        reply = invoke(handler, "v1", method, path)
+        assert reply.status == 400, (path, reply.body)
+    body, headers = multipart({"image": ("d.png", digits_png(0), "image/png")})
+    reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "digits"}, body,
+                   {**headers, "X-Top-K": "9" * 5000})
+    assert reply.status == 400 and "X-Top-K" in reply.json()["detail"]
+    reply = invoke(evaluate.handler, "v1", "POST", "/evaluate", {"model": "diabetes"},
+                   "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,progression\n50,2,27,95,180,110,45,4,4.6,90,inf\n",
+                   {"Content-Type": "text/csv"})
+    assert reply.status == 400 and "number" in reply.json()["detail"]
+
+
+@pytest.mark.parametrize("name", [".", ""])
+def test_zip_entry_without_a_name(demo_env: Path, name: str) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(name), digits_png(0))
+    reply = invoke(forward_batch.handler, "v1", "POST", "/forward_batch", {"model": "digits"}, buf.getvalue(),
+                   {"Content-Type": "application/zip"})
+    assert reply.status == 400, reply.body
+
+
+def test_zip_with_a_duplicate_entry(demo_env: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("3/x.png", digits_png(3))
+        zf.writestr("3/x.png", digits_png(4))
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "digits"}, buf.getvalue(),
+                   {"Content-Type": "application/zip"})
+    assert reply.status == 400 and "twice" in reply.json()["detail"]
+
+
+def test_postgres_deploy_racing_delete_never_deadlocks(pg_dsn: str) -> None:
+    from common.domain import ModelRecord, Task
+    from common.errors import Conflict, NotFound
+    from common.storage.postgres_store import PostgresExperimentStore
+
+    store = PostgresExperimentStore(pg_dsn)
+    store.create_model(ModelRecord(name="m", task=Task.classification, target="y"))
+    outcomes = []
+    for _ in range(25):
+        exp = store.create_experiment({"model": "m", "model_class": "svm"})
+        store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded})
+
+        def deploy_it(i: int = exp.id) -> str:
+            try:
+                store.deploy("m", i, store.deployed_experiment("m"))
+                return "deployed"
+            except (Conflict, NotFound) as exc:
+                return type(exc).__name__
+
+        def delete_it(i: int = exp.id) -> str:
+            try:
+                store.delete_experiment(i)
+                return "deleted"
+            except (Conflict, NotFound) as exc:
+                return type(exc).__name__
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes.extend(f.result() for f in [pool.submit(deploy_it), pool.submit(delete_it)])
+    assert set(outcomes) <= {"deployed", "deleted", "Conflict", "NotFound"}
