@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common.errors import ServiceError
+from common.errors import PayloadTooLarge, ServiceError
 from common.monitoring import REQUEST_ID
 from common.settings import Settings
 
@@ -85,9 +85,22 @@ class Guard:
             or headers.get(b"x-request-id", b"").decode()
             or uuid.uuid4().hex
         )
+        limit = current.max_body_bytes
+        received = 0
+
+        async def bounded_receive() -> Any:
+            # Content-Length can be absent (chunked uploads): count what actually arrives.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"the body has more than {limit} bytes; the limit is {limit}")
+            return message
+
         token = REQUEST_ID.set(request_id)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, bounded_receive, send)
         finally:
             REQUEST_ID.reset(token)
 

@@ -203,3 +203,27 @@ def test_postgres_deploy_racing_delete_never_deadlocks(pg_dsn: str) -> None:
         with ThreadPoolExecutor(2) as pool:
             outcomes.extend(f.result() for f in [pool.submit(deploy_it), pool.submit(delete_it)])
     assert set(outcomes) <= {"deployed", "deleted", "Conflict", "NotFound"}
+
+
+def test_chunked_body_over_the_limit_is_413(demo_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                            live_server: str) -> None:
+    import requests
+
+    from common import context as ctx
+
+    monkeypatch.setenv("MLFN_MAX_BODY_BYTES", "4096")
+    ctx.reset()
+
+    def chunks():  # no Content-Length: sent with Transfer-Encoding: chunked
+        yield b'{"records": ['
+        for _ in range(200):
+            yield b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},'
+        yield b"{}]}"
+
+    reply = requests.post(f"{live_server}/forward_batch?model=iris", data=chunks(), timeout=30,
+                          headers={"Content-Type": "application/json"})
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["error"] == "payload too large"
+    ok = requests.post(f"{live_server}/forward?model=iris", timeout=30, json={
+        "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
+    assert ok.status_code == 200
