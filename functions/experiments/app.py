@@ -12,7 +12,7 @@ router = APIRouter(tags=["experiments"])
 
 @router.get("/experiments")
 async def experiments(model: str = Query(...), status: str | None = Query(None)):  # type: ignore[no-untyped-def]
-    return json_response(context.lifecycle().experiments(model, status))
+    return json_response(await run_in_threadpool(context.lifecycle().experiments, model, status))
 
 
 @router.delete("/experiments/{experiment_id}", status_code=204)

@@ -1,6 +1,7 @@
 """GET /metrics/{experiment_id}: status, hyperparameters and holdout metrics of one experiment."""
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
 from common import context
 from common.web.app import ExperimentId, create_app, json_response, lambda_handler
@@ -10,7 +11,7 @@ router = APIRouter(tags=["experiments"])
 
 @router.get("/metrics/{experiment_id}")
 async def metrics(experiment_id: ExperimentId):  # type: ignore[no-untyped-def]
-    return json_response(context.lifecycle().metrics(experiment_id))
+    return json_response(await run_in_threadpool(context.lifecycle().metrics, experiment_id))
 
 
 app = create_app([router])

@@ -1,6 +1,7 @@
 """GET /models lists every model; POST /models creates one."""
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from common import context
 from common.web.app import create_app, json_response, lambda_handler
@@ -11,14 +12,15 @@ router = APIRouter(tags=["models"])
 
 @router.get("/models")
 async def list_models():  # type: ignore[no-untyped-def]
-    return json_response(context.serving().list_models())
+    return json_response(await run_in_threadpool(context.serving().list_models))
 
 
 @router.post("/models", status_code=201)
 async def create_model(request: Request):  # type: ignore[no-untyped-def]
     """Body: {"name", "task": "classification"|"regression", "target"}; 409 if the name exists."""
     lifecycle = context.lifecycle()
-    record = lifecycle.create_model(await read_json(request, lifecycle.backends.settings))
+    body = await read_json(request, lifecycle.backends.settings)
+    record = await run_in_threadpool(lifecycle.create_model, body)
     return json_response(record.model_dump(mode="json"), 201)
 
 

@@ -1,6 +1,7 @@
 """PUT /retrain?model=NAME: validate, record the experiment as queued, answer 202 at once."""
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from common import context
 from common.web.app import create_app, json_response, lambda_handler
@@ -12,7 +13,8 @@ router = APIRouter(tags=["experiments"])
 @router.put("/retrain", status_code=202)
 async def retrain(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     lifecycle = context.lifecycle()
-    exp = lifecycle.retrain(model, await read_json(request, lifecycle.backends.settings))
+    body = await read_json(request, lifecycle.backends.settings)
+    exp = await run_in_threadpool(lifecycle.retrain, model, body)
     return json_response({"experiment_id": exp.id, "status": exp.status.value}, 202)
 
 
