@@ -86,5 +86,14 @@ def current_model() -> Model | None:
     return st.session_state.get(CURRENT_KEY)
 
 
+def require_model() -> Model:
+    """The chosen model, or stop the page with a hint when there is none yet."""
+    model = current_model()
+    if model is None:
+        st.info("Create a model on the Models page first.")
+        st.stop()
+    return model
+
+
 def models() -> list[Model]:
     return st.session_state.get(MODELS_KEY, [])

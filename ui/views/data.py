@@ -11,10 +11,7 @@ from ui.client import Model
 
 api = session.client()
 st.title("Data")
-model = session.current_model()
-if model is None:
-    st.info("Create a model on the Models page first.")
-    st.stop()
+model = session.require_model()
 
 
 def schema_check(frame: pd.DataFrame, model: Model) -> None:

@@ -13,10 +13,7 @@ from ui.client import Deployment, Experiment
 
 api = session.client()
 st.title("Experiments")
-model = session.current_model()
-if model is None:
-    st.info("Create a model on the Models page first.")
-    st.stop()
+model = session.require_model()
 name = model["name"]
 deployed = model.get("deployed_experiment_id")
 

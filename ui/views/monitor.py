@@ -13,10 +13,7 @@ REFRESH_SECONDS = 10
 
 api = session.client()
 st.title("Monitor")
-model = session.current_model()
-if model is None:
-    st.info("Create a model on the Models page first.")
-    st.stop()
+model = session.require_model()
 name, task = model["name"], model["task"]
 
 left, middle, right = st.columns([3, 1, 1])

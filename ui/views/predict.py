@@ -17,10 +17,7 @@ IMAGE_WIDTH = 220
 
 api = session.client()
 st.title("Predict")
-model = session.current_model()
-if model is None:
-    st.info("Create a model on the Models page first.")
-    st.stop()
+model = session.require_model()
 name, task, target = model["name"], model["task"], model["target"]
 image_model = model.get("input") == "image"
 if model.get("deployed_experiment_id") is None:

@@ -22,10 +22,7 @@ POLICIES: dict[DeployPolicy, str] = {
 
 api = session.client()
 st.title("Train")
-model = session.current_model()
-if model is None:
-    st.info("Create a model on the Models page first.")
-    st.stop()
+model = session.require_model()
 task = model["task"]
 classes = [c for c in session.require("Reading the model classes", api.model_classes)
            if task in c.get("tasks", [task])]
