@@ -7,10 +7,12 @@ same run (see ``bench/README.md`` for the scenarios and the results table)::
     .venv/bin/python bench/bench_forward.py --quick    # fewer calls and runs, no CatBoost/10 MB
     .venv/bin/python bench/bench_forward.py --profile  # + cProfile of our warm forward path
 
-Ours: ``functions.forward.app.handler`` / ``functions.forward_batch.app.handler`` (FastAPI +
-Mangum, ONNX Runtime) invoked with real API Gateway v1 and v2 events. Baseline:
-``bench/baseline_app.py``, the same transport serving ``pickle.load``-ed scikit-learn/CatBoost
-Pipelines through ``predict_proba(pd.DataFrame([record]))``.
+Ours: ``functions.forward.app.handler`` / ``functions.forward_batch.app.handler`` (the Lambda
+entry points: API Gateway events answered directly, ONNX Runtime) invoked with real API Gateway
+v1 and v2 events, and for comparison ``functions.forward.api.handler``, the same route through the
+FastAPI router and Mangum. Baseline: ``bench/baseline_app.py``, FastAPI + Mangum serving
+``pickle.load``-ed scikit-learn/CatBoost Pipelines through
+``predict_proba(pd.DataFrame([record]))``.
 
 Timing targets print PASS/MISS; the exit status is non-zero only if something is broken
 (a handler answers non-200, or ours and the baseline disagree).
@@ -370,6 +372,7 @@ def cold_start(event_path: Path, env: dict[str, str], runs: int) -> dict[str, An
     """Median of ``runs`` fresh processes each, interleaved, after one discarded warm-up each
     (which compiles .pyc files and fills the page cache, as a provisioned image would have)."""
     sides = {"ours": ("functions.forward.app", "handler"),
+             "ours_fastapi": ("functions.forward.api", "handler"),
              "baseline": ("bench.baseline_app", "handler")}
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
     for module, attr in sides.values():
@@ -478,6 +481,7 @@ def measure(scenarios: list[Scenario], plan: Plan, data_dir: Path, env: dict[str
     context.reset()
 
     import bench.baseline_app as baseline
+    import functions.forward.api as forward_api
     import functions.forward.app as forward
     import functions.forward_batch.app as forward_batch
 
@@ -510,9 +514,12 @@ def measure(scenarios: list[Scenario], plan: Plan, data_dir: Path, env: dict[str
             for name, seconds in interleaved(series, ctx, rounds, 300).items():
                 res[name] = latency_stats(seconds)
             if s.checks_targets:
-                # The same event through the same app with an endpoint that only parses the body.
-                one = {"floor": (baseline.floor_handler, v1, plan.calls_ours // rounds)}
-                res["floor_v1"] = latency_stats(interleaved(one, ctx, rounds // 2, 300)["floor"])
+                # Our route through FastAPI + Mangum, and the baseline's transport with an endpoint
+                # that only parses the body.
+                one = {"fastapi": (forward_api.handler, v1, plan.calls_ours // rounds),
+                       "floor": (baseline.floor_handler, v1, plan.calls_ours // rounds)}
+                for name, seconds in interleaved(one, ctx, rounds // 2, 300).items():
+                    res[f"{name}_v1"] = latency_stats(seconds)
                 for name, (updates, _) in VARIANTS.items():
                     with settings_changed(updates):
                         one = {name: (forward.handler, v1, plan.calls_ours // rounds)}
@@ -620,7 +627,8 @@ def report(results: dict[str, Any], scenarios: list[Scenario]) -> None:
                               f", >= {SPEEDUP_TARGET:.0f}x {verdict(b / o >= SPEEDUP_TARGET)}")
                 rows.append([f"forward {version} {pct}", f"{o:,.0f} us", f"{b:,.0f} us",
                              f"{b / o:.1f}x", target])
-        labels = {"floor_v1": "transport only (no model)"}
+        labels = {"fastapi_v1": "our route via FastAPI + Mangum",
+                  "floor_v1": "FastAPI + Mangum transport only (no model)"}
         labels.update({f"variant_{name}": label for name, (_, label) in VARIANTS.items()})
         for key, label in labels.items():
             variant = res.get(key)
@@ -642,6 +650,8 @@ def report(results: dict[str, Any], scenarios: list[Scenario]) -> None:
             target = f"<= {COLD_START_TARGET_MS:.0f} ms {verdict(o <= COLD_START_TARGET_MS)}"
         rows.append(["cold: import + first call", f"{o:,.0f} ms", f"{b:,.0f} ms", f"{b / o:.1f}x",
                      target])
+        rows.append(["  ours via FastAPI + Mangum", f"{cold['ours_fastapi']['total_ms']:,.0f} ms",
+                     "", "", ""])
         for key, label in (("import_ms", "  import handler module"),
                            ("first_call_ms", "  first call (load + predict)"),
                            ("second_call_ms", "  second call"),

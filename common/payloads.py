@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import orjson
@@ -11,6 +12,49 @@ import orjson
 from common.domain import Feature
 from common.errors import BadRequest
 from common.inference.inputs import parse_csv_cell, unknown_column_hint
+
+
+def media_type_of(content_type: str) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def check_json_type(kind: str) -> None:
+    """A JSON body may be sent as application/json or without a content type."""
+    if kind.startswith("image/"):
+        raise BadRequest(
+            f"wrong content type {kind!r}: send an image as multipart/form-data in a field named "
+            "'image' (curl -F image=@file.png)"
+        )
+    if kind not in ("application/json", ""):
+        raise BadRequest(f"wrong content type {kind!r}; send application/json")
+
+
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def upload_format(kind: str) -> str:
+    """The format (``json``, ``csv``, ``zip``) of a body sent with media type ``kind``."""
+    if kind in ZIP_TYPES:
+        return "zip"
+    if kind == "text/csv":
+        return "csv"
+    if kind in ("application/json", ""):
+        return "json"
+    raise BadRequest(
+        f"wrong content type {kind!r}; send application/json, text/csv, application/zip or "
+        "multipart/form-data"
+    )
+
+
+def top_k_of(raw: str | None) -> int | None:
+    """The ``X-Top-K`` header: how many classes to return, most probable first (None: all)."""
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,6}", raw.strip()) or int(raw) < 1:
+        raise BadRequest(f"header X-Top-K must be a positive integer, not {raw[:20]!r}")
+    return int(raw)
 
 
 def parse_json(body: bytes) -> Any:

@@ -6,40 +6,32 @@ enforces what every route shares (API key, body size limit, JSON errors, CORS).
 
 from __future__ import annotations
 
-import hmac
 import logging
-import uuid
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common.errors import PayloadTooLarge, ServiceError
+from common.errors import ServiceError
 from common.monitoring import REQUEST_ID
 from common.settings import Settings
+from common.web import rules
 
 log = logging.getLogger("mlfn")
 
 # A path parameter naming an experiment: ids are positive 64-bit integers.
 ExperimentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="experiment id")]
 
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
-
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(
-        content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type="application/json",
-    )
+    return Response(content=rules.dumps(body), status_code=status, media_type="application/json")
 
 
 def error_response(status: int, error: str, detail: Any) -> Response:
-    return json_response({"error": error, "detail": detail}, status)
+    return json_response(rules.error_body(error, detail), status)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -52,7 +44,8 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 class Guard:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the forward path): API key, body
-    size limit before parsing, and the request id that logs and metrics carry."""
+    size limit before parsing, and the request id that logs and metrics carry
+    (`common.web.rules`, shared with the direct Lambda adapter)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -65,26 +58,13 @@ class Guard:
 
         current = context.backends().settings
         headers = dict(scope.get("headers") or ())
-        if current.api_key and scope["path"] not in PUBLIC_PATHS:
-            given = headers.get(b"x-api-key", b"")
-            if not hmac.compare_digest(given, current.api_key.encode()):
-                reply = error_response(401, "unauthorized", "missing or wrong x-api-key header")
-                await reply(scope, receive, send)
-                return
-        length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > current.max_body_bytes:
-            reply = error_response(
-                413, "payload too large",
-                f"the body has {int(length)} bytes; the limit is {current.max_body_bytes}",
-            )
+        try:
+            rules.check_api_key(current, scope["path"], headers.get(b"x-api-key", b""))
+            rules.check_declared_length(current, headers.get(b"content-length", b""))
+        except ServiceError as exc:
+            reply = error_response(exc.status, exc.error, exc.detail)
             await reply(scope, receive, send)
             return
-        lambda_context = scope.get("aws.context")
-        request_id = (
-            getattr(lambda_context, "aws_request_id", None)
-            or headers.get(b"x-request-id", b"").decode()
-            or uuid.uuid4().hex
-        )
         limit = current.max_body_bytes
         received = 0
 
@@ -94,11 +74,12 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"the body has more than {limit} bytes; the limit is {limit}")
+                rules.check_received_length(limit, received)
             return message
 
-        token = REQUEST_ID.set(request_id)
+        token = REQUEST_ID.set(
+            rules.request_id(scope.get("aws.context"), headers.get(b"x-request-id", b""))
+        )
         try:
             await self.app(scope, bounded_receive, send)
         finally:
@@ -114,9 +95,8 @@ def install(app: FastAPI, settings: Settings) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> Response:
-        if exc.status >= 500:
-            log.error("request failed: %s: %s", exc.error, exc.detail)
-        return error_response(exc.status, exc.error, exc.detail)
+        status, body = rules.service_error_reply(exc)
+        return json_response(body, status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -129,8 +109,8 @@ def install(app: FastAPI, settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal error", f"{type(exc).__name__}; see the service log")
+        status, body = rules.unexpected_reply(exc)
+        return json_response(body, status)
 
     app.add_middleware(Guard)
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import Request
 
 from common.errors import BadRequest, PayloadTooLarge
-from common.payloads import parse_json
+from common.payloads import (
+    ZIP_MAGIC,
+    ZIP_TYPES,
+    check_json_type,
+    media_type_of,
+    parse_json,
+    top_k_of,
+    upload_format,
+)
 from common.settings import Settings
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type_of(request.headers.get("content-type", ""))
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -26,19 +33,10 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 async def read_json(request: Request, settings: Settings) -> Any:
-    kind = media_type(request)
-    if kind.startswith("image/"):
-        raise BadRequest(
-            f"wrong content type {kind!r}: send an image as multipart/form-data in a field named "
-            "'image' (curl -F image=@file.png)"
-        )
-    if kind not in ("application/json", ""):
-        raise BadRequest(f"wrong content type {kind!r}; send application/json")
+    check_json_type(media_type(request))
     return parse_json(await read_body(request, settings))
 
 
-ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
-ZIP_MAGIC = b"PK\x03\x04"
 
 
 async def upload(request: Request, settings: Settings) -> tuple[str, bytes]:
@@ -60,16 +58,7 @@ async def upload(request: Request, settings: Settings) -> tuple[str, bytes]:
             return "json", data
         return "csv", data
     body = await read_body(request, settings)
-    if kind in ZIP_TYPES:
-        return "zip", body
-    if kind == "text/csv":
-        return "csv", body
-    if kind in ("application/json", ""):
-        return "json", body
-    raise BadRequest(
-        f"wrong content type {kind!r}; send application/json, text/csv, application/zip or "
-        "multipart/form-data"
-    )
+    return upload_format(kind), body
 
 
 async def image_upload(request: Request, settings: Settings) -> bytes:
@@ -87,9 +76,4 @@ async def image_upload(request: Request, settings: Settings) -> bytes:
 
 def top_k_header(request: Request) -> int | None:
     """``X-Top-K``: how many classes to return, most probable first (all when absent)."""
-    raw = request.headers.get("x-top-k")
-    if raw is None:
-        return None
-    if not re.fullmatch(r"[0-9]{1,6}", raw.strip()) or int(raw) < 1:
-        raise BadRequest(f"header X-Top-K must be a positive integer, not {raw[:20]!r}")
-    return int(raw)
+    return top_k_of(request.headers.get("x-top-k"))

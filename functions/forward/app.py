@@ -1,24 +1,37 @@
 """POST /forward?model=NAME: one JSON object of feature -> value, or an image as multipart field
-`image` (extra parameters as headers: X-Top-K), answered with one prediction."""
+`image` (extra parameters as headers: X-Top-K), answered with one prediction.
 
-from fastapi import APIRouter, Query, Request
+`handler` is the Lambda entry point. It answers JSON forwards straight from the API Gateway event
+and hands everything else (images, CORS, a missing `model`, other routes) to the FastAPI router in
+`api.py` through Mangum, so a cold start does not import FastAPI for the common case
+(`common/web/lambda_http.py`). `router` and `app` are that FastAPI side, loaded on first use.
+"""
+
+from typing import Any
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
-from common.web.bodies import image_upload, media_type, read_json, top_k_header
-
-router = APIRouter(tags=["predict"])
-
-
-@router.post("/forward")
-async def forward(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
-    serving = context.serving()
-    if media_type(request) == "multipart/form-data":
-        data = await image_upload(request, serving.settings)
-        return json_response(serving.forward_image(model, data, top_k_header(request)))
-    record = await read_json(request, serving.settings)
-    return json_response(serving.forward(model, record))
+from common.payloads import check_json_type, parse_json
+from common.settings import Settings
+from common.web import rules
+from common.web.lambda_http import HttpRequest, LambdaRoute
 
 
-app = create_app([router])
-handler = lambda_handler(app)
+def forward_json(request: HttpRequest, settings: Settings) -> Any:
+    """The JSON branch of `api.forward`, in the same order of checks."""
+    check_json_type(request.media_type)
+    rules.check_received_length(settings.max_body_bytes, len(request.body))
+    return context.serving().forward(request.one("model") or "", parse_json(request.body))
+
+
+handler = LambdaRoute(
+    "POST", "/forward", forward_json, fallback="functions.forward.api:handler", query=("model",),
+    accepts=lambda request: request.media_type != "multipart/form-data",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("router", "app"):
+        from functions.forward import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,21 +1,38 @@
 """POST /forward_batch?model=NAME: {"records": [...]}, a CSV with a header row, or a zip of
-images (application/zip or multipart field `file`)."""
+images (application/zip or multipart field `file`).
 
-from fastapi import APIRouter, Query, Request
+`handler` is the Lambda entry point: it answers bodies sent as JSON, CSV or zip straight from the
+API Gateway event and hands everything else (multipart uploads, CORS, a missing `model`, other
+routes) to the FastAPI router in `api.py` through Mangum (`common/web/lambda_http.py`).
+"""
+
+from typing import Any
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
-from common.web.bodies import top_k_header, upload
-
-router = APIRouter(tags=["predict"])
-
-
-@router.post("/forward_batch")
-async def forward_batch(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
-    serving = context.serving()
-    kind, data = await upload(request, serving.settings)
-    return json_response(serving.forward_batch_upload(model, kind, data, top_k_header(request)))
+from common.payloads import top_k_of, upload_format
+from common.settings import Settings
+from common.web import rules
+from common.web.lambda_http import HttpRequest, LambdaRoute
 
 
-app = create_app([router])
-handler = lambda_handler(app)
+def forward_batch_body(request: HttpRequest, settings: Settings) -> Any:
+    """The non-multipart branch of `api.forward_batch`, in the same order of checks."""
+    rules.check_received_length(settings.max_body_bytes, len(request.body))
+    kind = upload_format(request.media_type)
+    top_k = top_k_of(request.headers.get("x-top-k"))
+    return context.serving().forward_batch_upload(request.one("model") or "", kind, request.body,
+                                                  top_k)
+
+
+handler = LambdaRoute(
+    "POST", "/forward_batch", forward_batch_body, fallback="functions.forward_batch.api:handler",
+    query=("model",), accepts=lambda request: request.media_type != "multipart/form-data",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("router", "app"):
+        from functions.forward_batch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,17 +1,28 @@
-"""GET /metadata?model=NAME: the deployed model's provenance, read from the ONNX file itself."""
+"""GET /metadata?model=NAME: the deployed model's provenance, read from the ONNX file itself.
 
-from fastapi import APIRouter, Query
+`handler` is the Lambda entry point: it answers `GET /metadata?model=NAME` straight from the API
+Gateway event and hands everything else to the FastAPI router in `api.py` through Mangum
+(`common/web/lambda_http.py`).
+"""
+
+from typing import Any
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
-
-router = APIRouter(tags=["models"])
-
-
-@router.get("/metadata")
-async def metadata(model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
-    return json_response(context.serving().metadata(model))
+from common.settings import Settings
+from common.web.lambda_http import HttpRequest, LambdaRoute
 
 
-app = create_app([router])
-handler = lambda_handler(app)
+def metadata(request: HttpRequest, settings: Settings) -> Any:
+    return context.serving().metadata(request.one("model") or "")
+
+
+handler = LambdaRoute("GET", "/metadata", metadata, fallback="functions.metadata.api:handler",
+                      query=("model",))
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("router", "app"):
+        from functions.metadata import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
