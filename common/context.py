@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.backends import Backends, default_backends
-from common.jobs import JobQueue
-from common.lifecycle import Lifecycle
 from common.serving import Serving
+
+if TYPE_CHECKING:  # the serving handlers never import the life-cycle code
+    from common.jobs import JobQueue
+    from common.lifecycle import Lifecycle
 
 
 @cache
 def serving() -> Serving:
     return Serving(default_backends())
+
+
+@cache
+def warm_up() -> list[str]:
+    """Once per process, before the first request: load the models named by
+    ``MLFN_PRELOAD_MODELS`` (the serving Lambda entry points call this at import)."""
+    settings = default_backends().settings
+    return serving().preload(settings.preload_models) if settings.preload_models else []
 
 
 def backends() -> Backends:
@@ -26,13 +36,15 @@ def reset() -> None:
         queue = _inprocess_queue()
         queue.join()  # type: ignore[attr-defined]
         queue.close()  # type: ignore[attr-defined]
-    for cached in (lifecycle, _inprocess_queue, serving, default_backends):
+    for cached in (lifecycle, _inprocess_queue, warm_up, serving, default_backends):
         cached.cache_clear()
 
 
 @cache
 def lifecycle() -> Lifecycle:
     """The life-cycle use cases; the queue is attached by whoever runs workers."""
+    from common.lifecycle import Lifecycle
+
     return Lifecycle(default_backends(), serving(), _jobs())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -15,6 +16,8 @@ from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
 from common.monitoring import Monitor, summarize
 from common.names import model_key, model_name
+
+log = logging.getLogger("mlfn")
 
 
 class Serving:
@@ -71,6 +74,26 @@ class Serving:
             return loaded
 
         return self.sessions.get((model, experiment_id), load)
+
+    def preload(self, spec: str) -> list[str]:
+        """Load the deployed experiment of the models in ``spec`` now, so their first request
+        does not pay for it; ``spec`` is comma-separated names or ``*`` (every model with a
+        deployment, at most ``session_cache_size``). A model that cannot be loaded is logged and
+        skipped: its first request loads it again and reports what is wrong. Returns the names
+        loaded."""
+        names = list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+        if names == ["*"]:
+            names = [m.name for m in self.backends.experiments.list_models()
+                     if m.deployed_experiment_id is not None]
+        loaded = []
+        for name in names[: self.settings.session_cache_size]:
+            try:
+                self.load(name)
+            except Exception as exc:  # a broken model must not stop the process from serving
+                log.warning("preload of model %r failed: %s: %s", name, type(exc).__name__, exc)
+            else:
+                loaded.append(name)
+        return loaded
 
     # -- use cases -------------------------------------------------------------------------
     def forward(self, model: str, record: Any) -> dict[str, Any]:

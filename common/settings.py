@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # How long a warm instance trusts its cached "which experiment is deployed" answer.
     deploy_check_seconds: float = Field(default=1.0, ge=0.0)
     session_cache_size: int = Field(default=16, ge=1)
+    # Models whose deployed experiment a serving process loads when it starts (Lambda init,
+    # so SnapStart snapshots and provisioned concurrency hold them): comma-separated names, or
+    # "*" for every model with a deployment (at most session_cache_size of them).
+    preload_models: str = ""
 
     max_body_bytes: int = Field(default=6 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(default=10_000, ge=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,9 @@ class LambdaRoute:
         self.query, self.accepts = query, accepts
         self._fallback_name = fallback
         self._fallback: Handler | None = None
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            # Lambda init (also what SnapStart snapshots): load MLFN_PRELOAD_MODELS now.
+            context.warm_up()
 
     def fallback(self) -> Handler:
         if self._fallback is None:

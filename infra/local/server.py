@@ -35,7 +35,8 @@ def routers() -> list[APIRouter]:
 
 
 def prepare(settings: Settings) -> None:
-    """Start-up work: emulator resources, demo models on an empty store, job recovery."""
+    """Start-up work: emulator resources, demo models on an empty store, job recovery, models to
+    preload."""
     backends = context.backends()
     if settings.object_store == "s3" or settings.experiment_store == "dynamodb":
         backends.ensure_cloud_resources()
@@ -49,6 +50,8 @@ def prepare(settings: Settings) -> None:
         requeued = context.lifecycle().recover()
         if requeued:
             log.info("re-enqueued experiments %s", requeued)
+    if settings.preload_models:
+        log.info("preloaded models: %s", ", ".join(context.serving().preload(settings.preload_models)))
 
 
 def build_app(settings: Settings | None = None, run_startup: bool = True) -> FastAPI:

@@ -246,3 +246,46 @@ print(json.dumps([web, r.status, "fastapi" in sys.modules]))
     assert out.returncode == 0, out.stderr
     web, status, loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert web == [] and status == 200 and loaded
+
+
+def test_lambda_init_preloads_the_named_models(demo_env: Path) -> None:
+    """MLFN_PRELOAD_MODELS: the deployed sessions are loaded while the entry point is imported
+    (Lambda init, what SnapStart snapshots); a model that cannot be loaded is logged, not fatal."""
+    script = f"""
+import json, logging, sys
+sys.path.insert(0, {str(ROOT)!r})
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from common import context
+from functions.forward import app
+from tests.apigw import invoke
+keys = sorted(k[0] for k in context.serving().sessions._items)
+r = invoke(app.handler, "v2", "POST", "/forward", {{"model": "iris"}}, {json.dumps(IRIS)})
+print(json.dumps([keys, r.status]))
+"""
+    env = {"MLFN_DATA_DIR": str(demo_env), "PATH": "/usr/bin:/bin",
+           "AWS_LAMBDA_FUNCTION_NAME": "forward", "MLFN_PRELOAD_MODELS": "iris, ghost,diabetes"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    keys, status = json.loads(out.stdout.strip().splitlines()[-1])
+    assert keys == ["diabetes", "iris"] and status == 200
+    assert "preload of model 'ghost' failed: NotFound" in out.stderr
+    # Outside Lambda (tests, the local server's imports) nothing is loaded at import.
+    env.pop("AWS_LAMBDA_FUNCTION_NAME")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], 200]
+
+
+def test_preload_everything_deployed(demo_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serving = context.serving()
+    deployed = sorted(m.name for m in context.backends().experiments.list_models()
+                      if m.deployed_experiment_id is not None)
+    assert len(deployed) >= 4
+    assert sorted(serving.preload("*")) == deployed
+    assert sorted(k[0] for k in serving.sessions._items) == deployed
+    monkeypatch.setenv("MLFN_SESSION_CACHE_SIZE", "2")
+    context.reset()
+    assert len(context.serving().preload("*")) == 2
+    assert context.serving().preload("") == []
