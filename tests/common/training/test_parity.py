@@ -73,6 +73,10 @@ def test_export_passes_parity_and_serves(model_class: str, task: Task, categoric
         assert elem == (onnx.TensorProto.FLOAT if f.kind.value == "numeric" else onnx.TensorProto.STRING)
         assert [d.dim_value for d in inputs[f.name].shape.dim][1] == 1
     assert not any(n.op_type == "ZipMap" for n in proto.graph.node)
+    for node in proto.graph.node:  # per-node attributes equal to their default are not stored
+        if node.op_type.startswith("TreeEnsemble"):
+            names = {a.name for a in node.attribute}
+            assert "nodes_hitrates" not in names and "nodes_values" in names
 
     meta = {p.key: p.value for p in proto.metadata_props}
     for key in REQUIRED_METADATA:
@@ -102,6 +106,22 @@ def test_export_passes_parity_and_serves(model_class: str, task: Task, categoric
         assert out.probabilities is None
         assert trained.metrics["r2"] > 0.5
         assert set(trained.metrics) == {"rmse", "mae", "r2"}
+
+
+def test_only_all_default_tree_attributes_are_dropped() -> None:
+    from onnx import helper
+
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml",
+        nodes_hitrates=[1.0, 1.0, 1.0], nodes_missing_value_tracks_true=[0, 1, 0],
+        nodes_values=[0.5, 0.0, 0.0])
+    graph = helper.make_graph([node], "g", [], [])
+    model = helper.make_model(graph)
+    export.drop_default_tree_attributes(model)
+    kept = {a.name: list(a.ints) for a in model.graph.node[0].attribute}
+    assert "nodes_hitrates" not in kept
+    assert kept["nodes_missing_value_tracks_true"] == [0, 1, 0]  # one entry differs: kept
+    assert "nodes_values" in kept
 
 
 def test_missing_value_row_is_imputed_not_rejected() -> None:
