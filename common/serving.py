@@ -61,16 +61,30 @@ class Serving:
             self._pointers.pop(model, None)
 
     def load(self, model: str, experiment_id: int | None = None) -> OnnxModel:
+        """The session of ``experiment_id``, or of the deployed experiment when None."""
         model = model_name(model)
-        if experiment_id is None:
-            experiment_id = self.deployed_id(model)
+        if experiment_id is not None:
+            return self._session(model, experiment_id)
+        deployed = self.deployed_id(model)
+        try:
+            return self._session(model, deployed)
+        except NotFound:
+            # The pointer may be up to deploy_check_seconds old: another instance can have
+            # deployed a new experiment and deleted this one since. Ask the store once more.
+            self.forget_pointer(model)
+            current = self.deployed_id(model)
+            if current == deployed:
+                raise
+            return self._session(model, current)
+
+    def _session(self, model: str, experiment_id: int) -> OnnxModel:
         key = model_key(model, experiment_id)
-        found = experiment_id
 
         def load() -> OnnxModel:
             start = time.perf_counter()
             loaded = OnnxModel(self.backends.models.get(key), self.settings.ort_intra_op_threads)
-            self.monitor.model_loaded(model, found, time.perf_counter() - start, loaded.size_bytes)
+            self.monitor.model_loaded(model, experiment_id, time.perf_counter() - start,
+                                      loaded.size_bytes)
             return loaded
 
         return self.sessions.get((model, experiment_id), load)

@@ -84,6 +84,13 @@ CASES: list[tuple[str, str, str, str, dict[str, str] | None, Any, dict[str, str]
     ("forward extra query parameter", "forward", "POST", "/forward",
      {"model": "iris", "debug": "1"}, IRIS, JSON, True),
     ("forward missing model", "forward", "POST", "/forward", None, IRIS, JSON, False),
+    # Starlette reads header bytes as latin-1: non-ASCII values go to the framework.
+    ("forward non-ascii content type", "forward", "POST", "/forward", {"model": "iris"}, IRIS,
+     {"Content-Type": "application/json\u00a0"}, False),
+    ("batch non-ascii top-k", "forward_batch", "POST", "/forward_batch", {"model": "iris"},
+     {"records": [IRIS]}, {**JSON, "X-Top-K": "\u00a02"}, False),
+    ("forward non-ascii query value", "forward", "POST", "/forward", {"model": "irisé"}, IRIS,
+     JSON, True),
     ("forward wrong method", "forward", "GET", "/forward", {"model": "iris"}, None, {}, False),
     ("forward other path", "forward", "POST", "/forward/", {"model": "iris"}, IRIS, JSON, False),
     ("forward unknown route", "forward", "GET", "/nowhere", None, None, {}, False),
@@ -138,8 +145,8 @@ def test_same_answer_as_the_fastapi_router(demo_env: Path, version: str, case: t
     light, framework = HANDLERS[route]
     event = build(version, method, path, query, body, headers)
     request = parse_event(event)
-    assert request is not None
-    assert light.handles(request, context.backends().settings) is fast
+    handled = request is not None and light.handles(request, context.backends().settings)
+    assert handled is fast
     ours = light(copy.deepcopy(event), lambda_context(route))
     theirs = framework(copy.deepcopy(event), lambda_context(route))
     assert ours == theirs
@@ -203,6 +210,38 @@ def test_events_it_cannot_read_go_to_the_framework(event: dict[str, Any]) -> Non
     route = LambdaRoute("POST", "/forward", lambda r, s: {}, fallback="builtins:print")
     route._fallback = lambda e, c: seen.append(e) or {"statusCode": 418}  # type: ignore[assignment]
     assert route(event, None) == {"statusCode": 418} and seen == [event]
+
+
+def test_non_ascii_raw_query_goes_to_the_framework(demo_env: Path) -> None:
+    event = build("v2", "POST", "/forward", None, IRIS, JSON)
+    event["rawQueryString"] = "model=irisé"
+    assert parse_event(event) is None
+    ours = forward_app.handler(copy.deepcopy(event), lambda_context("forward"))
+    assert ours == forward_api.handler(copy.deepcopy(event), lambda_context("forward"))
+    assert ours["statusCode"] == 400
+
+
+@pytest.mark.parametrize("body", [{"sepal_length": 1}, 5])
+def test_body_that_is_not_text_goes_to_the_framework(body: object) -> None:
+    event = v1_event("POST", "/forward", {"model": "iris"}, None, JSON)
+    event["body"] = body
+    assert parse_event(event) is None
+
+
+def test_stores_that_cannot_be_built_answer_json_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    fresh_context: None) -> None:
+    monkeypatch.setenv("MLFN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "postgres")
+    monkeypatch.setenv("MLFN_POSTGRES_DSN", "postgresql://127.0.0.1:1/none?connect_timeout=2")
+    context.reset()
+    for handler, method, path in ((metadata_app.handler, "GET", "/metadata"),
+                                  (forward_app.handler, "POST", "/forward")):
+        event = build("v1", method, path, {"model": "iris"}, IRIS if method == "POST" else None,
+                      JSON)
+        reply = handler(event, lambda_context("serving"))
+        assert reply["statusCode"] == 500, reply
+        doc = json.loads(reply["body"])
+        assert doc["error"] == "internal error" and "Traceback" not in reply["body"]
 
 
 def test_base64_body_and_query_decoding() -> None:

@@ -298,3 +298,48 @@ print(json.dumps(heavy))
                          env={"MLFN_DATA_DIR": str(demo_env), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def scaling_model_bytes(experiment_id: int, factor: float) -> bytes:
+    """A valid ONNX regression model answering ``factor * x``."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["variable"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [1], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {
+        "experiment_id": str(experiment_id), "task": "regression", "target": "y", "classes": "[]",
+        "features": json.dumps([{"name": "x", "kind": "numeric"}]), "model_class": "svm",
+        "hyperparameters": "{}", "metrics": "{}", "commit": "unknown",
+        "saved_at": "2026-01-01T00:00:00Z", "experiment_name": f"x{factor}"})
+    return model.SerializeToString()
+
+
+def test_stale_pointer_to_a_deleted_experiment_is_reread(demo_env: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another instance deploys a new experiment and deletes the old one while this instance
+    still trusts its cached pointer: the request is answered by the new one, not a 404."""
+    monkeypatch.setenv("MLFN_DEPLOY_CHECK_SECONDS", "3600")
+    context.reset()
+    life = context.lifecycle()
+    life.create_model({"name": "scale", "task": "regression", "target": "y"})
+    ids = []
+    for factor in (2.0, 3.0):
+        exp = life.store.create_experiment({"model": "scale", "model_class": "svm"})
+        context.backends().models.put(model_key("scale", exp.id), scaling_model_bytes(exp.id, factor))
+        life.store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded})
+        ids.append(exp.id)
+    life.deploy(ids[0])
+    reply = invoke(forward_app.handler, "v1", "POST", "/forward", {"model": "scale"}, {"x": 1.5})
+    assert reply.json()["prediction"] == 3.0
+    # "Another instance": the store changes behind this process's cached pointer and sessions.
+    life.store.deploy("scale", ids[1], ids[0])
+    context.serving().sessions._items.clear()
+    life.store.delete_experiment(ids[0])
+    context.backends().models.delete(model_key("scale", ids[0]))
+    reply = invoke(forward_app.handler, "v2", "POST", "/forward", {"model": "scale"}, {"x": 1.5})
+    assert reply.status == 200, reply.body
+    assert reply.json()["prediction"] == 4.5 and reply.json()["experiment_id"] == ids[1]
