@@ -237,6 +237,7 @@ def smoke(build_dir: Path, python: str, seed_python: str | None) -> int:
             print(f"  {logical_id} ({handler})")
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp_name,
                    "LANG": "C.UTF-8", "AWS_DEFAULT_REGION": "us-east-1",
+                   "PYTHONDONTWRITEBYTECODE": "1",  # read-only, as /var/task and /opt are
                    "POWERTOOLS_SERVICE_NAME": "mlfn", "POWERTOOLS_METRICS_NAMESPACE": "mlfn"}
             done = subprocess.run([python, "-S", str(Path(__file__).with_name("smoke_function.py")),
                                    str(spec_path)], env=env, capture_output=True, text=True)

@@ -6,12 +6,17 @@ its layers and the runtime's own boto3 (in that order, as on Lambda). SPEC.json 
 ``{"name", "paths", "events", "data_dir"}``. The stores are the embedded defaults (SQLite, local
 files, in-process queue) in ``data_dir``: empty, or seeded with the demo models. An answer can be
 4xx (no such model) but never 5xx, and no training library may be imported.
+
+Lambda's code and layer directories are read-only, so the process runs with
+PYTHONDONTWRITEBYTECODE=1, and every module imported from the artifact or its layers must come
+with its .pyc (the builds precompile them); otherwise each cold start would compile it again.
 """
 
 import json
 import os
 import sys
 import tempfile
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -27,6 +32,20 @@ def context(name: str) -> SimpleNamespace:
     )
 
 
+def uncompiled(roots: list[str]) -> list[str]:
+    """Imported modules from the artifact or its layers that have no bytecode beside them."""
+    roots = [os.path.realpath(r) + os.sep for r in roots]
+    missing = []
+    for name, module in sorted(sys.modules.items()):
+        source = getattr(module, "__file__", None) or ""
+        if not source.endswith(".py") or not os.path.realpath(source).startswith(tuple(roots)):
+            continue
+        cached = getattr(module, "__cached__", None)
+        if not cached or not os.path.exists(cached):
+            missing.append(name)
+    return missing
+
+
 def main() -> int:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -38,7 +57,10 @@ def main() -> int:
     import importlib
 
     name = spec["name"]
+    started = time.perf_counter()
     module = importlib.import_module(f"functions.{name}.app")
+    print(f"    import of the handler module: {(time.perf_counter() - started) * 1e3:.0f} ms "
+          "(no bytecode written, as on Lambda)", flush=True)
     failures = []
     for event_path in spec["events"]:
         with open(event_path) as f:
@@ -52,6 +74,10 @@ def main() -> int:
     heavy = sorted({m.split(".")[0] for m in sys.modules} & set(TRAINING_ONLY))
     if heavy:
         failures.append(f"imported training libraries: {', '.join(heavy)}")
+    compiled = uncompiled(spec["paths"]["code"])
+    if compiled:
+        failures.append(f"{len(compiled)} modules have no .pyc and are compiled on every cold "
+                        f"start, e.g. {', '.join(compiled[:5])}")
     for failure in failures:
         print(f"    FAIL {name}: {failure}")
     return 1 if failures else 0
