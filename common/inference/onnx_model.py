@@ -6,6 +6,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,11 +114,16 @@ def top_k(probabilities: dict[str, float], k: int | None) -> dict[str, float]:
 
 
 class SessionCache:
-    """Loaded models keyed by (model name, experiment id): a deployed version never goes stale."""
+    """Loaded models keyed by (model name, experiment id): a deployed version never goes stale.
+
+    Concurrent first requests for one key wait for a single load instead of each building the
+    same session (which can take a second and hundreds of MB for a big forest).
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
+        self._loading: dict[tuple[str, int], Future[OnnxModel]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int], load: Callable[[], OnnxModel]) -> OnnxModel:
@@ -126,11 +132,25 @@ class SessionCache:
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        model = load()
+            pending = self._loading.get(key)
+            owner = pending is None
+            if pending is None:
+                pending = self._loading[key] = Future()
+        if not owner:
+            return pending.result()
+        try:
+            model = load()
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[key]
+            pending.set_exception(exc)
+            raise
         with self._lock:
             self._items[key] = model
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
+            del self._loading[key]
+        pending.set_result(model)
         return model
 
     def __contains__(self, key: tuple[str, int]) -> bool:
