@@ -7,6 +7,7 @@ record or queue work stay light.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,8 @@ from common.serving import Serving
 log = logging.getLogger("mlfn.lifecycle")
 
 MAX_ATTEMPTS = 2
+# Lifecycle.deploy(expected_previous=ANY): whatever is deployed now may be replaced.
+ANY: Any = object()
 DEPLOY_RETRIES = 10
 
 
@@ -234,6 +237,7 @@ class Lifecycle:
                     {"status": ExperimentStatus.failed, "finished_at": now,
                      "error": f"the worker stopped {exp.attempts} times before finishing"},
                     expected_status=ExperimentStatus.running,
+                    expected_attempts=exp.attempts,
                 )
                 return None
         elif exp.status is not ExperimentStatus.queued:
@@ -242,7 +246,9 @@ class Lifecycle:
             experiment_id,
             {"status": ExperimentStatus.running, "started_at": now, "attempts": exp.attempts + 1,
              "error": None},
+            # Two workers taking over the same expired lease: only one gets the next attempt.
             expected_status=exp.status,
+            expected_attempts=exp.attempts,
         )
 
     def run_experiment(self, experiment_id: int) -> Experiment:
@@ -260,8 +266,9 @@ class Lifecycle:
                     experiment_id,
                     {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
                     expected_status=ExperimentStatus.running,
+                    expected_attempts=exp.attempts,
                 )
-            except Conflict:  # another attempt finished it meanwhile: its outcome stands
+            except Conflict:  # a later attempt took the job over: its outcome stands
                 return self.store.get_experiment(experiment_id)
 
     def _train(self, exp: Experiment) -> Experiment:
@@ -310,6 +317,9 @@ class Lifecycle:
 
         key = model_key(exp.model, exp.id)
         written: list[str] = []
+        # The keys are the experiment's, not the attempt's: write only while this attempt holds
+        # the job, and never delete what a later attempt may have written.
+        self._check_attempt(exp)
         try:
             self.backends.models.put(key, trained.onnx_bytes)
             written.append(key)
@@ -333,15 +343,31 @@ class Lifecycle:
                     "rows": trained.rows,
                 },
                 expected_status=ExperimentStatus.running,
+                expected_attempts=exp.attempts,
             )
         except Conflict:
-            # Another attempt of the same experiment finished first and owns these keys (it wrote
-            # the same model from the same data and seed): leave its files in place.
+            # A later attempt took the job over and owns these keys (it writes the same model
+            # from the same data and seed): leave its files in place.
             raise
         except BaseException:
-            for name in written:
-                self.backends.models.delete(name)
+            if self._holds_attempt(exp):
+                for name in written:
+                    self.backends.models.delete(name)
             raise
+
+    def _holds_attempt(self, exp: Experiment) -> bool:
+        try:
+            current = self.store.get_experiment(exp.id)
+        except NotFound:
+            return False
+        return current.status is ExperimentStatus.running and current.attempts == exp.attempts
+
+    def _check_attempt(self, exp: Experiment) -> None:
+        if not self._holds_attempt(exp):
+            raise Conflict(
+                f"experiment {exp.id}: attempt {exp.attempts} no longer holds the job (its lease "
+                "ran out and a later attempt took over, or it was finished or deleted)"
+            )
 
     def artifacts(self, exp: Experiment) -> list[dict[str, Any]]:
         """The experiment's files: its ONNX model and its other artefacts (TensorBoard logs)."""
@@ -362,6 +388,8 @@ class Lifecycle:
         raise NotFound(f"experiment {experiment_id} has no artefact {name!r}")
 
     def _apply_policy(self, exp: Experiment, model: ModelRecord, trained: Any) -> None:
+        """Deploy by the experiment's policy. The comparison was made against the experiment
+        deployed when training started: the pointer only moves if it still names that one."""
         if exp.deploy == "never":
             return
         if exp.deploy == "if_better" and model.deployed_experiment_id is not None:
@@ -374,7 +402,10 @@ class Lifecycle:
             log.info("experiment %s %s=%s vs champion %s", exp.id, metric, mine, theirs)
             if not better:
                 return
-        self.deploy(exp.id)
+        if exp.deploy == "if_better":
+            self.deploy(exp.id, expected_previous=model.deployed_experiment_id)
+        else:
+            self.deploy(exp.id)
 
     def _score_champion(self, model: ModelRecord, trained: Any) -> dict[str, float]:
         """The deployed model's metrics on the challenger's holdout (empty if incomparable)."""
@@ -390,21 +421,32 @@ class Lifecycle:
 
     def recover(self) -> list[int]:
         """On start-up: re-enqueue ``queued`` jobs and retry or fail ``running`` ones past their
-        lease. Returns the ids handed to the queue."""
+        lease; a ``running`` one whose lease has not run out yet (its worker may have died just
+        before the restart) is handed to the queue when it does. Returns the ids queued now."""
         if self.jobs is None:
             return []
+        jobs = self.jobs
         now = utcnow()
         lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
         ids = [e.id for e in self.store.list_experiments(status=ExperimentStatus.queued)]
         for exp in self.store.list_experiments(status=ExperimentStatus.running):
             if exp.started_at is None or now - exp.started_at >= lease:
                 ids.append(exp.id)
+            else:
+                wait = (exp.started_at + lease - now).total_seconds() + 1.0
+                timer = threading.Timer(wait, jobs.submit, [exp.id])
+                timer.daemon = True
+                timer.start()
+                log.info("experiment %s is running with %.0f s of lease left; it is queued again "
+                         "then unless it has finished", exp.id, wait)
         for experiment_id in sorted(ids):
-            self.jobs.submit(experiment_id)
+            jobs.submit(experiment_id)
         return sorted(ids)
 
     # -- deployments -----------------------------------------------------------------------
-    def deploy(self, experiment_id: int) -> dict[str, Any]:
+    def deploy(self, experiment_id: int, expected_previous: Any = ANY) -> dict[str, Any]:
+        """Point the experiment's model at it. With ``expected_previous``, only if the model's
+        deployed experiment is still that one (Conflict otherwise)."""
         exp = self.store.get_experiment(experiment_id)
         if exp.status is not ExperimentStatus.succeeded:
             raise Conflict(
@@ -413,6 +455,11 @@ class Lifecycle:
             )
         for _ in range(DEPLOY_RETRIES):
             previous = self.store.deployed_experiment(exp.model)
+            if expected_previous is not ANY and previous != expected_previous:
+                raise Conflict(
+                    f"experiment {previous} was deployed for model {exp.model!r} while experiment "
+                    f"{experiment_id} trained; it was compared with experiment {expected_previous}"
+                )
             try:
                 deployment = self.store.deploy(exp.model, experiment_id, previous)
                 break

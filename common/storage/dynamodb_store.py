@@ -309,6 +309,7 @@ class DynamoExperimentStore:
         experiment_id: int,
         fields: dict[str, Any],
         expected_status: ExperimentStatus | None = None,
+        expected_attempts: int | None = None,
     ) -> Experiment:
         # Optimistic concurrency on a revision number: retry lost races, never lose a write.
         for _ in range(20):
@@ -317,6 +318,11 @@ class DynamoExperimentStore:
                 raise Conflict(
                     f"experiment {experiment_id} has status {current.status.value}, "
                     f"expected {expected_status.value}"
+                )
+            if expected_attempts is not None and current.attempts != expected_attempts:
+                raise Conflict(
+                    f"experiment {experiment_id} is on attempt {current.attempts}, "
+                    f"not {expected_attempts}: a later attempt took the job over"
                 )
             updated = Experiment.model_validate({**current.model_dump(), **fields})
             try:

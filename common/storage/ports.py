@@ -77,8 +77,11 @@ class ExperimentStore(Protocol):
         experiment_id: int,
         fields: dict[str, Any],
         expected_status: ExperimentStatus | None = None,
+        expected_attempts: int | None = None,
     ) -> Experiment:
-        """Conflict if ``expected_status`` is given and the stored status differs."""
+        """Conflict if ``expected_status`` is given and the stored status differs, or if
+        ``expected_attempts`` is given and the stored attempt count differs (a fencing token: a
+        worker whose job was taken over by a later attempt can no longer write its outcome)."""
         ...
 
     def list_experiments(

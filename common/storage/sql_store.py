@@ -120,16 +120,17 @@ class SqlExperimentStore:
         if model.features is not None:
             features = json.dumps([f.model_dump(mode="json") for f in model.features])
         with self._transaction(write=True) as cur:
-            self._exec(cur, "SELECT 1 FROM models WHERE name = ?", (model.name,))
-            if cur.fetchone():
-                raise Conflict(f"model {model.name!r} already exists")
+            # One statement: two concurrent creates cannot both pass a read-then-insert check.
             self._exec(
                 cur,
-                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
                 (model.name, model.task.value, model.target, model.input,
                  None if model.image is None else model.image.model_dump_json(), features,
                  model.deployed_experiment_id, model.created_at.isoformat()),
             )
+            if cur.rowcount != 1:
+                raise Conflict(f"model {model.name!r} already exists")
 
     def get_model(self, name: str) -> ModelRecord:
         with self._transaction(write=False) as cur:
@@ -243,6 +244,7 @@ class SqlExperimentStore:
         experiment_id: int,
         fields: dict[str, Any],
         expected_status: ExperimentStatus | None = None,
+        expected_attempts: int | None = None,
     ) -> Experiment:
         with self._transaction(write=True) as cur:
             current = self._get_experiment(cur, experiment_id)
@@ -250,6 +252,11 @@ class SqlExperimentStore:
                 raise Conflict(
                     f"experiment {experiment_id} has status {current.status.value}, "
                     f"expected {expected_status.value}"
+                )
+            if expected_attempts is not None and current.attempts != expected_attempts:
+                raise Conflict(
+                    f"experiment {experiment_id} is on attempt {current.attempts}, "
+                    f"not {expected_attempts}: a later attempt took the job over"
                 )
             updated = Experiment.model_validate({**current.model_dump(), **fields})
             self._exec(

@@ -227,3 +227,66 @@ def test_chunked_body_over_the_limit_is_413(demo_env: Path, monkeypatch: pytest.
     ok = requests.post(f"{live_server}/forward?model=iris", timeout=30, json={
         "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
     assert ok.status_code == 200
+
+
+def _fence_model(name: str) -> None:
+    make_model(name)
+    rows = [{"a": float(i), "b": float(i % 7), "y": "p" if (i * 7) % 5 > 1 else "q"}
+            for i in range(40)]
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": name},
+                  {"records": rows}).status == 200
+
+
+def test_an_attempt_whose_lease_was_taken_over_writes_nothing(embedded: Callable[[], None]) -> None:
+    """Attempt 1 is slow, its lease runs out, attempt 2 trains and deploys. When attempt 1 ends
+    it must neither record an outcome nor touch (overwrite or delete) the deployed model file."""
+    import hashlib
+    from datetime import timedelta
+
+    from common.domain import utcnow
+    from common.errors import Conflict
+
+    _fence_model("fence")
+    life = context.lifecycle()
+    life.jobs = None
+    exp = life.retrain("fence", {"model_class": "logistic_regression", "deploy": "always"})
+    first = life._claim(exp.id)
+    assert first is not None and first.attempts == 1
+    lease = context.backends().settings.job_lease_seconds
+    life.store.update_experiment(exp.id, {"started_at": utcnow() - timedelta(seconds=lease + 1)})
+    second = life.run_experiment(exp.id)
+    assert second.status is ExperimentStatus.succeeded and second.attempts == 2
+    assert life.store.deployed_experiment("fence") == exp.id
+    key = second.artifact_key
+    assert key is not None
+    digest = hashlib.sha256(context.backends().models.get(key)).hexdigest()
+    with pytest.raises(Conflict, match="no longer holds the job"):
+        life._train(first)  # the stale attempt finishes its training now
+    assert hashlib.sha256(context.backends().models.get(key)).hexdigest() == digest
+    after = life.store.get_experiment(exp.id)
+    assert after.status is ExperimentStatus.succeeded and after.attempts == 2
+    reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "fence"}, {"a": 1.0, "b": 1.0})
+    assert reply.status == 200, reply.body
+
+
+def test_if_better_does_not_replace_a_model_deployed_while_it_trained(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    _fence_model("champ")
+    life = context.lifecycle()
+    life.jobs = None
+    weak = life.train_now("champ", {"model_class": "logistic_regression", "deploy": "always"})
+    strong = life.train_now("champ", {"model_class": "random_forest", "deploy": "never"})
+    challenger = life.retrain("champ", {"model_class": "logistic_regression",
+                                        "deploy": "if_better"})
+
+    def champion_replaced_meanwhile(model: object, trained: object) -> dict[str, float]:
+        life.deploy(strong.id)  # another user deploys while the challenger trains
+        return {"f1_macro": -1.0}  # the challenger beats the champion it was compared with
+
+    monkeypatch.setattr(life, "_score_champion", champion_replaced_meanwhile)
+    done = life.run_experiment(challenger.id)
+    assert weak.id != strong.id
+    assert done.status is ExperimentStatus.succeeded
+    assert life.store.deployed_experiment("champ") == strong.id
+    assert done.error is not None and done.error.startswith("not deployed")
+    assert f"experiment {strong.id} was deployed" in done.error

@@ -71,6 +71,27 @@ def test_crashed_job_is_retried_on_restart(short_lease: Callable[[], None], tmp_
     assert done.attempts == 2
 
 
+def test_restart_inside_the_lease_retries_when_the_lease_runs_out(
+        short_lease: Callable[[], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service restarts right after its worker died: the lease has not run out, so nothing
+    is re-queued at start-up, but the job must not stay ``running`` for ever."""
+    _, exp_id = start_slow_training(tmp_path / "data")
+    context.lifecycle().store.update_experiment(
+        exp_id, {"hyperparameters": {"iterations": 30}, "started_at": utcnow()})
+    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "2")
+    context.reset()  # the new process, inside the lease
+    assert context.lifecycle().recover() == []
+    deadline = time.monotonic() + 60
+    store = context.lifecycle().store
+    while store.get_experiment(exp_id).status is ExperimentStatus.running:
+        assert time.monotonic() < deadline, "still running long after the lease ran out"
+        time.sleep(0.2)
+    short_lease()
+    done = store.get_experiment(exp_id)
+    assert done.status is ExperimentStatus.succeeded, done.error
+    assert done.attempts == 2
+
+
 def test_redelivered_message_retries_then_gives_up(short_lease: Callable[[], None], tmp_path: Path) -> None:
     _, exp_id = start_slow_training(tmp_path / "data")
     store = context.lifecycle().store

@@ -59,6 +59,20 @@ def test_duplicate_model_conflicts_and_keeps_original(store: ExperimentStore) ->
     assert store.get_model("m1").target == "y"
 
 
+def test_concurrent_creates_of_one_name_give_one_model_and_conflicts(store: ExperimentStore) -> None:
+    def create(i: int) -> str:
+        try:
+            store.create_model(ModelRecord(name="race", task=Task.regression, target=f"t{i}"))
+            return "created"
+        except Conflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(create, range(40)))
+    assert outcomes.count("created") == 1 and outcomes.count("conflict") == 39
+    assert store.get_model("race").target == f"t{outcomes.index('created')}"
+
+
 def test_unknown_model_not_found(store: ExperimentStore) -> None:
     with pytest.raises(NotFound):
         store.get_model("ghost")
@@ -98,6 +112,22 @@ def test_update_experiment_is_conditional(store: ExperimentStore) -> None:
                                 expected_status=ExperimentStatus.queued)
     got = store.get_experiment(exp.id)
     assert got.status is ExperimentStatus.running and got.hyperparameters == {"C": 2.0}
+
+
+def test_update_experiment_is_fenced_by_the_attempt(store: ExperimentStore) -> None:
+    store.create_model(model())
+    exp = store.create_experiment({"model": "m1", "model_class": "svm"})
+    first = store.update_experiment(exp.id, {"status": ExperimentStatus.running, "attempts": 1},
+                                    expected_status=ExperimentStatus.queued)
+    # The lease ran out; a second attempt takes the job over.
+    store.update_experiment(exp.id, {"attempts": 2}, expected_status=ExperimentStatus.running,
+                            expected_attempts=first.attempts)
+    with pytest.raises(Conflict, match="later attempt"):
+        store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded},
+                                expected_status=ExperimentStatus.running, expected_attempts=1)
+    done = store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded},
+                                   expected_status=ExperimentStatus.running, expected_attempts=2)
+    assert done.status is ExperimentStatus.succeeded and done.attempts == 2
 
 
 def test_list_experiments_filters_by_status(store: ExperimentStore) -> None:
