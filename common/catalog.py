@@ -113,7 +113,11 @@ class ModelClass:
             "name": self.name,
             "description": self.description,
             "tasks": [t.value for t in self.tasks],
-            "hyperparameters": [p.describe() for p in self.hyperparameters],
+            # A hyperparameter applies to the tasks of both the parameter and the class.
+            "hyperparameters": [
+                {**p.describe(), "tasks": [t.value for t in p.tasks if t in self.tasks]}
+                for p in self.hyperparameters
+            ],
             "grid": self.grid,
         }
 

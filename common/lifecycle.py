@@ -297,11 +297,13 @@ class Lifecycle:
         )
         done = self.record_trained(exp, trained)
         try:
-            self._apply_policy(done, model, trained)
+            kept_back = self._apply_policy(done, model, trained)
         except Exception as exc:  # the model is trained and stored; only the promotion failed
             detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
             log.warning("experiment %s: deploy policy %r failed: %s", exp.id, exp.deploy, detail)
-            done = self.store.update_experiment(exp.id, {"error": f"not deployed: {detail}"})
+            kept_back = detail
+        if kept_back is not None:  # why an if_better (or failed) promotion did not happen
+            done = self.store.update_experiment(exp.id, {"error": f"not deployed: {kept_back}"})
         return done
 
     def record_trained(self, exp: Experiment, trained: Any, tensorboard_dir: Any = None) -> Experiment:
@@ -387,25 +389,30 @@ class Lifecycle:
                 return self.backends.models.get(item["key"])
         raise NotFound(f"experiment {experiment_id} has no artefact {name!r}")
 
-    def _apply_policy(self, exp: Experiment, model: ModelRecord, trained: Any) -> None:
-        """Deploy by the experiment's policy. The comparison was made against the experiment
-        deployed when training started: the pointer only moves if it still names that one."""
+    def _apply_policy(self, exp: Experiment, model: ModelRecord, trained: Any) -> str | None:
+        """Deploy by the experiment's policy; returns why an ``if_better`` experiment was not
+        deployed. The comparison is made against the experiment deployed when training started:
+        the pointer only moves if it still names that one."""
         if exp.deploy == "never":
-            return
-        if exp.deploy == "if_better" and model.deployed_experiment_id is not None:
+            return None
+        champion_id = model.deployed_experiment_id
+        if exp.deploy == "if_better" and champion_id is not None:
             champion = self._score_champion(model, trained)
             metric = exp.primary_metric or PRIMARY_METRIC[model.task]
             mine, theirs = trained.metrics.get(metric), champion.get(metric)
             if mine is None or theirs is None:
-                return
+                return (f"the deployed experiment {champion_id} cannot be compared on {metric} "
+                        "(its classes differ from this data's)")
             better = mine > theirs if HIGHER_IS_BETTER[metric] else mine < theirs
             log.info("experiment %s %s=%s vs champion %s", exp.id, metric, mine, theirs)
             if not better:
-                return
+                return (f"{metric} {mine:.4g} does not beat {theirs:.4g}, the deployed experiment "
+                        f"{champion_id}'s on the same holdout")
         if exp.deploy == "if_better":
-            self.deploy(exp.id, expected_previous=model.deployed_experiment_id)
+            self.deploy(exp.id, expected_previous=champion_id)
         else:
             self.deploy(exp.id)
+        return None
 
     def _score_champion(self, model: ModelRecord, trained: Any) -> dict[str, float]:
         """The deployed model's metrics on the challenger's holdout (empty if incomparable)."""
@@ -444,10 +451,20 @@ class Lifecycle:
         return sorted(ids)
 
     # -- deployments -----------------------------------------------------------------------
-    def deploy(self, experiment_id: int, expected_previous: Any = ANY) -> dict[str, Any]:
+    def experiment(self, experiment_id: int, model: str | None = None) -> Experiment:
+        """The experiment; with ``model``, NotFound unless it is one of that model's."""
+        exp = self.store.get_experiment(experiment_id)
+        if model is not None and exp.model != model_name(model):
+            raise NotFound(
+                f"experiment {experiment_id} belongs to model {exp.model!r}, not {model!r}"
+            )
+        return exp
+
+    def deploy(self, experiment_id: int, expected_previous: Any = ANY,
+               model: str | None = None) -> dict[str, Any]:
         """Point the experiment's model at it. With ``expected_previous``, only if the model's
         deployed experiment is still that one (Conflict otherwise)."""
-        exp = self.store.get_experiment(experiment_id)
+        exp = self.experiment(experiment_id, model)
         if exp.status is not ExperimentStatus.succeeded:
             raise Conflict(
                 f"experiment {experiment_id} has status {exp.status.value}; "
@@ -493,12 +510,12 @@ class Lifecycle:
         doc["experiment_id"] = doc.pop("id")
         return doc
 
-    def metrics(self, experiment_id: int) -> dict[str, Any]:
-        exp = self.store.get_experiment(experiment_id)
+    def metrics(self, experiment_id: int, model: str | None = None) -> dict[str, Any]:
+        exp = self.experiment(experiment_id, model)
         return {**self.describe(exp), "artifacts": self.artifacts(exp)}
 
-    def delete_experiment(self, experiment_id: int) -> None:
-        exp = self.store.get_experiment(experiment_id)
+    def delete_experiment(self, experiment_id: int, model: str | None = None) -> None:
+        exp = self.experiment(experiment_id, model)
         if exp.status in (ExperimentStatus.queued, ExperimentStatus.running):
             raise Conflict(f"experiment {experiment_id} is {exp.status.value}; wait until it ends")
         self.store.delete_experiment(experiment_id)

@@ -87,8 +87,11 @@ def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
     if not rows:
         raise BadRequest("the CSV is empty; it needs a header row")
     header, data = rows[0], rows[1:]
+    # curl -d @file drops the line breaks, which leaves one long "header"
+    one_line = "" if data else (
+        " (the body is a single line: send files with curl --data-binary @file, not -d)")
     if len(set(header)) != len(header):
-        raise BadRequest(f"the CSV header repeats a column: {header}")
+        raise BadRequest(f"the CSV header repeats a column: {header[:12]}{one_line}")
     for i, row in enumerate(data):
         if len(row) != len(header):
             raise BadRequest(

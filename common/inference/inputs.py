@@ -54,7 +54,11 @@ def unknown_column_hint(name: str, target: str | None) -> str:
         return f" ({name!r} is the model's target: send labelled rows to /evaluate)"
     if ";" in name or "\t" in name:
         return " (is the CSV separated by something other than commas?)"
-    return ""
+    try:
+        float(name)
+    except ValueError:
+        return ""
+    return " (is the header row missing? The first row of a CSV names the columns)"
 
 
 def check_fields(
@@ -73,7 +77,8 @@ def check_fields(
             + unknown_column_hint(unknown[0], target)
         )
     missing = [f.name for f in features if f.name not in record]
-    raise BadRequest(f"missing feature {missing[0]!r}{_where(row)}")
+    listed = ", ".join(repr(m) for m in missing)
+    raise BadRequest(f"missing feature{'s' if len(missing) > 1 else ''} {listed}{_where(row)}")
 
 
 def feeds_from_records(

@@ -59,7 +59,8 @@ def frame_from_csv(body: bytes) -> pd.DataFrame:
 
     header, rows = csv_rows(body)
     if not rows:
-        raise BadRequest("the CSV has no data rows")
+        raise BadRequest("the CSV has no data rows (a header row, then one row per example; "
+                         "send files with curl --data-binary @file, which keeps the line breaks)")
     if any(not name.strip() for name in header):
         raise BadRequest("the CSV header has an empty column name")
     frame = pd.DataFrame(

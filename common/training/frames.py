@@ -16,7 +16,11 @@ from common.inference.inputs import MISSING_CATEGORY
 def infer_features(frame: pd.DataFrame, target: str) -> list[Feature]:
     """Numeric columns become numeric features, everything else categorical (target excluded)."""
     if target not in frame.columns:
-        raise BadRequest(f"target column {target!r} is missing; columns: {list(frame.columns)}")
+        from common.inference.inputs import unknown_column_hint
+
+        columns = [str(c) for c in frame.columns]
+        hint = next((h for h in (unknown_column_hint(c, None) for c in columns) if h), "")
+        raise BadRequest(f"target column {target!r} is missing; columns: {columns[:20]}{hint}")
     features = []
     for name in frame.columns:
         if name == target:

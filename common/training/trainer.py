@@ -80,11 +80,12 @@ def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.
 def grid_search(
     spec: TrainingSpec, X: pd.DataFrame, y: np.ndarray, base: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Cross-validated search over the class's declared grid; returns the best parameters."""
+    """Cross-validated search over the class's declared grid; returns the best parameters.
+    Hyperparameters the request sets (``base``) are kept as given and not searched."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     cls = catalog_class(spec.model_class)
-    grid = cls.grid_for(spec.task)
+    grid = {name: values for name, values in cls.grid_for(spec.task).items() if name not in base}
     names = list(grid)
     scoring = "f1_macro" if spec.task is Task.classification else "neg_mean_absolute_error"
     if spec.task is Task.classification:

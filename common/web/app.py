@@ -30,15 +30,22 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(content=rules.dumps(body), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, error: str, detail: Any) -> Response:
-    return json_response(rules.error_body(error, detail), status)
+def error_response(status: int, error: str, detail: Any,
+                   headers: dict[str, str] | None = None) -> Response:
+    response = json_response(rules.error_body(error, detail), status)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-        parts.append(f"{where}: {err.get('msg')}")
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "missing" and len(loc) == 2 and loc[0] == "query":
+            parts.append(f"query parameter {loc[1]!r} is required (add ?{loc[1]}=...)")
+            continue
+        parts.append(f"{'.'.join(loc)}: {err.get('msg')}")
     return "; ".join(parts)
 
 
@@ -103,9 +110,16 @@ def install(app: FastAPI, settings: Settings) -> FastAPI:
         return error_response(400, "bad request", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         names = {404: "not found", 405: "method not allowed"}
-        return error_response(exc.status_code, names.get(exc.status_code, "error"), exc.detail)
+        detail: Any = exc.detail
+        allowed = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405 and allowed:
+            detail = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+        elif exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}; see /docs"
+        return error_response(exc.status_code, names.get(exc.status_code, "error"), detail,
+                              headers={"Allow": allowed} if allowed else None)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:

@@ -1,6 +1,6 @@
 """POST /deploy/{experiment_id}: point the model at a succeeded experiment (rollback = redeploy)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from common import context
@@ -10,8 +10,9 @@ router = APIRouter(tags=["experiments"])
 
 
 @router.post("/deploy/{experiment_id}")
-async def deploy(experiment_id: ExperimentId):  # type: ignore[no-untyped-def]
-    return json_response(await run_in_threadpool(context.lifecycle().deploy, experiment_id))
+async def deploy(experiment_id: ExperimentId, model: str | None = Query(None, description="if given, the experiment must be one of this model's")):  # type: ignore[no-untyped-def]
+    life = context.lifecycle()
+    return json_response(await run_in_threadpool(lambda: life.deploy(experiment_id, model=model)))
 
 
 app = create_app([router])

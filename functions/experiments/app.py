@@ -16,8 +16,8 @@ async def experiments(model: str = Query(...), status: str | None = Query(None))
 
 
 @router.delete("/experiments/{experiment_id}", status_code=204)
-async def delete_experiment(experiment_id: ExperimentId) -> Response:
-    await run_in_threadpool(context.lifecycle().delete_experiment, experiment_id)
+async def delete_experiment(experiment_id: ExperimentId, model: str | None = Query(None, description="if given, the experiment must be one of this model's")) -> Response:
+    await run_in_threadpool(context.lifecycle().delete_experiment, experiment_id, model)
     return Response(status_code=204)
 
 

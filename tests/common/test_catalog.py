@@ -66,3 +66,14 @@ def test_grid_values_are_valid_hyperparameters() -> None:
             for name, values in grid.items():
                 for value in values:
                     cls.resolve(task, {name: value})
+
+
+def test_described_hyperparameters_name_only_the_class_tasks() -> None:
+    from common.catalog import CATALOG
+
+    for cls in CATALOG.values():
+        doc = cls.describe()
+        for param in doc["hyperparameters"]:
+            assert set(param["tasks"]) <= set(doc["tasks"]), (cls.name, param)
+    logreg = CATALOG["logistic_regression"].describe()
+    assert all(p["tasks"] == ["classification"] for p in logreg["hyperparameters"])

@@ -151,6 +151,19 @@ def test_deploy_errors(embedded: Callable[[], None]) -> None:
     queued = context.lifecycle().store.create_experiment({"model": "churn", "model_class": "svm"})
     reply = invoke(deploy.handler, "v2", "POST", f"/deploy/{queued.id}")
     assert reply.status == 409 and "queued" in reply.json()["detail"]
+    # With ?model=, an experiment of another model is refused before anything changes.
+    assert invoke(models.handler, "v1", "POST", "/models", None,
+                  {"name": "other", "task": "regression", "target": "y"}).status == 201
+    reply = invoke(deploy.handler, "v1", "POST", f"/deploy/{queued.id}", {"model": "other"})
+    assert reply.status == 404
+    assert reply.json()["detail"] == f"experiment {queued.id} belongs to model 'churn', not 'other'"
+    from functions.experiments import app as experiments
+    from functions.metrics import app as metrics
+
+    for handler, method, path in ((metrics.handler, "GET", f"/metrics/{queued.id}"),
+                                  (experiments.handler, "DELETE", f"/experiments/{queued.id}")):
+        assert invoke(handler, "v2", method, path, {"model": "other"}).status == 404
+        assert invoke(handler, "v2", method, path, {"model": "churn"}).status in (200, 409)
 
 
 def test_too_few_rows_refused_before_queueing(embedded: Callable[[], None]) -> None:
@@ -270,6 +283,13 @@ def test_tune_searches_the_declared_grid(embedded: Callable[[], None]) -> None:
     assert done.hyperparameters["max_features"] == "all"  # the caller's value is kept
     meta = context.serving().load("churn", exp.id).metadata
     assert meta["hyperparameters"] == done.hyperparameters and meta["tune"] is True
+    fixed = life.retrain("churn", {"model_class": "random_forest", "tune": True,
+                                   "hyperparameters": {"n_estimators": 5}})
+    embedded()
+    done = life.store.get_experiment(fixed.id)
+    assert done.status is ExperimentStatus.succeeded, done.error
+    assert done.hyperparameters["n_estimators"] == 5  # set by the request: not searched
+    assert done.hyperparameters["max_depth"] in grid["max_depth"]
 
 
 def test_deploy_if_better_and_always(embedded: Callable[[], None]) -> None:
@@ -283,6 +303,8 @@ def test_deploy_if_better_and_always(embedded: Callable[[], None]) -> None:
     embedded()
     assert life.store.get_experiment(worse.id).status is ExperimentStatus.succeeded
     assert life.store.deployed_experiment("churn") == first.id  # a stump does not beat it
+    note = life.store.get_experiment(worse.id).error or ""
+    assert note.startswith("not deployed: f1_macro") and f"experiment {first.id}" in note
     forced = life.retrain("churn", {"model_class": "random_forest", "deploy": "always",
                                     "hyperparameters": {"n_estimators": 1, "max_depth": 1}})
     embedded()

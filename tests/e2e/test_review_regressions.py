@@ -290,3 +290,43 @@ def test_if_better_does_not_replace_a_model_deployed_while_it_trained(
     assert life.store.deployed_experiment("champ") == strong.id
     assert done.error is not None and done.error.startswith("not deployed")
     assert f"experiment {strong.id} was deployed" in done.error
+
+
+def test_messages_say_what_to_fix(embedded: Callable[[], None]) -> None:
+    """Mistakes a new user makes get an answer that names the fix."""
+    make_model("hints", "regression", "price")
+    put = {"Content-Type": "text/csv"}
+    cases = [
+        # curl -d @file.csv strips the line breaks: one long header
+        (add_data.handler, "PUT", "/add_data", "size,rooms,price" + "".join(
+            f"{i},{i % 3},{i * 10}" for i in range(12)), put, 400, "--data-binary"),
+        (add_data.handler, "PUT", "/add_data", "size;rooms;price\n1;2;3\n", put, 400,
+         "separated by something other than commas"),
+        (add_data.handler, "POST", "/add_data", "size,price\n1,2\n", put, 405, "use PUT"),
+        (retrain.handler, "POST", "/retrain", {"model_class": "svm"}, None, 405, "use PUT"),
+    ]
+    for handler, method, path, body, headers, status, needle in cases:
+        reply = invoke(handler, "v1", method, path, {"model": "hints"}, body, headers)
+        assert reply.status == status, (path, reply.body)
+        assert needle in reply.json()["detail"], reply.json()
+    assert invoke(add_data.handler, "v1", "POST", "/add_data", {"model": "hints"}, "x",
+                  put).headers.get("allow") == "PUT"
+    reply = invoke(add_data.handler, "v2", "PUT", "/add_data", None, "size,price\n1,2\n", put)
+    assert reply.status == 400
+    assert reply.json()["detail"] == "query parameter 'model' is required (add ?model=...)"
+    rows = "".join(f"{i},{i * 10}\n" for i in range(12))
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "hints"},
+                  "size,price\n" + rows, put).status == 200
+    life = context.lifecycle()
+    life.jobs = None
+    life.train_now("hints", {"model_class": "svm", "deploy": "always"})
+    # a CSV batch without its header row
+    reply = invoke(forward_batch.handler, "v1", "POST", "/forward_batch", {"model": "hints"},
+                   "3\n4\n", put)
+    assert reply.status == 400 and "header row missing" in reply.json()["detail"], reply.body
+    make_model("two", "regression", "y")
+    assert invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "two"},
+                  "a,b,y\n" + "".join(f"{i},{i % 4},{i}\n" for i in range(12)), put).status == 200
+    life.train_now("two", {"model_class": "svm", "deploy": "always"})
+    reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "two"}, {})
+    assert reply.status == 400 and reply.json()["detail"] == "missing features 'a', 'b'"
