@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 ## Start the service on http://127.0.0.1:3000 (demo models are trained on first start).
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
 serve: install
-	$(VENV)/bin/mlfn serve --host 127.0.0.1 --port 3000
+	$(VENV)/bin/mlfn serve --host $(HOST) --port $(PORT)
 
 ## The web UI on http://127.0.0.1:8501 (start `make serve` first).
 ui: install

@@ -147,6 +147,9 @@ def create_app(routers: Iterable[APIRouter], settings: Settings | None = None,
         app = FastAPI(title="mlfn", docs_url=None, redoc_url=None, openapi_url=None)
     for router in routers:
         app.include_router(router)
+    from common.web.docs import document_errors
+
+    document_errors(app)
     return install(app, settings)
 
 

@@ -7,13 +7,14 @@ Lambda entry point in `app.py` falls back to for every request it does not answe
 from fastapi import APIRouter, Query, Request
 
 from common import context
+from common.web import docs
 from common.web.app import create_app, json_response, lambda_handler
 from common.web.bodies import image_upload, media_type, read_json, top_k_header
 
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/forward")
+@router.post("/forward", openapi_extra=docs.body(docs.IRIS, multipart_field="image"))
 async def forward(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     serving = context.serving()
     if media_type(request) == "multipart/form-data":

@@ -7,13 +7,15 @@ Lambda entry point in `app.py` falls back to for every request it does not answe
 from fastapi import APIRouter, Query, Request
 
 from common import context
+from common.web import docs
 from common.web.app import create_app, json_response, lambda_handler
 from common.web.bodies import top_k_header, upload
 
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/forward_batch")
+@router.post("/forward_batch", openapi_extra=docs.body(
+    {"records": [docs.IRIS]}, docs.IRIS_CSV, zip_upload=True, multipart_field="file"))
 async def forward_batch(request: Request, model: str = Query(..., description="model name")):  # type: ignore[no-untyped-def]
     serving = context.serving()
     kind, data = await upload(request, serving.settings)

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from common import context
+from common.web import docs
 from common.web.app import create_app, json_response, lambda_handler
 from common.web.bodies import read_json
 
@@ -15,7 +16,8 @@ async def list_models():  # type: ignore[no-untyped-def]
     return json_response(await run_in_threadpool(context.serving().list_models))
 
 
-@router.post("/models", status_code=201)
+@router.post("/models", status_code=201, openapi_extra=docs.body(
+    {"name": "churn", "task": "classification", "target": "churned"}))
 async def create_model(request: Request):  # type: ignore[no-untyped-def]
     """Body: {"name", "task": "classification"|"regression", "target"}; 409 if the name exists."""
     lifecycle = context.lifecycle()

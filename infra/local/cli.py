@@ -29,12 +29,42 @@ def lambda_context(function_name: str) -> Any:
     )
 
 
-def invoke(name: str, event: dict[str, Any]) -> Any:
-    """Run ``functions/<name>/app.py``'s handler in-process, as ``sam local invoke`` would."""
+def function_for(event: Any) -> str | None:
+    """The function that handles ``event``: the one whose route matches an API Gateway event's
+    method and path, or the training worker for an SQS event."""
+    from starlette.routing import Match
+
+    from common.web.lambda_http import parse_event
     from infra.local.server import handler_modules
 
-    if name not in handler_modules():
-        raise SystemExit(f"unknown function {name!r}; known: {', '.join(handler_modules())}")
+    records = event.get("Records") if isinstance(event, dict) else None
+    if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+        return "train_worker"
+    request = parse_event(event)
+    if request is None:
+        return None
+    scope = {"type": "http", "path": request.path, "method": request.method}
+    for name in handler_modules():
+        router = getattr(importlib.import_module(f"functions.{name}.app"), "router", None)
+        if router is not None and any(r.matches(scope)[0] is Match.FULL for r in router.routes):
+            return name
+    return None
+
+
+def invoke(name: str | None, event: dict[str, Any]) -> Any:
+    """Run ``functions/<name>/app.py``'s handler in-process, as ``sam local invoke`` would; without
+    a name, the function whose route the event is for."""
+    from infra.local.server import handler_modules
+
+    known = handler_modules()
+    if name not in known:
+        found = function_for(event)
+        if name is None and found is not None:
+            name = found
+        else:
+            hint = f"; this event is for {found!r} (mlfn invoke {found} --event ...)" if found else ""
+            what = f"unknown function {name!r}" if name else "no function routes this event"
+            raise SystemExit(f"{what}; known: {', '.join(known)}{hint}")
     module = importlib.import_module(f"functions.{name}.app")
     return module.handler(event, lambda_context(name))
 
@@ -71,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
     call = sub.add_parser("invoke", help="run one handler on an event file, in-process")
-    call.add_argument("name", help="function name, e.g. forward")
+    call.add_argument("name", nargs="?",
+                      help="function name, e.g. forward (default: the one the event's route is for)")
     call.add_argument("--event", "-e", type=Path, required=True, help="event JSON file")
     call.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
     samples = sub.add_parser("sample-images", help="write digit PNGs and zips to try image models")
@@ -89,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         # Like `sam local invoke`: the function's logs and metrics on stderr, its answer on stdout.
         with contextlib.redirect_stdout(sys.stderr):
             answer = invoke(args.name, event)
+            from common import context
+
+            context.wait_for_jobs()  # a queued retrain trains before the command exits
         json.dump(answer, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0

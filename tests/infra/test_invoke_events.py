@@ -53,3 +53,38 @@ def test_mlfn_invoke_command(demo_env: Path) -> None:
     reply = json.loads(out.stdout)
     assert reply["statusCode"] == 200
     assert json.loads(reply["body"])["prediction"] in ("setosa", "versicolor", "virginica")
+
+
+@pytest.mark.parametrize("path", EVENTS, ids=[p.stem for p in EVENTS])
+def test_the_event_names_its_function(path: Path) -> None:
+    from infra.local.cli import function_for
+
+    assert function_for(json.loads(path.read_text())) == FUNCTION.get(path.stem, path.stem)
+
+
+def test_mlfn_invoke_without_a_name_or_with_a_wrong_one(demo_env: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "infra.local.cli", "invoke", *args,
+                               "--data-dir", str(demo_env)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    out = run("--event", "events/create_model.json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["statusCode"] == 201
+    out = run("create_model", "--event", "events/create_model.json")
+    assert out.returncode != 0
+    assert "unknown function 'create_model'" in out.stderr
+    assert "this event is for 'models' (mlfn invoke models --event ...)" in out.stderr
+
+
+def test_mlfn_invoke_retrain_trains_before_it_exits(demo_env: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.local.cli", "invoke", "--event", "events/retrain.json",
+         "--data-dir", str(demo_env)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    experiment_id = json.loads(json.loads(out.stdout)["body"])["experiment_id"]
+    context.reset()
+    done = context.backends().experiments.get_experiment(experiment_id)
+    assert done.status.value == "succeeded", done.error
