@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServiceError(Exception):
     """Base class: ``status`` and ``error`` are what the HTTP layer answers with."""
@@ -34,6 +36,14 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     error = "conflict"
+
+
+class SchemaConflict(Conflict):
+    """A first upload lost the race to fix a model's feature schema; ``stored`` is the winner's."""
+
+    def __init__(self, model: str, stored: list[Any]) -> None:
+        super().__init__(f"model {model!r} got a different feature schema from another upload")
+        self.stored = stored
 
 
 class PayloadTooLarge(ServiceError):

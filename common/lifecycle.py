@@ -20,8 +20,23 @@ from common.catalog import (
     TASK_METRICS,
     model_class,
 )
-from common.domain import Experiment, ExperimentStatus, ImageSpec, ModelRecord, Task, utcnow
-from common.errors import BadRequest, Conflict, NotFound, ServiceError, ServiceUnavailable
+from common.domain import (
+    Experiment,
+    ExperimentStatus,
+    Feature,
+    ImageSpec,
+    ModelRecord,
+    Task,
+    utcnow,
+)
+from common.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    SchemaConflict,
+    ServiceError,
+    ServiceUnavailable,
+)
 from common.jobs import JobQueue
 from common.names import artifact_prefix, model_key, model_name
 from common.serving import Serving
@@ -117,13 +132,16 @@ class Lifecycle:
         frame = frame_from_csv(data) if kind == "csv" else frame_from_records(records_of(data))
         return self.add_frame(name, frame)
 
-    def _store_part(self, model: ModelRecord, data: bytes, rows: int) -> dict[str, Any]:
+    def _store_part(self, model: ModelRecord, data: bytes, rows: int,
+                    features: list[Feature] | None = None) -> dict[str, Any]:
+        """Store the part's bytes, then register it (fixing ``features`` as the schema of a
+        first upload in the same write); on any failure the bytes are removed again."""
         from common.training import datasets
 
         key = datasets.new_part_key(model.name)
         self.backends.datasets.put(key, data)
         try:
-            registered = self.store.add_dataset_part(model.name, key, rows)
+            registered = self.store.add_dataset_part(model.name, key, rows, features)
         except BaseException:
             self.backends.datasets.delete(key)
             raise
@@ -147,14 +165,15 @@ class Lifecycle:
         if model.image is not None:
             raise BadRequest(f"model {model.name!r} takes images: upload a zip archive")
         features = datasets.schema_for(frame, model)
-        part = datasets.conform(frame, model, features)
-        data = datasets.part_bytes(part)  # before the schema is fixed: a failure changes nothing
-        if model.features is None:
-            stored = self.store.set_features(model.name, features)
-            if stored != features:  # another first upload fixed a different schema meanwhile
-                part = datasets.conform(frame, model, stored)
-                data = datasets.part_bytes(part)
-        return self._store_part(model, data, len(part))
+        first = model.features is None  # this upload proposes the schema, fixed with its part
+        for _ in range(3):
+            part = datasets.conform(frame, model, features)
+            data = datasets.part_bytes(part)
+            try:
+                return self._store_part(model, data, len(part), features if first else None)
+            except SchemaConflict as exc:  # another first upload fixed a different schema
+                features, first = exc.stored, False
+        raise Conflict(f"model {model.name!r}: the feature schema is being set concurrently; retry")
 
     # -- experiments -----------------------------------------------------------------------
     def retrain(self, name: str, body: Any) -> Experiment:

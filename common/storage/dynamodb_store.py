@@ -19,7 +19,7 @@ from common.domain import (
     ModelRecord,
     utcnow,
 )
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, SchemaConflict
 
 BY_MODEL = "by_model"
 
@@ -159,22 +159,6 @@ class DynamoExperimentStore:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return sorted((self._model(i) for i in items), key=lambda m: m.name)
-
-    def set_features(self, name: str, features: list[Feature]) -> list[Feature]:
-        doc = json.dumps([f.model_dump(mode="json") for f in features])
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": _model_pk(name)}, "sk": {"S": "META"}},
-                UpdateExpression="SET features = :f",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(features)",
-                ExpressionAttributeValues={":f": {"S": doc}},
-            )
-            return features
-        except self._db.exceptions.ConditionalCheckFailedException:
-            stored = self.get_model(name).features
-            assert stored is not None
-            return stored
 
     def deployed_experiment(self, name: str) -> int | None:
         item = self._db.get_item(
@@ -398,15 +382,32 @@ class DynamoExperimentStore:
             ) from None
 
     # -- datasets --------------------------------------------------------------------------
-    def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
-        # One transaction moves the model's version counter and writes the part, so a version
-        # never exists without its part; a lost race re-reads the counter and tries again.
+    def add_dataset_part(
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+    ) -> DatasetPart:
+        # One transaction moves the model's version counter (and, for a first upload, fixes the
+        # feature schema) and writes the part, so a version never exists without its part nor
+        # data without its schema; a lost race re-reads the model and tries again.
         for _ in range(100):
             item = self._get(_model_pk(model))
             if item is None:
                 raise NotFound(f"model {model!r} does not exist")
             current = int(item["dataset_version"]["N"])
+            update = "SET dataset_version = :next"
+            condition = "dataset_version = :current"
+            values = {":current": {"N": str(current)}}
+            if features is not None:
+                if "features" in item:
+                    stored = [Feature.model_validate(f) for f in json.loads(item["features"]["S"])]
+                    if stored != features:
+                        raise SchemaConflict(model, stored)
+                else:
+                    doc = json.dumps([f.model_dump(mode="json") for f in features])
+                    update += ", features = :f"
+                    condition += " AND attribute_not_exists(features)"
+                    values[":f"] = {"S": doc}
             part = DatasetPart(model=model, version=current + 1, key=key, rows=rows, created_at=utcnow())
+            values[":next"] = {"N": str(part.version)}
             try:
                 self._db.transact_write_items(
                     TransactItems=[
@@ -414,12 +415,9 @@ class DynamoExperimentStore:
                             "Update": {
                                 "TableName": self.table,
                                 "Key": {"pk": {"S": _model_pk(model)}, "sk": {"S": "META"}},
-                                "UpdateExpression": "SET dataset_version = :next",
-                                "ConditionExpression": "dataset_version = :current",
-                                "ExpressionAttributeValues": {
-                                    ":current": {"N": str(current)},
-                                    ":next": {"N": str(part.version)},
-                                },
+                                "UpdateExpression": update,
+                                "ConditionExpression": condition,
+                                "ExpressionAttributeValues": values,
                             }
                         },
                         {

@@ -50,10 +50,6 @@ class ExperimentStore(Protocol):
 
     def list_models(self) -> list[ModelRecord]: ...
 
-    def set_features(self, name: str, features: list[Feature]) -> list[Feature]:
-        """Fix the feature schema once; returns the stored schema (which may predate this call)."""
-        ...
-
     def deployed_experiment(self, name: str) -> int | None:
         """The cheap check warm instances make; NotFound for an unknown model."""
         ...
@@ -93,8 +89,13 @@ class ExperimentStore(Protocol):
     def delete_experiment(self, experiment_id: int) -> None:
         """Conflict if it is deployed."""
 
-    def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
-        """Register an uploaded part; its version is the new dataset version."""
+    def add_dataset_part(
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+    ) -> DatasetPart:
+        """Register an uploaded part; its version is the new dataset version. With
+        ``features`` (a first upload), the model's feature schema is fixed to them in the same
+        atomic write; SchemaConflict (carrying the stored schema, nothing written) if the model
+        already has a different one."""
         ...
 
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:

@@ -22,7 +22,7 @@ from common.domain import (
     ModelRecord,
     utcnow,
 )
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, SchemaConflict
 
 # The flat table dashboards and existing users query: one row per metric of an experiment.
 FLAT_METRICS_COLUMNS = "id, model_id, problem, model_name, h_tune, metric, metric_value"
@@ -144,18 +144,6 @@ class SqlExperimentStore:
         with self._transaction(write=False) as cur:
             self._exec(cur, f"SELECT {self._MODEL_COLUMNS} FROM models ORDER BY name")
             return [self._model(r) for r in cur.fetchall()]
-
-    def set_features(self, name: str, features: list[Feature]) -> list[Feature]:
-        doc = json.dumps([f.model_dump(mode="json") for f in features])
-        with self._transaction(write=True) as cur:
-            self._exec(cur, f"SELECT features FROM models WHERE name = ?{self.lock_suffix}", (name,))
-            row = cur.fetchone()
-            if row is None:
-                raise NotFound(f"model {name!r} does not exist")
-            if row[0] is not None:
-                return [Feature.model_validate(f) for f in json.loads(row[0])]
-            self._exec(cur, "UPDATE models SET features = ? WHERE name = ?", (doc, name))
-        return features
 
     def deployed_experiment(self, name: str) -> int | None:
         with self._transaction(write=False) as cur:
@@ -319,12 +307,26 @@ class SqlExperimentStore:
             self._exec(cur, "DELETE FROM experiment_metrics WHERE id = ?", (experiment_id,))
 
     # -- datasets --------------------------------------------------------------------------
-    def add_dataset_part(self, model: str, key: str, rows: int) -> DatasetPart:
+    def add_dataset_part(
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+    ) -> DatasetPart:
         with self._transaction(write=True) as cur:
-            self._exec(cur, f"SELECT dataset_version FROM models WHERE name = ?{self.lock_suffix}", (model,))
+            self._exec(
+                cur,
+                f"SELECT dataset_version, features FROM models WHERE name = ?{self.lock_suffix}",
+                (model,),
+            )
             row = cur.fetchone()
             if row is None:
                 raise NotFound(f"model {model!r} does not exist")
+            if features is not None:
+                if row[1] is None:
+                    doc = json.dumps([f.model_dump(mode="json") for f in features])
+                    self._exec(cur, "UPDATE models SET features = ? WHERE name = ?", (doc, model))
+                else:
+                    stored = [Feature.model_validate(f) for f in json.loads(row[1])]
+                    if stored != features:
+                        raise SchemaConflict(model, stored)
             part = DatasetPart(model=model, version=int(row[0]) + 1, key=key, rows=rows, created_at=utcnow())
             self._exec(cur, "UPDATE models SET dataset_version = ? WHERE name = ?", (part.version, model))
             self._exec(

@@ -66,6 +66,19 @@ def service_error_reply(exc: ServiceError) -> tuple[int, dict[str, Any]]:
     return exc.status, error_body(exc.error, exc.detail)
 
 
+# Exceptions of the storage clients that mean "unreachable right now" (named, so that this module
+# imports none of boto3 or psycopg): answered 503, the request may be retried.
+UNREACHABLE = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                         "OperationalError"})
+
+
 def unexpected_reply(exc: BaseException) -> tuple[int, dict[str, Any]]:
     log.error("unhandled error", exc_info=exc)
+    kinds = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, ConnectionError | TimeoutError) or kinds & UNREACHABLE:
+        return 503, error_body(
+            "service unavailable",
+            f"{type(exc).__name__}: a store the request needs is unreachable; nothing was "
+            "changed, retry later",
+        )
     return 500, error_body("internal error", f"{type(exc).__name__}; see the service log")

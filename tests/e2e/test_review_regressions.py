@@ -330,3 +330,51 @@ def test_messages_say_what_to_fix(embedded: Callable[[], None]) -> None:
     life.train_now("two", {"model_class": "svm", "deploy": "always"})
     reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "two"}, {})
     assert reply.status == 400 and reply.json()["detail"] == "missing features 'a', 'b'"
+
+
+def test_first_upload_that_cannot_be_stored_fixes_no_schema(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    make_model("outage")
+    datasets = context.backends().datasets
+
+    def unreachable(key: str, data: bytes) -> None:
+        raise ConnectionError("object store unreachable")
+
+    monkeypatch.setattr(datasets, "put", unreachable)
+    text_a = {"records": [{"a": f"t{i}", "y": "p" if i % 2 else "q"} for i in range(12)]}
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "outage"}, text_a)
+    assert reply.status == 503 and reply.json()["error"] == "service unavailable"
+    assert context.backends().experiments.get_model("outage").features is None
+    monkeypatch.undo()
+    numeric_a = {"records": [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(12)]}
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "outage"}, numeric_a)
+    assert reply.status == 200, reply.body
+    (feature,) = context.backends().experiments.get_model("outage").features or []
+    assert feature.kind.value == "numeric"
+
+
+def test_concurrent_first_uploads_agree_on_one_schema(embedded: Callable[[], None]) -> None:
+    import json
+
+    from common.errors import BadRequest
+
+    make_model("firsts")
+    numeric = {"records": [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(12)]}
+    text = {"records": [{"a": f"t{i}", "y": "p" if i % 2 else "q"} for i in range(12)]}
+    life = context.lifecycle()
+
+    def upload(body: dict) -> str:
+        try:
+            life.add_frame_or_archive("firsts", "json", json.dumps(body).encode())
+            return "ok"
+        except BadRequest:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(upload, [numeric, text] * 4))
+    (feature,) = context.backends().experiments.get_model("firsts").features or []
+    stored = context.backends().experiments.dataset_parts("firsts")
+    # Whichever schema won, every stored part was conformed to it: numbers fit a categorical
+    # schema (as categories), text does not fit a numeric one.
+    assert outcomes.count("ok") == len(stored)
+    assert outcomes.count("ok") == (4 if feature.kind.value == "numeric" else 8), outcomes

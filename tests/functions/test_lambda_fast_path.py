@@ -228,7 +228,7 @@ def test_body_that_is_not_text_goes_to_the_framework(body: object) -> None:
     assert parse_event(event) is None
 
 
-def test_stores_that_cannot_be_built_answer_json_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_stores_that_cannot_be_reached_answer_json_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     fresh_context: None) -> None:
     monkeypatch.setenv("MLFN_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "postgres")
@@ -239,9 +239,10 @@ def test_stores_that_cannot_be_built_answer_json_500(tmp_path: Path, monkeypatch
         event = build("v1", method, path, {"model": "iris"}, IRIS if method == "POST" else None,
                       JSON)
         reply = handler(event, lambda_context("serving"))
-        assert reply["statusCode"] == 500, reply
+        assert reply["statusCode"] == 503, reply
         doc = json.loads(reply["body"])
-        assert doc["error"] == "internal error" and "Traceback" not in reply["body"]
+        assert doc["error"] == "service unavailable" and "OperationalError" in doc["detail"]
+        assert "Traceback" not in reply["body"]
 
 
 def test_base64_body_and_query_decoding() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.domain import ExperimentStatus, Feature, ModelRecord, Task
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound, SchemaConflict
 from common.storage.ports import ExperimentStore
 
 
@@ -80,13 +80,37 @@ def test_unknown_model_not_found(store: ExperimentStore) -> None:
         store.deployed_experiment("ghost")
 
 
-def test_features_are_fixed_once(store: ExperimentStore) -> None:
+def test_features_are_fixed_once_with_the_first_part(store: ExperimentStore) -> None:
     store.create_model(model())
     first = [Feature(name="a", kind="numeric"), Feature(name="b", kind="categorical")]  # type: ignore[arg-type]
-    assert store.set_features("m1", first) == first
+    part = store.add_dataset_part("m1", "m1/parts/1.parquet", 5, first)
+    assert part.version == 1 and store.get_model("m1").features == first
+    # The same schema again is fine; a different one is refused and writes nothing.
+    assert store.add_dataset_part("m1", "m1/parts/2.parquet", 2, first).version == 2
     second = [Feature(name="z", kind="numeric")]  # type: ignore[arg-type]
-    assert store.set_features("m1", second) == first
+    with pytest.raises(SchemaConflict) as raised:
+        store.add_dataset_part("m1", "m1/parts/3.parquet", 1, second)
+    assert raised.value.stored == first
     assert store.get_model("m1").features == first
+    assert [p.version for p in store.dataset_parts("m1")] == [1, 2]
+
+
+def test_concurrent_first_parts_fix_one_schema(store: ExperimentStore) -> None:
+    store.create_model(model())
+    schemas = [[Feature(name=f"x{i}", kind="numeric")] for i in range(6)]  # type: ignore[arg-type]
+
+    def upload(i: int) -> object:
+        try:
+            return store.add_dataset_part("m1", f"m1/parts/{i}.parquet", 1, schemas[i])
+        except SchemaConflict as exc:
+            return exc.stored
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(upload, range(6)))
+    fixed = store.get_model("m1").features
+    assert fixed in schemas
+    assert len(store.dataset_parts("m1")) == 1
+    assert all(o == fixed for o in outcomes if isinstance(o, list))
 
 
 def test_experiment_ids_unique_under_concurrency(store: ExperimentStore) -> None:
