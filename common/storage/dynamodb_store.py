@@ -354,32 +354,39 @@ class DynamoExperimentStore:
 
     def delete_experiment(self, experiment_id: int) -> None:
         exp = self.get_experiment(experiment_id)
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self.table,
-                            "Key": {"pk": {"S": _model_pk(exp.model)}, "sk": {"S": "META"}},
-                            "ConditionExpression": "attribute_not_exists(deployed) OR deployed <> :id",
-                            "ExpressionAttributeValues": {":id": {"N": str(experiment_id)}},
-                        }
-                    },
-                    {
-                        "Delete": {
-                            "TableName": self.table,
-                            "Key": {"pk": {"S": _exp_pk(experiment_id)}, "sk": {"S": "META"}},
-                        }
-                    },
-                ]
-            )
-        except Exception as exc:
-            if not self._is_conditional_failure(exc):
-                raise
-            raise Conflict(
-                f"experiment {experiment_id} is deployed for model {exp.model!r}; "
-                "deploy another experiment first"
-            ) from None
+        for _ in range(5):
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[
+                        {
+                            "ConditionCheck": {
+                                "TableName": self.table,
+                                "Key": {"pk": {"S": _model_pk(exp.model)}, "sk": {"S": "META"}},
+                                "ConditionExpression": "attribute_not_exists(deployed) OR deployed <> :id",
+                                "ExpressionAttributeValues": {":id": {"N": str(experiment_id)}},
+                            }
+                        },
+                        {
+                            "Delete": {
+                                "TableName": self.table,
+                                "Key": {"pk": {"S": _exp_pk(experiment_id)}, "sk": {"S": "META"}},
+                            }
+                        },
+                    ]
+                )
+                return
+            except Exception as exc:
+                if not self._is_conditional_failure(exc):
+                    raise
+                reasons = {r.get("Code") for r in getattr(exc, "response", {}).get(
+                    "CancellationReasons", [])}
+                if "TransactionConflict" in reasons and "ConditionalCheckFailed" not in reasons:
+                    continue  # a concurrent write on the model (e.g. a deploy): try again
+                raise Conflict(
+                    f"experiment {experiment_id} is deployed for model {exp.model!r}; "
+                    "deploy another experiment first"
+                ) from None
+        raise Conflict(f"model {exp.model!r} is being changed concurrently; retry the delete")
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset_part(
