@@ -54,9 +54,11 @@ SPEEDUP_TARGET = 20.0
 COLD_START_TARGET_MS = 300.0
 COLD_START_MAX_MODEL_MB = 10.0
 
-# The Lambda configuration: on AWS the experiment store is DynamoDB, which keeps no
-# inference_log table; EMF metrics and the JSON log line stay on (stdout -> CloudWatch).
-LAMBDA_ENV = {"MLFN_DEPLOY_CHECK_SECONDS": "1", "MLFN_INFERENCE_LOG": "off"}
+# The Lambda configuration (template.yaml): on AWS the experiment store is DynamoDB, which keeps
+# no inference_log table; EMF metrics and the JSON log line stay on (stdout -> CloudWatch);
+# pydantic's plugin discovery (an entry-point scan of every installed package) is off.
+LAMBDA_ENV = {"MLFN_DEPLOY_CHECK_SECONDS": "1", "MLFN_INFERENCE_LOG": "off",
+              "PYDANTIC_DISABLE_PLUGINS": "__all__"}
 # What the monitoring costs on the warm path: ours again with these settings changed.
 VARIANTS = {
     "monitoring_off": ({"MLFN_EMF": "false"}, "MLFN_EMF=false"),
@@ -64,7 +66,8 @@ VARIANTS = {
 }
 
 # Modules that must never be imported on the serving path.
-HEAVY_MODULES = ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "onnx", "pyarrow")
+HEAVY_MODULES = ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "onnx", "pyarrow", "fastapi",
+                 "starlette", "mangum")
 
 
 # -- data ------------------------------------------------------------------------------------

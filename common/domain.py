@@ -6,11 +6,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The life-cycle records build their validators on first use, not at import: the serving
+# handlers import this module on every cold start and never validate them.
+LAZY = ConfigDict(defer_build=True)
 
 
 class Task(StrEnum):
@@ -47,6 +52,8 @@ class ImageSpec(BaseModel):
 class ModelRecord(BaseModel):
     """A named model: what it predicts, its feature schema and which experiment serves it."""
 
+    model_config = LAZY
+
     name: str
     task: Task
     target: str
@@ -68,6 +75,8 @@ DeployPolicy = Literal["never", "if_better", "always"]
 
 
 class Experiment(BaseModel):
+    model_config = LAZY
+
     id: int
     model: str
     status: ExperimentStatus = ExperimentStatus.queued
@@ -88,6 +97,8 @@ class Experiment(BaseModel):
 
 
 class Deployment(BaseModel):
+    model_config = LAZY
+
     model: str
     seq: int
     experiment_id: int
@@ -96,6 +107,8 @@ class Deployment(BaseModel):
 
 
 class DatasetPart(BaseModel):
+    model_config = LAZY
+
     model: str
     version: int
     key: str
