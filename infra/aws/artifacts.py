@@ -238,6 +238,7 @@ def smoke(build_dir: Path, python: str, seed_python: str | None) -> int:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp_name,
                    "LANG": "C.UTF-8", "AWS_DEFAULT_REGION": "us-east-1",
                    "PYTHONDONTWRITEBYTECODE": "1",  # read-only, as /var/task and /opt are
+                   "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals
                    "POWERTOOLS_SERVICE_NAME": "mlfn", "POWERTOOLS_METRICS_NAMESPACE": "mlfn"}
             done = subprocess.run([python, "-S", str(Path(__file__).with_name("smoke_function.py")),
                                    str(spec_path)], env=env, capture_output=True, text=True)
