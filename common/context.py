@@ -32,6 +32,8 @@ def backends() -> Backends:
 
 def reset() -> None:
     """Forget every process-wide object (tests switch settings through the environment)."""
+    if lifecycle.cache_info().currsize:
+        lifecycle().close()
     if _inprocess_queue.cache_info().currsize:
         queue = _inprocess_queue()
         queue.join()  # type: ignore[attr-defined]

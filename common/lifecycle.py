@@ -6,6 +6,7 @@ record or queue work stay light.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import timedelta
@@ -69,6 +70,13 @@ class Lifecycle:
         self.store = backends.experiments
         self.serving = serving
         self.jobs = jobs
+        self._retries: dict[int, threading.Timer] = {}  # recover(): jobs re-queued at lease end
+
+    def close(self) -> None:
+        """Cancel the pending lease-end re-queues (the process is being reset or stopped)."""
+        for timer in self._retries.values():
+            timer.cancel()
+        self._retries.clear()
 
     # -- models ----------------------------------------------------------------------------
     def create_model(self, body: Any) -> ModelRecord:
@@ -142,8 +150,16 @@ class Lifecycle:
         self.backends.datasets.put(key, data)
         try:
             registered = self.store.add_dataset_part(model.name, key, rows, features)
-        except BaseException:
+        except ServiceError:  # refused (unknown model, schema conflict): nothing registered
             self.backends.datasets.delete(key)
+            raise
+        except BaseException:
+            # An outage can strike after the store applied the write: remove the bytes only if
+            # the part is known not to be registered (an orphan file is harmless, a registered
+            # part without its file would break every later training).
+            with contextlib.suppress(Exception):
+                if all(p.key != key for p in self.store.dataset_parts(model.name)):
+                    self.backends.datasets.delete(key)
             raise
         total = sum(p.rows for p in self.store.dataset_parts(model.name, registered.version))
         return {
@@ -458,16 +474,22 @@ class Lifecycle:
         for exp in self.store.list_experiments(status=ExperimentStatus.running):
             if exp.started_at is None or now - exp.started_at >= lease:
                 ids.append(exp.id)
-            else:
+            elif exp.id not in self._retries:
                 wait = (exp.started_at + lease - now).total_seconds() + 1.0
-                timer = threading.Timer(wait, jobs.submit, [exp.id])
+                timer = threading.Timer(wait, self._requeue, [exp.id])
                 timer.daemon = True
+                self._retries[exp.id] = timer
                 timer.start()
                 log.info("experiment %s is running with %.0f s of lease left; it is queued again "
                          "then unless it has finished", exp.id, wait)
         for experiment_id in sorted(ids):
             jobs.submit(experiment_id)
         return sorted(ids)
+
+    def _requeue(self, experiment_id: int) -> None:
+        self._retries.pop(experiment_id, None)
+        if self.jobs is not None:
+            self.jobs.submit(experiment_id)
 
     # -- deployments -----------------------------------------------------------------------
     def experiment(self, experiment_id: int, model: str | None = None) -> Experiment:
@@ -492,9 +514,11 @@ class Lifecycle:
         for _ in range(DEPLOY_RETRIES):
             previous = self.store.deployed_experiment(exp.model)
             if expected_previous is not ANY and previous != expected_previous:
+                compared = ("nothing was deployed when it started" if expected_previous is None
+                            else f"it was compared with experiment {expected_previous}")
                 raise Conflict(
                     f"experiment {previous} was deployed for model {exp.model!r} while experiment "
-                    f"{experiment_id} trained; it was compared with experiment {expected_previous}"
+                    f"{experiment_id} trained; {compared}"
                 )
             try:
                 deployment = self.store.deploy(exp.model, experiment_id, previous)

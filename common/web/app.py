@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -47,6 +48,17 @@ def _validation_detail(exc: RequestValidationError) -> str:
             continue
         parts.append(f"{'.'.join(loc)}: {err.get('msg')}")
     return "; ".join(parts)
+
+
+def _methods_for(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path (Starlette's 405 names only the
+    first route whose path matched); ``create_app`` records the routes' paths and methods."""
+    found: set[str] = set()
+    for pattern, methods in getattr(request.app.state, "route_methods", ()):
+        if pattern.match(request.url.path):
+            found.update(methods)
+    found.discard("HEAD")
+    return sorted(found)
 
 
 class Guard:
@@ -114,7 +126,8 @@ def install(app: FastAPI, settings: Settings) -> FastAPI:
         names = {404: "not found", 405: "method not allowed"}
         detail: Any = exc.detail
         allowed = (exc.headers or {}).get("Allow")
-        if exc.status_code == 405 and allowed:
+        if exc.status_code == 405:
+            allowed = ", ".join(_methods_for(request)) or allowed
             detail = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
         elif exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs"
@@ -145,8 +158,12 @@ def create_app(routers: Iterable[APIRouter], settings: Settings | None = None,
     settings = settings or Settings()
     if app is None:
         app = FastAPI(title="mlfn", docs_url=None, redoc_url=None, openapi_url=None)
+    table = list(getattr(app.state, "route_methods", ()))
     for router in routers:
         app.include_router(router)
+        table.extend((r.path_regex, set(r.methods)) for r in router.routes
+                     if isinstance(r, APIRoute) and r.methods)
+    app.state.route_methods = table
     from common.web.docs import document_errors
 
     document_errors(app)

@@ -66,19 +66,29 @@ def service_error_reply(exc: ServiceError) -> tuple[int, dict[str, Any]]:
     return exc.status, error_body(exc.error, exc.detail)
 
 
-# Exceptions of the storage clients that mean "unreachable right now" (named, so that this module
-# imports none of boto3 or psycopg): answered 503, the request may be retried.
-UNREACHABLE = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                         "OperationalError"})
+# Exceptions of the storage clients that mean "could not reach the store" (named, so that this
+# module imports none of boto3 or psycopg): botocore's connection and timeout errors, and
+# psycopg's own OperationalError (its subclasses, e.g. DiskFull, are not outages).
+UNREACHABLE = {("botocore.exceptions", "EndpointConnectionError"),
+               ("botocore.exceptions", "ConnectTimeoutError"),
+               ("botocore.exceptions", "ReadTimeoutError"),
+               ("psycopg", "OperationalError")}
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    kind = type(exc)
+    return (isinstance(exc, ConnectionError | TimeoutError)
+            or (kind.__module__, kind.__name__) in UNREACHABLE
+            or any((c.__module__, c.__name__) in UNREACHABLE
+                   for c in kind.__mro__[1:] if c.__module__.startswith("botocore")))
 
 
 def unexpected_reply(exc: BaseException) -> tuple[int, dict[str, Any]]:
     log.error("unhandled error", exc_info=exc)
-    kinds = {cls.__name__ for cls in type(exc).__mro__}
-    if isinstance(exc, ConnectionError | TimeoutError) or kinds & UNREACHABLE:
+    if is_unreachable(exc):
         return 503, error_body(
             "service unavailable",
-            f"{type(exc).__name__}: a store the request needs is unreachable; nothing was "
-            "changed, retry later",
+            f"{type(exc).__name__}: a store the request needs did not answer; retry later (a "
+            "write may have been applied before the failure: check before repeating it)",
         )
     return 500, error_body("internal error", f"{type(exc).__name__}; see the service log")

@@ -379,3 +379,63 @@ def test_concurrent_first_uploads_agree_on_one_schema(embedded: Callable[[], Non
     assert outcomes.count("ok") == len(stored) == 4, outcomes
     winner = 0 if feature.kind.value == "numeric" else 1
     assert [o == "ok" for o in outcomes] == [i % 2 == winner for i in range(8)], outcomes
+
+
+def test_405_names_every_method_of_the_path(embedded: Callable[[], None]) -> None:
+    reply = invoke(models.handler, "v1", "PUT", "/models", None, {"name": "x"})
+    assert reply.status == 405
+    assert reply.json()["detail"] == "PUT is not allowed on /models; use GET, POST"
+    assert reply.headers["allow"] == "GET, POST"
+
+
+def test_outages_map_to_503_and_other_errors_to_500() -> None:
+    import sqlite3
+
+    from common.web.rules import unexpected_reply
+
+    assert unexpected_reply(ConnectionResetError("reset"))[0] == 503
+    assert unexpected_reply(TimeoutError())[0] == 503
+    assert unexpected_reply(sqlite3.OperationalError("attempt to write a readonly database"))[0] == 500
+    assert unexpected_reply(ValueError("bug"))[0] == 500
+    try:
+        import psycopg
+    except ImportError:
+        return
+    assert unexpected_reply(psycopg.OperationalError("connection refused"))[0] == 503
+    assert unexpected_reply(psycopg.errors.DiskFull("disk full"))[0] == 500
+
+
+def test_an_upload_whose_registration_times_out_after_applying_keeps_its_bytes(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    make_model("ambiguous")
+    store = context.backends().experiments
+    applied = store.add_dataset_part
+
+    def applied_then_timed_out(*args: object, **kwargs: object) -> object:
+        applied(*args, **kwargs)  # type: ignore[arg-type]
+        raise TimeoutError("the answer was lost")
+
+    monkeypatch.setattr(store, "add_dataset_part", applied_then_timed_out)
+    rows = {"records": [{"a": float(i), "y": "p" if i % 2 else "q"} for i in range(12)]}
+    reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "ambiguous"}, rows)
+    assert reply.status == 503 and "check before repeating" in reply.json()["detail"]
+    (part,) = store.dataset_parts("ambiguous")
+    assert context.backends().datasets.exists(part.key)  # registered, so its file stays
+
+
+def test_recover_schedules_one_cancellable_requeue_per_job(embedded: Callable[[], None]) -> None:
+    from common.domain import utcnow
+
+    _fence_model("timers")
+    life = context.lifecycle()
+    queued = life.jobs
+    life.jobs = None
+    exp = life.retrain("timers", {"model_class": "svm"})
+    life._claim(exp.id)
+    life.store.update_experiment(exp.id, {"started_at": utcnow()})
+    life.jobs = queued
+    assert life.recover() == [] and life.recover() == []
+    assert list(life._retries) == [exp.id]
+    timer = life._retries[exp.id]
+    context.reset()
+    assert not timer.is_alive() or timer.finished.is_set()
