@@ -105,6 +105,18 @@ def parse_event(event: Any) -> HttpRequest | None:
     return HttpRequest(version, str(method), unquote(path) if path else "/", query, headers, body)
 
 
+def framework_side(module: str) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for a handler module: ``router`` and ``app`` come from
+    ``module`` (the route's FastAPI side), imported only when someone asks for them."""
+
+    def __getattr__(name: str) -> Any:
+        if name in ("router", "app"):
+            return getattr(importlib.import_module(module), name)
+        raise AttributeError(f"{module!r} serves router and app, not {name!r}")
+
+    return __getattr__
+
+
 def to_response(payload_version: str, status: int, body: bytes) -> dict[str, Any]:
     """A JSON answer in the shape Mangum gives API Gateway for the same response."""
     headers = {"content-length": str(len(body)), "content-type": "application/json"}

@@ -13,7 +13,7 @@ from common import context
 from common.payloads import check_json_type, parse_json
 from common.settings import Settings
 from common.web import rules
-from common.web.lambda_http import HttpRequest, LambdaRoute
+from common.web.lambda_http import HttpRequest, LambdaRoute, framework_side
 
 
 def forward_json(request: HttpRequest, settings: Settings) -> Any:
@@ -28,10 +28,4 @@ handler = LambdaRoute(
     accepts=lambda request: request.media_type != "multipart/form-data",
 )
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("router", "app"):
-        from functions.forward import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = framework_side("functions.forward.api")

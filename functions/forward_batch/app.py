@@ -12,7 +12,7 @@ from common import context
 from common.payloads import top_k_of, upload_format
 from common.settings import Settings
 from common.web import rules
-from common.web.lambda_http import HttpRequest, LambdaRoute
+from common.web.lambda_http import HttpRequest, LambdaRoute, framework_side
 
 
 def forward_batch_body(request: HttpRequest, settings: Settings) -> Any:
@@ -29,10 +29,4 @@ handler = LambdaRoute(
     query=("model",), accepts=lambda request: request.media_type != "multipart/form-data",
 )
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("router", "app"):
-        from functions.forward_batch import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = framework_side("functions.forward_batch.api")

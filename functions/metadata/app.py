@@ -9,7 +9,7 @@ from typing import Any
 
 from common import context
 from common.settings import Settings
-from common.web.lambda_http import HttpRequest, LambdaRoute
+from common.web.lambda_http import HttpRequest, LambdaRoute, framework_side
 
 
 def metadata(request: HttpRequest, settings: Settings) -> Any:
@@ -19,10 +19,4 @@ def metadata(request: HttpRequest, settings: Settings) -> Any:
 handler = LambdaRoute("GET", "/metadata", metadata, fallback="functions.metadata.api:handler",
                       query=("model",))
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("router", "app"):
-        from functions.metadata import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = framework_side("functions.metadata.api")
