@@ -435,9 +435,12 @@ class Lifecycle:
             champion = self._score_champion(model, trained)
             metric = exp.primary_metric or PRIMARY_METRIC[model.task]
             mine, theirs = trained.metrics.get(metric), champion.get(metric)
+            if not champion:
+                return (f"the deployed experiment {champion_id} cannot be compared: its classes "
+                        "differ from this data's")
             if mine is None or theirs is None:
-                return (f"the deployed experiment {champion_id} cannot be compared on {metric} "
-                        "(its classes differ from this data's)")
+                return (f"{metric} could not be computed on this holdout (e.g. a class is missing "
+                        f"from it), so it was not compared with experiment {champion_id}")
             better = mine > theirs if HIGHER_IS_BETTER[metric] else mine < theirs
             log.info("experiment %s %s=%s vs champion %s", exp.id, metric, mine, theirs)
             if not better:
