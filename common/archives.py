@@ -2,7 +2,13 @@
 
 Refused with :class:`BadRequest` and the reason: not a zip, absolute or ``..`` paths, symlinks,
 too many entries, too many uncompressed bytes or too high a compression ratio (zip bombs),
-entries larger than their header says, and labels that do not match the images.
+entries larger than their header says, labels that do not match the images, and every way an
+archive can be corrupt, truncated or unsupported (bad CRC, damaged deflate data, encryption,
+compression methods other than store and deflate).
+
+Memory stays bounded: all checks that need only the central directory run first, then one entry
+at a time is read (in chunks, never past its declared size) and handed to ``decode``, so a caller
+that decodes keeps only what ``decode`` returns, never every entry's bytes at once.
 """
 
 from __future__ import annotations
@@ -10,14 +16,31 @@ from __future__ import annotations
 import csv
 import io
 import stat
+import struct
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any, Generic, TypeVar, overload
 
 from common.errors import BadRequest
 
 LABELS_FILE = "labels.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# What every mainstream archiver writes; zlib is then the one codec whose errors can occur.
+METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+CHUNK_BYTES = 1024 * 1024
+# General-purpose flag bits (APPNOTE 4.4.4).
+_ENCRYPTED = 0x1
+_PATCHED = 0x20
+_STRONG_ENCRYPTION = 0x40
+# What zipfile and zlib raise on damaged input. zipfile's own set is open-ended (seeks to
+# garbled offsets, struct unpacking of short reads, undecodable names), hence the base classes.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
+            LookupError, OverflowError, RuntimeError)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,9 +51,11 @@ class ArchiveLimits:
 
 
 @dataclass(frozen=True)
-class ArchiveImage:
+class ArchiveImage(Generic[T]):
+    """One image: ``data`` is its bytes, or what ``decode`` made of them."""
+
     name: str
-    data: bytes
+    data: T
     label: str | None
 
 
@@ -51,54 +76,107 @@ def _ignored(path: PurePosixPath) -> bool:
     return path.parts[0] == "__MACOSX" or any(p.startswith(".") for p in path.parts)
 
 
-def read_images(data: bytes, limits: ArchiveLimits, labelled: bool) -> list[ArchiveImage]:
-    """Images of a zip archive in archive order, labelled by folder name or ``labels.csv``."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise BadRequest("the upload is not a zip archive") from None
+@overload
+def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+                *, decode: None = None) -> list[ArchiveImage[bytes]]: ...
+
+
+@overload
+def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+                *, decode: Callable[[str, bytes], T]) -> list[ArchiveImage[T]]: ...
+
+
+def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+                *, decode: Callable[[str, bytes], Any] | None = None) -> list[ArchiveImage[Any]]:
+    """Images of a zip archive in archive order, labelled by folder name or ``labels.csv``.
+
+    Parameters
+    ----------
+    decode
+        Called as ``decode(name, raw_bytes)`` on each image as soon as it is read; its result is
+        the image's ``data`` and the raw bytes are dropped at once. Without it ``data`` is the
+        raw bytes (all of them held together: fine for small archives only).
+    """
+    archive = _open(data)
     with archive:
-        infos = archive.infolist()
-        if len(infos) > limits.max_entries:
-            raise BadRequest(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
-        total = 0
-        files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
-        seen: set[str] = set()
-        for info in infos:
-            path = _check_name(info.filename)
-            if info.filename in seen:
-                raise BadRequest(f"the archive holds {info.filename!r} twice")
-            seen.add(info.filename)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise BadRequest(f"archive entry {info.filename!r} is a symbolic link")
-            if info.is_dir() or _ignored(path):
-                continue
-            total += info.file_size
-            if total > limits.max_total_bytes:
-                raise BadRequest(
-                    f"the archive unpacks to more than {limits.max_total_bytes} bytes (zip bomb guard)"
-                )
-            if info.file_size > 1024 and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
-                raise BadRequest(
-                    f"archive entry {info.filename!r} has a compression ratio over {limits.max_ratio:g} "
-                    "(zip bomb guard)"
-                )
-            files.append((info, path))
+        files = _files(archive, limits)
+        labels_info = next((i for i, p in files if str(p) == LABELS_FILE), None)
+        # labels.csv is read first wherever it sits in the archive, and every label is resolved
+        # from the central directory before any image is read or decoded.
+        listed = _read_labels(_read_entry(archive, labels_info)) if labels_info else None
+        planned = _labelled([(i, p) for i, p in files if i is not labels_info], listed, labelled)
+        images: list[ArchiveImage[Any]] = []
+        for info, name, label in planned:
+            # No local names the raw bytes: they are garbage as soon as decode returns.
+            value = _read_entry(archive, info) if decode is None else decode(name, _read_entry(archive, info))
+            images.append(ArchiveImage(name=name, data=value, label=label))
+        return images
 
-        contents: dict[str, bytes] = {}
-        for info, _ in files:
-            with archive.open(info) as fh:
-                blob = fh.read(info.file_size + 1)
-            if len(blob) > info.file_size:
-                raise BadRequest(f"archive entry {info.filename!r} is larger than its header says")
-            contents[info.filename] = blob
 
-    labels_entry = next((i.filename for i, p in files if str(p) == LABELS_FILE), None)
-    listed = _read_labels(contents[labels_entry]) if labels_entry else None
-    images = []
-    for info, path in files:
-        if info.filename == labels_entry:
+def _open(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except _DAMAGED as exc:
+        if isinstance(exc, NotImplementedError):
+            reason = f"unsupported: {exc}"
+        elif isinstance(exc, UnicodeDecodeError):
+            reason = "an entry name marked UTF-8 is not valid UTF-8"
+        else:
+            reason = str(exc) if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__
+        raise BadRequest(
+            f"the upload is not a zip archive, or it is truncated or damaged ({reason})"
+        ) from None
+
+
+def _files(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """The entries to read, in archive order: every check the central directory allows."""
+    infos = archive.infolist()
+    if len(infos) > limits.max_entries:
+        raise BadRequest(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
+    total = 0
+    files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    seen: set[str] = set()
+    for info in infos:
+        path = _check_name(info.filename)
+        if info.filename in seen:
+            raise BadRequest(f"the archive holds {info.filename!r} twice")
+        seen.add(info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BadRequest(f"archive entry {info.filename!r} is a symbolic link")
+        if info.is_dir() or _ignored(path):
             continue
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise BadRequest(
+                f"the archive unpacks to more than {limits.max_total_bytes} bytes (zip bomb guard)"
+            )
+        if info.file_size > 1024 and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
+            raise BadRequest(
+                f"archive entry {info.filename!r} has a compression ratio over {limits.max_ratio:g} "
+                "(zip bomb guard)"
+            )
+        _check_readable(info)
+        files.append((info, path))
+    return files
+
+
+def _check_readable(info: zipfile.ZipInfo) -> None:
+    if info.flag_bits & (_ENCRYPTED | _STRONG_ENCRYPTION):
+        raise BadRequest(f"archive entry {info.filename!r} is encrypted; send an unencrypted zip")
+    if info.compress_type not in METHODS:
+        raise BadRequest(
+            f"archive entry {info.filename!r} uses compression method {info.compress_type}, which "
+            "is not supported; use deflate or store"
+        )
+    if info.flag_bits & _PATCHED:
+        raise BadRequest(f"archive entry {info.filename!r} holds patch data, which is not supported")
+
+
+def _labelled(files: list[tuple[zipfile.ZipInfo, PurePosixPath]], listed: dict[str, str] | None,
+              labelled: bool) -> list[tuple[zipfile.ZipInfo, str, str | None]]:
+    """Each image entry with its name and label; label mismatches are refused here."""
+    planned = []
+    for info, path in files:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise BadRequest(
                 f"archive entry {info.filename!r} is not an image file ({', '.join(IMAGE_SUFFIXES)})"
@@ -115,13 +193,46 @@ def read_images(data: bytes, limits: ArchiveLimits, labelled: bool) -> list[Arch
                 f"archive entry {info.filename!r} has no label: put images in folders named by "
                 f"label (7/a.png) or list them in {LABELS_FILE}"
             )
-        images.append(ArchiveImage(name=str(path), data=contents[info.filename], label=label))
+        planned.append((info, str(path), label))
     if listed and labelled:
         missing = sorted(listed)[0]
         raise BadRequest(f"mismatched labels: {LABELS_FILE} lists {missing!r}, which is not in the archive")
-    if not images:
+    if not planned:
         raise BadRequest("the archive holds no images")
-    return images
+    return planned
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes, read in chunks and never more than its declared size + 1."""
+    cap = info.file_size + 1
+    out = io.BytesIO()
+    try:
+        with archive.open(info) as fh:
+            while out.tell() < cap and (chunk := fh.read(min(CHUNK_BYTES, cap - out.tell()))):
+                out.write(chunk)
+    except _DAMAGED as exc:
+        raise BadRequest(f"archive entry {info.filename!r} {_damage(exc)}") from None
+    if out.tell() > info.file_size:
+        raise BadRequest(f"archive entry {info.filename!r} is larger than its header says")
+    return out.getvalue()  # no copy: BytesIO hands over its buffer
+
+
+def _damage(exc: Exception) -> str:
+    """What went wrong with an entry, in words (zipfile's messages are not an API: best effort)."""
+    text = str(exc)
+    if isinstance(exc, zipfile.BadZipFile) and "CRC" in text:
+        return "is corrupt (CRC mismatch)"
+    if isinstance(exc, zipfile.BadZipFile) and "header" in text:
+        return "is corrupt (its local header is missing or does not match the central directory)"
+    if isinstance(exc, zlib.error):
+        return "is corrupt (damaged deflate data)"
+    if isinstance(exc, EOFError):
+        return "is truncated (the archive ends inside it)"
+    if isinstance(exc, RuntimeError):  # NotImplementedError included
+        return f"uses a zip feature that is not supported ({text})"
+    if isinstance(exc, ValueError) and "seek" in text:
+        return "is corrupt (its offset points outside the archive)"
+    return f"is corrupt ({text or type(exc).__name__})"
 
 
 def _read_labels(blob: bytes) -> dict[str, str]:
