@@ -1,6 +1,7 @@
 """JSON records and CSV rows to the typed ONNX inputs, one (n, 1) array per feature.
 
 Used by serving and, for the parity gate, by training: the model is always fed the same way.
+add_data checks every uploaded value with the same functions, so what is stored can be served.
 """
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ def numeric_value(name: str, value: Any, row: int | None = None) -> float:
 
 
 def categorical_value(name: str, value: Any, row: int | None = None) -> str:
+    """A category: a string, or a JSON integer as its decimal text (``7`` is ``"7"``, as a CSV
+    cell reads it); a missing value is :data:`MISSING_CATEGORY`. Floats and booleans are refused:
+    their text is ambiguous (``7.0``, ``True``)."""
     if value is None:
         return MISSING_CATEGORY
-    if not isinstance(value, str):
-        raise BadRequest(f"feature {name!r}{_where(row)}: expected a string category, got {value!r}")
-    return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRequest(f"feature {name!r}{_where(row)}: expected a string category, got {value!r}")
 
 
 def unknown_column_hint(name: str, target: str | None) -> str:

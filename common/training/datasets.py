@@ -1,10 +1,17 @@
 """Labelled data on the training side: parse uploads, check them against the schema, and keep
-them as immutable Parquet parts in the object store."""
+them as immutable Parquet parts in the object store.
+
+Every feature value is checked by the functions /forward uses (``common.inference.inputs``), so
+a value that is stored can also be trained on and served: a part, once stored, is never removed,
+and one value the model cannot take would fail every later training.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,12 +19,25 @@ import pandas as pd
 
 from common.domain import Feature, FeatureKind, ModelRecord, Task
 from common.errors import BadRequest, NotFound
+from common.inference.inputs import FLOAT32_MAX, categorical_value, numeric_value, parse_csv_cell
 from common.names import dataset_part_key
 from common.storage.ports import ExperimentStore, ObjectStore
 from common.training.frames import infer_features
 
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+"""Refused in column names and class labels: they end up in the schema, the model's metadata
+and every response, where a NUL or a line break is never meant."""
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character of ``text`` as ``U+XXXX``, or None."""
+    found = CONTROL_CHARACTERS.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
 
 def frame_from_records(records: Any) -> pd.DataFrame:
+    """JSON records as a frame of the values as sent (``dtype=object``: an integer stays an
+    integer even next to a null, which a typed column would turn into a float)."""
     if not isinstance(records, list) or not records:
         raise BadRequest("'records' must be a non-empty JSON array of objects")
     for i, rec in enumerate(records):
@@ -26,8 +46,15 @@ def frame_from_records(records: Any) -> pd.DataFrame:
         for key, value in rec.items():
             if value is not None and not isinstance(value, str | int | float | bool):
                 raise BadRequest(f"column {key!r} (row {i}): expected a scalar, got {value!r}")
-    frame = pd.DataFrame.from_records(records)
-    frame.attrs["source"] = "json"  # JSON says what is text: categories must arrive as strings
+    frame = pd.DataFrame(records, dtype=object)
+    frame.attrs["source"] = "json"  # JSON says what is text: the schema checks each value's type
+    for name in frame.columns:
+        if (char := _control_character(name)) is not None:
+            row = next(i for i, rec in enumerate(records) if name in rec)
+            raise BadRequest(
+                f"column {name!r} (row {row}): the name contains the control character {char}; "
+                "column names must be printable text"
+            )
     columns = set(frame.columns)
     for i, rec in enumerate(records):
         if set(rec) != columns:
@@ -35,20 +62,6 @@ def frame_from_records(records: Any) -> pd.DataFrame:
             extra = sorted(set(rec) - columns)
             name = (missing or extra)[0]
             raise BadRequest(f"column {name!r} (row {i}): present in some records but not others")
-    for name in frame.columns:
-        # JSON is explicit about types: a column mixing numbers and strings is a caller error.
-        is_text = [isinstance(v, str) for v in frame[name] if v is not None and v == v]
-        texts = sum(is_text)
-        if 0 < texts < len(is_text):
-            # Blame the first row of the minority type: that is usually the typo.
-            odd_is_text = texts <= len(is_text) - texts
-            row = next(i for i, rec in enumerate(records)
-                       if rec.get(name) is not None and isinstance(rec[name], str) == odd_is_text)
-            raise BadRequest(
-                f"column {name!r} (row {row}): {records[row][name]!r} mixes "
-                f"{'text' if odd_is_text else 'a number'} into a column of "
-                f"{'numbers' if odd_is_text else 'text'}"
-            )
     return frame
 
 
@@ -63,11 +76,99 @@ def frame_from_csv(body: bytes) -> pd.DataFrame:
                          "send files with curl --data-binary @file, which keeps the line breaks)")
     if any(not name.strip() for name in header):
         raise BadRequest("the CSV header has an empty column name")
+    for name in header:
+        if (char := _control_character(name)) is not None:
+            raise BadRequest(
+                f"column {name!r} of the CSV header contains the control character {char}; "
+                "column names must be printable text"
+            )
     frame = pd.DataFrame(
         [[cell if cell != "" else None for cell in row] for row in rows], columns=header, dtype=object
     )
     frame.attrs["source"] = "csv"  # CSV cells are text: numbers are recognised, not typed
     return frame
+
+
+def _check_json_types(frame: pd.DataFrame) -> None:
+    """Refuse a JSON column that mixes numbers and strings (JSON is explicit about types: that is
+    a caller error), before a first upload's schema is inferred from it."""
+    for name in frame.columns:
+        values = frame[name].tolist()
+        is_text = [isinstance(v, str) for v in values if v is not None]
+        texts = sum(is_text)
+        if 0 < texts < len(is_text):
+            # Blame the first row of the minority type: that is usually the typo.
+            odd_is_text = texts <= len(is_text) - texts
+            row = next(i for i, v in enumerate(values) if v is not None and isinstance(v, str) == odd_is_text)
+            raise BadRequest(
+                f"column {name!r} (row {row}): {values[row]!r} mixes "
+                f"{'text' if odd_is_text else 'a number'} into a column of "
+                f"{'numbers' if odd_is_text else 'text'}"
+            )
+
+
+def _is_missing(value: Any) -> bool:
+    """A missing value in a JSON or DataFrame column (JSON has no NaN: a NaN is pandas' null)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _numbers(feature: Feature, values: list[Any], csv: bool) -> np.ndarray:
+    """A numeric column as float64 (NaN = missing), every value checked as /forward checks it:
+    CSV cells by ``parse_csv_cell``, then each value by ``numeric_value`` (finite, in float32
+    range, a number and not a boolean or a string)."""
+    name = feature.name
+    if csv:
+        values = [None if v is None else parse_csv_cell(feature, v, i) for i, v in enumerate(values)]
+    if all(type(v) is float or type(v) is int or v is None for v in values):
+        try:
+            numbers = np.array(values, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an int too large for a float: named below
+            numbers = None
+        if numbers is not None:
+            missing = np.isnan(numbers)
+            # a CSV cell reading "nan" is not missing (only an empty cell is), as in /forward
+            if (np.abs(numbers[~missing]) <= FLOAT32_MAX).all() and (
+                not csv or int(missing.sum()) == values.count(None)
+            ):
+                return numbers
+    out = np.empty(len(values), dtype=np.float64)
+    for i, value in enumerate(values):
+        out[i] = numeric_value(name, None if not csv and _is_missing(value) else value, i)
+    return out
+
+
+def _categories(name: str, values: list[Any], json: bool) -> list[str | None]:
+    """A categorical column as strings (None = missing).
+
+    JSON values are checked as /forward checks them (``categorical_value``: strings, and integers
+    as their decimal text); CSV cells are text already and a DataFrame's values become their text.
+    A NUL is refused, as binary data rather than a category (and text that C strings would cut
+    short); other control characters such as a tab or a line break can be legitimate free text and
+    are kept. /forward does not refuse a NUL: there it is only an unknown category, and the parity
+    check at training feeds stored rows through the same function.
+    """
+    if all(type(v) is str for v in values):
+        out: list[str | None] = list(values)
+    elif json:
+        out = [None if _is_missing(v) else categorical_value(name, v, i) for i, v in enumerate(values)]
+    else:
+        out = [None if _is_missing(v) else str(v) for v in values]
+    if "\0" in "".join(v for v in out if v is not None):
+        row = next(i for i, v in enumerate(out) if v is not None and "\0" in v)
+        raise BadRequest(f"feature {name!r} (row {row}): {out[row]!r} contains a NUL character (U+0000)")
+    return out
+
+
+def _check_labels(target: str, labels: Sequence[Any]) -> None:
+    """Class labels must be printable: they become the model's classes and every prediction."""
+    texts = [v for v in labels if isinstance(v, str)]
+    if not CONTROL_CHARACTERS.search("".join(texts)):
+        return
+    row, label = next((i, v) for i, v in enumerate(labels) if isinstance(v, str) and _control_character(v))
+    raise BadRequest(
+        f"target {target!r} (row {row}): the label {label!r} contains the control character "
+        f"{_control_character(label)}; labels must be printable text"
+    )
 
 
 def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) -> pd.DataFrame:
@@ -79,36 +180,18 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
     for name in expected:
         if name not in frame.columns:
             raise BadRequest(f"missing column {name!r}")
-    out = {}
+    source = frame.attrs.get("source")
+    out: dict[str, Any] = {}
     for f in features:
-        col = frame[f.name]
+        values = frame[f.name].tolist()
         if f.kind is FeatureKind.numeric:
-            if pd.api.types.is_bool_dtype(col):
-                raise BadRequest(f"column {f.name!r} (row 0): expected numbers, got booleans")
-            numbers = pd.to_numeric(col, errors="coerce")
-            bad = numbers.isna() & col.notna()
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise BadRequest(
-                    f"column {f.name!r} (row {row}): expected a number, got {col.iloc[row]!r}"
-                )
-            if not np.isfinite(numbers.dropna().to_numpy(np.float64)).all():
-                row = int(np.flatnonzero(~np.isfinite(numbers.fillna(0).to_numpy(np.float64)))[0])
-                raise BadRequest(f"column {f.name!r} (row {row}): not a finite number")
-            out[f.name] = numbers.astype(np.float64)
+            out[f.name] = pd.Series(_numbers(f, values, source == "csv"), index=frame.index)
         else:
-            if frame.attrs.get("source") == "json":
-                typed = [i for i, v in enumerate(col) if v is not None and v == v and not isinstance(v, str)]
-                if typed:
-                    row = typed[0]
-                    raise BadRequest(
-                        f"column {f.name!r} (row {row}): expected a string category, got "
-                        f"{col.iloc[row]!r} (send categories as JSON strings, as /forward expects)"
-                    )
-            out[f.name] = col.astype(object).where(col.notna(), None).map(
-                lambda v: v if v is None else str(v)
-            )
+            out[f.name] = pd.Series(_categories(f.name, values, source == "json"), index=frame.index,
+                                    dtype=object)
     target = frame[model.target]
+    if source == "json":
+        target = target.infer_objects()  # typed as pandas types a JSON column
     if target.map(lambda v: isinstance(v, float) and v != v).any() or target.isna().any():
         row = int(np.flatnonzero(target.isna().to_numpy())[0])
         raise BadRequest(f"target {model.target!r} (row {row}) is missing")
@@ -120,11 +203,20 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
                 f"target {model.target!r} (row {row}): expected a number for regression, "
                 f"got {target.iloc[row]!r}"
             )
-        bad = ~np.isfinite(numbers.to_numpy(np.float64))
+        y = numbers.to_numpy(np.float64)
+        bad = ~np.isfinite(y)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise BadRequest(
                 f"target {model.target!r} (row {row}): {target.iloc[row]!r} is not a finite number"
+            )
+        # The ONNX graph predicts float32: a larger target becomes an infinite leaf or bias, and
+        # the model then fails its check at every training.
+        bad = np.abs(y) > FLOAT32_MAX
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BadRequest(
+                f"target {model.target!r} (row {row}): {y[row]} is outside the float32 range"
             )
         out[model.target] = numbers.astype(np.float64)
     else:
@@ -134,6 +226,7 @@ def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) ->
             raise BadRequest(
                 f"target {model.target!r} mixes {' and '.join(sorted(kinds))} labels; use one type"
             )
+        _check_labels(model.target, target.tolist())
         out[model.target] = target
     return pd.DataFrame(out)
 
@@ -142,6 +235,9 @@ def schema_for(frame: pd.DataFrame, model: ModelRecord) -> list[Feature]:
     """The stored schema, or the one inferred from this (first) upload."""
     if model.features is not None:
         return model.features
+    if frame.attrs.get("source") == "json":
+        _check_json_types(frame)
+        frame = frame.infer_objects()  # JSON numbers typed as numbers, texts as text
     return infer_features(frame, model.target)
 
 
