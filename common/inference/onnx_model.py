@@ -86,10 +86,13 @@ class OnnxModel:
             if not np.all(np.isfinite(values)):
                 raise InferenceError("the model produced a non-finite prediction")
             return Predictions(values.tolist(), None)
-        labels = np.asarray(out[0]).reshape(-1)
         probs = np.asarray(out[1], dtype=np.float64)
         if not np.all(np.isfinite(probs)):
             raise InferenceError("the model produced non-finite probabilities")
+        # The served label is the most probable class of the probabilities served (the first on
+        # an exact tie), whatever the graph's label output says: tree ensembles break ties their
+        # own way, and a model like SVC(probability=True) labels by its decision function.
+        labels = probs.argmax(axis=1)
         classes, keys = self.classes, self._class_keys
         return Predictions(
             [classes[int(i)] for i in labels],

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,10 +13,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from common.domain import Feature, FeatureKind, Task
 
-# SVC(probability=True) is deprecated in scikit-learn 1.9 and removed in 1.11 (pinned below that in
-# pyproject.toml); its Platt-scaled probabilities are what skl2onnx converts today.
-warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
-warnings.filterwarnings("ignore", message="Attribute `prob[AB]_`", category=FutureWarning)
+# At most this many folds produce the out-of-fold decision values the SVM's Platt scaling is fit on.
+CALIBRATION_FOLDS = 3
 
 
 class Trainer(Protocol):
@@ -49,6 +46,14 @@ class RandomForest:
 
 
 class SVM:
+    """SVC with sigmoid (Platt) calibration of its decision function, or SVR.
+
+    ``CalibratedClassifierCV(..., ensemble=False)`` predicts the most probable class of the
+    probabilities it returns, and skl2onnx converts it with an SVC inside; ``SVC(probability=True)``
+    (deprecated in scikit-learn 1.9) predicts from the decision function instead, so its label and
+    its probabilities could disagree.
+    """
+
     name = "svm"
     scale_numeric = True
 
@@ -56,9 +61,49 @@ class SVM:
         from sklearn.svm import SVC, SVR
 
         common = {"C": params["C"], "kernel": params["kernel"], "gamma": params["gamma"]}
-        if task is Task.classification:
-            return SVC(probability=True, random_state=seed, **common)
-        return SVR(epsilon=params["epsilon"], **common)
+        if task is Task.regression:
+            return SVR(epsilon=params["epsilon"], **common)
+        from sklearn.calibration import CalibratedClassifierCV
+
+        return CalibratedClassifierCV(
+            SVC(**common), method="sigmoid", ensemble=False, cv=CalibrationFolds(CALIBRATION_FOLDS, seed)
+        )
+
+
+class CalibrationFolds:
+    """Stratified, shuffled folds: as many as the smallest class allows, up to ``max_splits``.
+
+    Decided when splitting, so the same estimator suits the full training set and the smaller
+    folds of a grid search. When a class has a single row no split can keep every class on the
+    training side, and the calibration is fit on the in-sample decision values instead: one
+    "split" whose training and test rows are all the rows (``cross_val_predict`` only needs the
+    test rows to cover every row once).
+    """
+
+    def __init__(self, max_splits: int, seed: int) -> None:
+        self.max_splits = max_splits  # not ``n_splits``: CalibratedClassifierCV would check it
+        self.seed = seed
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        if y is None:
+            return self.max_splits
+        smallest = int(np.unique(np.asarray(y), return_counts=True)[1].min())
+        return 1 if smallest < 2 else min(self.max_splits, smallest)
+
+    def split(
+        self, X: Any, y: Any, groups: Any = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import StratifiedKFold
+
+        n = self.get_n_splits(X, y)
+        if n == 1:
+            rows = np.arange(len(y))
+            yield rows, rows
+            return
+        yield from StratifiedKFold(n, shuffle=True, random_state=self.seed).split(X, y)
+
+    def __repr__(self) -> str:
+        return f"CalibrationFolds(max_splits={self.max_splits}, seed={self.seed})"
 
 
 class LogisticRegression:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,18 +63,24 @@ class TrainedModel:
 
 
 def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """A fixed train/holdout split: stratified when every class has at least two rows."""
+    """A fixed train/holdout split: stratified when every class has at least two rows.
+
+    A stratified holdout needs a row of every class: on tiny data (10 rows, 3 classes) it takes
+    one row per class rather than the usual fraction, which would be too few rows to stratify.
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
     stratify = None
+    test_size: float | int = HOLDOUT_FRACTION
     if task is Task.classification:
         counts = np.bincount(y.astype(np.int64))
-        if counts[counts > 0].min() >= 2:
+        present = counts[counts > 0]
+        if present.min() >= 2:
             stratify = y
-    train, hold = train_test_split(
-        idx, test_size=HOLDOUT_FRACTION, random_state=seed, stratify=stratify
-    )
+            if math.ceil(HOLDOUT_FRACTION * len(y)) < len(present):
+                test_size = len(present)
+    train, hold = train_test_split(idx, test_size=test_size, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(hold), stratify is not None
 
 
