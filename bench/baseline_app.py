@@ -1,10 +1,9 @@
 """The baseline: a pickled native scikit-learn (or CatBoost) Pipeline served "the usual way".
 
 ``pickle.loads`` the fitted Pipeline from the object store on first use, then answers with
-``pipeline.predict_proba(pd.DataFrame([record]))``. It is built with the same app factory,
-middleware, body parsing, JSON encoder and Mangum adapter as ``functions/forward/app.py``, and
-its endpoints are ``async def`` like ours, so the transport is identical and only the model
-runtime differs.
+``pipeline.predict_proba(pd.DataFrame([record]))``, from a plain FastAPI app (``async def``
+endpoints, orjson, no middleware) behind Mangum on Lambda (``handler``) and under uvicorn for
+the server benchmark (``app``).
 
 ``floor_handler`` is the same transport with no model at all: the cost of the event path alone.
 """
@@ -16,12 +15,13 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import Response
+from mangum import Mangum
 
 from common import context
-from common.web.app import create_app, json_response, lambda_handler
-from common.web.bodies import read_json
 
 
 def native_key(model: str) -> str:
@@ -50,12 +50,16 @@ def predict(model: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def json_response(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 router = APIRouter()
 
 
 @router.post("/forward")
 async def forward(request: Request, model: str = Query(...)):  # type: ignore[no-untyped-def]
-    record = await read_json(request, context.backends().settings)
+    record = orjson.loads(await request.body())
     out = predict(model, [record])
     answer = {"model": model, "prediction": out["predictions"][0]}
     if "probabilities" in out:
@@ -65,20 +69,28 @@ async def forward(request: Request, model: str = Query(...)):  # type: ignore[no
 
 @router.post("/forward_batch")
 async def forward_batch(request: Request, model: str = Query(...)):  # type: ignore[no-untyped-def]
-    doc = await read_json(request, context.backends().settings)
+    doc = orjson.loads(await request.body())
     return json_response(predict(model, doc["records"]))
 
 
-app = create_app([router])
-handler = lambda_handler(app)
+@router.get("/health")
+async def health():  # type: ignore[no-untyped-def]
+    return json_response({"status": "ok"})
+
+
+app = FastAPI()
+app.include_router(router)
+handler = Mangum(app, lifespan="off", api_gateway_base_path="/")
 
 floor_router = APIRouter()
 
 
 @floor_router.post("/forward")
 async def floor(request: Request, model: str = Query(...)):  # type: ignore[no-untyped-def]
-    await read_json(request, context.backends().settings)
+    orjson.loads(await request.body())
     return json_response({"model": model, "prediction": None})
 
 
-floor_handler = lambda_handler(create_app([floor_router]))
+floor_app = FastAPI()
+floor_app.include_router(floor_router)
+floor_handler = Mangum(floor_app, lifespan="off", api_gateway_base_path="/")

@@ -7,10 +7,10 @@ same run (see ``bench/README.md`` for the scenarios and the results table)::
     .venv/bin/python bench/bench_forward.py --quick    # fewer calls and runs, no CatBoost/10 MB
     .venv/bin/python bench/bench_forward.py --profile  # + cProfile of our warm forward path
 
-Ours: ``functions.forward.app.handler`` / ``functions.forward_batch.app.handler`` (the Lambda
-entry points: API Gateway events answered directly, ONNX Runtime) invoked with real API Gateway
-v1 and v2 events, and for comparison ``functions.forward.api.handler``, the same route through the
-FastAPI router and Mangum. Baseline: ``bench/baseline_app.py``, FastAPI + Mangum serving
+Ours: ``functions.forward.handler.handler`` / ``functions.forward_batch.handler.handler`` (the
+Lambda entry points: API Gateway events answered without a web framework, ONNX Runtime) invoked
+with real API Gateway v1 and v2 events, and for comparison ``bench/ours_fastapi.py``, the same
+route through the FastAPI adapter and Mangum. Baseline: ``bench/baseline_app.py``, FastAPI + Mangum serving
 ``pickle.load``-ed scikit-learn/CatBoost Pipelines through
 ``predict_proba(pd.DataFrame([record]))``.
 
@@ -377,8 +377,8 @@ def cold_start(event_path: Path, env: dict[str, str], runs: int) -> dict[str, An
     # Deployed code ships its bytecode (the Lambda builds precompile it): let the warm-up write
     # it even where the environment says not to.
     env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    sides = {"ours": ("functions.forward.app", "handler"),
-             "ours_fastapi": ("functions.forward.api", "handler"),
+    sides = {"ours": ("functions.forward.handler", "handler"),
+             "ours_fastapi": ("bench.ours_fastapi", "handler"),
              "baseline": ("bench.baseline_app", "handler")}
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
     for module, attr in sides.values():
@@ -487,9 +487,9 @@ def measure(scenarios: list[Scenario], plan: Plan, data_dir: Path, env: dict[str
     context.reset()
 
     import bench.baseline_app as baseline
-    import functions.forward.api as forward_api
-    import functions.forward.app as forward
-    import functions.forward_batch.app as forward_batch
+    import bench.ours_fastapi as forward_api
+    import functions.forward.handler as forward
+    import functions.forward_batch.handler as forward_batch
 
     ctx = lambda_context("forward")
     rounds = plan.rounds

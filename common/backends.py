@@ -74,6 +74,12 @@ def _boto_client(service: Any) -> Any:
 
 
 @cache
+def default_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+@cache
 def default_backends() -> Backends:
     """The process-wide backends, built once from the environment (one per Lambda instance)."""
-    return Backends.from_settings(Settings())
+    return Backends.from_settings(default_settings())

@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from common.backends import Backends, default_backends
+from common.backends import Backends, default_backends, default_settings
 from common.serving import Serving
 
 if TYPE_CHECKING:  # the serving handlers never import the life-cycle code
-    from common.jobs import JobQueue
+    from common.jobs import InProcessQueue, JobQueue
     from common.lifecycle import Lifecycle
+    from common.settings import Settings
 
 
 @cache
@@ -30,15 +31,27 @@ def backends() -> Backends:
     return default_backends()
 
 
+def settings() -> Settings:
+    """The process settings (read once; building them touches no store)."""
+    return default_settings()
+
+
+def flush_monitoring() -> None:
+    """Write the queued monitoring events now (the Lambda adapter, after each invocation)."""
+    if serving.cache_info().currsize:
+        serving().monitor.flush()
+
+
 def reset() -> None:
     """Forget every process-wide object (tests switch settings through the environment)."""
-    if lifecycle.cache_info().currsize:
-        lifecycle().close()
     if _inprocess_queue.cache_info().currsize:
         queue = _inprocess_queue()
-        queue.join()  # type: ignore[attr-defined]
-        queue.close()  # type: ignore[attr-defined]
-    for cached in (lifecycle, _inprocess_queue, warm_up, serving, default_backends):
+        queue.join()
+        queue.close()
+    if serving.cache_info().currsize:
+        serving().monitor.close()
+    for cached in (lifecycle, _inprocess_queue, warm_up, serving, default_backends,
+                   default_settings):
         cached.cache_clear()
 
 
@@ -60,11 +73,13 @@ def _jobs() -> JobQueue | None:
 
 
 @cache
-def _inprocess_queue() -> JobQueue:
+def _inprocess_queue() -> InProcessQueue:
     from common.jobs import InProcessQueue
 
     # Resolved lazily so the worker calls the lifecycle this process uses.
-    return InProcessQueue(lambda experiment_id: lifecycle().run_experiment(experiment_id))
+    return InProcessQueue(lambda: lifecycle().claimable(),
+                          lambda experiment_id: lifecycle().run_experiment(experiment_id),
+                          poll=default_settings().job_poll_seconds)
 
 
 def _sqs_client() -> Any:
@@ -74,6 +89,6 @@ def _sqs_client() -> Any:
 
 
 def wait_for_jobs() -> None:
-    """Block until the in-process worker has finished every submitted job (tests, CLI)."""
+    """Block until the in-process worker has finished every claimable job (tests, CLI)."""
     if _inprocess_queue.cache_info().currsize:
-        _inprocess_queue().join()  # type: ignore[attr-defined]
+        _inprocess_queue().join()

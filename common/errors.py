@@ -15,6 +15,10 @@ class ServiceError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the JSON body (none by default)."""
+        return {}
+
 
 class BadRequest(ServiceError):
     """Something the caller can fix; the detail names the field, column or row."""
@@ -67,10 +71,18 @@ class HyperparameterError(BadRequest):
 
 
 class ServiceUnavailable(ServiceError):
-    """A backend the request needs (queue, store) failed; retrying later may succeed."""
+    """A backend the request needs (queue, store) failed, or the server is at capacity;
+    retrying later may succeed (after ``retry_after`` seconds, when given)."""
 
     status = 503
     error = "service unavailable"
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"retry-after": str(self.retry_after)}
 
 
 class ParityError(ServiceError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -70,13 +69,10 @@ class Lifecycle:
         self.store = backends.experiments
         self.serving = serving
         self.jobs = jobs
-        self._retries: dict[int, threading.Timer] = {}  # recover(): jobs re-queued at lease end
 
     def close(self) -> None:
-        """Cancel the pending lease-end re-queues (the process is being reset or stopped)."""
-        for timer in self._retries.values():
-            timer.cancel()
-        self._retries.clear()
+        """Release what this object holds (nothing today: the job worker belongs to the queue,
+        which ``common.context.reset`` closes)."""
 
     # -- models ----------------------------------------------------------------------------
     def create_model(self, body: Any) -> ModelRecord:
@@ -207,11 +203,16 @@ class Lifecycle:
         return exp
 
     def train_now(self, name: str, body: Any) -> Experiment:
-        """Record and train an experiment in this process (demo models, benchmarks, scripts)."""
-        return self.run_experiment(self.new_experiment(name, body).id)
+        """Record and train an experiment in this process (demo models, benchmarks, scripts).
 
-    def new_experiment(self, name: str, body: Any) -> Experiment:
-        """A validated retrain request recorded as a ``queued`` experiment on the current data."""
+        It is recorded already claimed (``running``, attempt 1), so no job worker of this or
+        another process can take it in between."""
+        exp = self.new_experiment(name, body, claimed=True)
+        return self._run_claimed(exp)
+
+    def new_experiment(self, name: str, body: Any, claimed: bool = False) -> Experiment:
+        """A validated retrain request recorded as a ``queued`` experiment on the current data
+        (``running`` on its first attempt with ``claimed``)."""
         model = self.store.get_model(model_name(name))
         if not isinstance(body, dict):
             raise BadRequest('body must be {"model_class", "hyperparameters", "tune", "deploy"}')
@@ -255,6 +256,8 @@ class Lifecycle:
                 "primary_metric": metric,
                 "dataset_version": parts[-1].version,
                 "rows": sum(p.rows for p in parts),
+                **({"status": ExperimentStatus.running, "attempts": 1, "started_at": utcnow()}
+                   if claimed else {}),
             }
         )
 
@@ -291,6 +294,10 @@ class Lifecycle:
         exp = self._claim(experiment_id)
         if exp is None:
             return self.store.get_experiment(experiment_id)
+        return self._run_claimed(exp)
+
+    def _run_claimed(self, exp: Experiment) -> Experiment:
+        experiment_id = exp.id
         try:
             return self._train(exp)
         except Exception as exc:
@@ -464,35 +471,28 @@ class Lifecycle:
         served = champion.predict_feeds(trained.holdout_feeds)
         return score(model.task, trained.holdout_target, served, trained.classes)
 
-    def recover(self) -> list[int]:
-        """On start-up: re-enqueue ``queued`` jobs and retry or fail ``running`` ones past their
-        lease; a ``running`` one whose lease has not run out yet (its worker may have died just
-        before the restart) is handed to the queue when it does. Returns the ids queued now."""
-        if self.jobs is None:
-            return []
-        jobs = self.jobs
+    def claimable(self) -> list[int]:
+        """Jobs a worker may claim now, oldest first: ``queued`` ones, and ``running`` ones whose
+        lease has run out (their worker died: they are retried, or failed after
+        ``MAX_ATTEMPTS``)."""
         now = utcnow()
         lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
         ids = [e.id for e in self.store.list_experiments(status=ExperimentStatus.queued)]
-        for exp in self.store.list_experiments(status=ExperimentStatus.running):
-            if exp.started_at is None or now - exp.started_at >= lease:
-                ids.append(exp.id)
-            elif exp.id not in self._retries:
-                wait = (exp.started_at + lease - now).total_seconds() + 1.0
-                timer = threading.Timer(wait, self._requeue, [exp.id])
-                timer.daemon = True
-                self._retries[exp.id] = timer
-                timer.start()
-                log.info("experiment %s is running with %.0f s of lease left; it is queued again "
-                         "then unless it has finished", exp.id, wait)
-        for experiment_id in sorted(ids):
-            jobs.submit(experiment_id)
+        ids += [e.id for e in self.store.list_experiments(status=ExperimentStatus.running)
+                if e.started_at is None or now - e.started_at >= lease]
         return sorted(ids)
 
-    def _requeue(self, experiment_id: int) -> None:
-        self._retries.pop(experiment_id, None)
-        if self.jobs is not None:
-            self.jobs.submit(experiment_id)
+    def recover(self) -> list[int]:
+        """On start-up: start the embedded job worker, which trains what is queued and retries
+        a ``running`` job once its lease runs out. Returns the ids claimable now."""
+        start = getattr(self.jobs, "start", None)
+        if start is None:
+            return []
+        ids = self.claimable()
+        start()
+        if ids and self.jobs is not None:
+            self.jobs.submit(ids[0])  # wake the worker: it trains every claimable job
+        return ids
 
     # -- deployments -----------------------------------------------------------------------
     def experiment(self, experiment_id: int, model: str | None = None) -> Experiment:

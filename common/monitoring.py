@@ -11,11 +11,10 @@ a retention limit; Grafana reads that table.
 from __future__ import annotations
 
 import logging
-import queue
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -66,48 +65,6 @@ def summarize(predictions: list[Any], regression: bool) -> dict[str, Any]:
     return {str(k): v for k, v in Counter(str(p) for p in predictions).items()}
 
 
-class _Writer:
-    """Batches inference events into the sink off the request path."""
-
-    def __init__(self, sink: InferenceLogSink, retention_days: float, keep_rows: int) -> None:
-        self._sink = sink
-        self._queue: queue.Queue[InferenceEvent] = queue.Queue(maxsize=100_000)
-        self._retention = timedelta(days=retention_days)
-        self._keep_rows = keep_rows
-        self._written = 0
-        self._thread = threading.Thread(target=self._loop, name="mlfn-inference-log", daemon=True)
-        self._thread.start()
-
-    def put(self, event: InferenceEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:  # never slow down or fail a prediction for the log
-            log.warning("inference log queue full; dropping an event")
-
-    def _loop(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < 500:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._sink.log_inference(batch)
-                self._written += len(batch)
-                if self._written >= 1000:
-                    self._written = 0
-                    self._sink.prune_inference(utcnow() - self._retention, self._keep_rows)
-            except Exception:
-                log.exception("could not write %d inference events", len(batch))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    def flush(self) -> None:
-        self._queue.join()
-
-
 class Observation:
     """What a use case tells the monitor about the call it is serving."""
 
@@ -118,14 +75,33 @@ class Observation:
 
 
 class Monitor:
+    """Records every call off the request path: ``record`` only appends to a bounded in-memory
+    queue; a background thread (or ``flush``, which the Lambda adapter calls after each
+    invocation, since Lambda freezes the process once the handler returns) writes the queued
+    events in batches: one stdout write of their EMF lines, one SQL transaction of their
+    inference_log rows. When the queue is full an event is dropped and counted, never waited
+    for; the drops are reported by a log line and a ``MonitoringDropped`` metric.
+    """
+
     def __init__(self, emf: bool, sink: InferenceLogSink | None, retention_days: float = 7.0,
-                 keep_rows: int = 1_000_000) -> None:
+                 keep_rows: int = 1_000_000, capacity: int = 10_000,
+                 interval: float = 0.05) -> None:
         self.emf = emf
         self.sink = sink
-        self._writer = _Writer(sink, retention_days, keep_rows) if sink is not None else None
+        self.capacity = capacity
+        self.dropped = 0  # events dropped since start (read by tests and the drop report)
+        self._reported = 0
+        self._events: deque[tuple[InferenceEvent, bool]] = deque()
+        self._retention = timedelta(days=retention_days)
+        self._keep_rows = keep_rows
+        self._written = 0
+        self._interval = interval
         self._cold_start = True
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the cold-start flag
+        self._drain_lock = threading.Lock()  # one writer at a time, in queue order
         self._directives: dict[tuple[str, str], dict[str, Any]] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
     @contextmanager
     def observe(self, route: str, model: str) -> Iterator[Observation]:
@@ -154,12 +130,74 @@ class Monitor:
             self.record(event)
 
     def record(self, event: InferenceEvent) -> None:
+        """Queue ``event``; never blocks (a full queue drops it and counts the drop)."""
+        if not self.emf and self.sink is None:
+            return
         with self._lock:
             cold, self._cold_start = self._cold_start, False
+        if len(self._events) >= self.capacity:
+            self.dropped += 1
+            return
+        self._events.append((event, cold))
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="mlfn-monitoring",
+                                                daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:  # never let monitoring take the process down
+                log.exception("monitoring writer failed")
+
+    def flush(self) -> None:
+        """Write every queued event now (the Lambda adapter, tests, /inference_log, shutdown)."""
+        with self._drain_lock:
+            while self._events:
+                batch: list[tuple[InferenceEvent, bool]] = []
+                while self._events and len(batch) < 1000:
+                    batch.append(self._events.popleft())
+                self._write(batch)
+            self._report_drops()
+
+    def _write(self, batch: list[tuple[InferenceEvent, bool]]) -> None:
         if self.emf:
-            self._emit(event, cold)
-        if self._writer is not None:
-            self._writer.put(event)
+            sys.stdout.write("".join(self._emf_line(event, cold) for event, cold in batch))
+            sys.stdout.flush()
+        if self.sink is not None:
+            try:
+                self.sink.log_inference([event for event, _ in batch])
+                self._written += len(batch)
+                if self._written >= 1000:
+                    self._written = 0
+                    self.sink.prune_inference(utcnow() - self._retention, self._keep_rows)
+            except Exception:
+                log.exception("could not write %d inference events", len(batch))
+
+    def _report_drops(self) -> None:
+        dropped = self.dropped
+        if dropped == self._reported:
+            return
+        new, self._reported = dropped - self._reported, dropped
+        log.warning("monitoring queue full (%d events): dropped %d events (%d since start)",
+                    self.capacity, new, dropped)
+        if self.emf:
+            from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+            metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+            metrics.add_metric(name="MonitoringDropped", unit=MetricUnit.Count, value=new)
+            metrics.flush_metrics()
+
+    def close(self) -> None:
+        """Stop the background writer after writing what is queued."""
+        self._closed.set()
+        self.flush()
 
     def model_loaded(self, model: str, experiment_id: int, seconds: float, size_bytes: int) -> None:
         if self.emf:
@@ -192,13 +230,12 @@ class Monitor:
             return serialized
         return cached
 
-    def _emit(self, event: InferenceEvent, cold: bool) -> None:
+    def _emf_line(self, event: InferenceEvent, cold: bool) -> str:
         """One line per call: an EMF document CloudWatch turns into metrics, which is also the
         structured log record of the call (request id, route, status, prediction summary)."""
         experiment = str(event.experiment_id or "none")
         doc = dict(self._directive(event.model, experiment))
-        now = time.time()
-        doc["_aws"] = {**doc["_aws"], "Timestamp": int(now * 1000)}
+        doc["_aws"] = {**doc["_aws"], "Timestamp": int(event.time.timestamp() * 1000)}
         doc.update(
             Latency=[event.latency_ms],
             Rows=[float(event.rows)],
@@ -216,9 +253,4 @@ class Monitor:
             cold_start=cold,
             prediction_summary=event.prediction_summary,
         )
-        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-
-    def flush(self) -> None:
-        """Wait until queued inference events are written (tests, shutdown)."""
-        if self._writer is not None:
-            self._writer.flush()
+        return orjson.dumps(doc).decode() + "\n"

@@ -36,6 +36,7 @@ class Serving:
             backends.inference_log,
             settings.inference_log_retention_days,
             settings.inference_log_max_rows,
+            capacity=settings.monitor_queue,
         )
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._pointers: dict[str, tuple[int | None, float]] = {}

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     inference_log_retention_days: float = Field(default=7.0, gt=0)
     inference_log_max_rows: int = Field(default=1_000_000, ge=1)
 
+    # The server's bounded pool for model work (0: one thread per CPU) and how many more
+    # requests may wait for a thread before the server answers 503 with Retry-After.
+    work_threads: int = Field(default=0, ge=0)
+    work_queue: int = Field(default=64, ge=0)
+    # Monitoring events (EMF lines, inference_log rows) waiting to be written; beyond this they
+    # are dropped and counted, never waited for.
+    monitor_queue: int = Field(default=10_000, ge=1)
+    # How often an embedded job worker looks for experiments queued by other processes.
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+
     api_key: str = ""
     cors_origins: str = ""
 

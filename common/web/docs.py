@@ -1,12 +1,13 @@
-"""What /docs shows for the routes that read their body themselves: the request bodies they
+"""What /docs shows for the routes, which read their bodies themselves: the request bodies they
 accept (so "Try it out" can send them) and the error answers they really give (400 with
-``{"error", "detail"}``, never FastAPI's default 422)."""
+``{"error", "detail"}``, never FastAPI's default 422). Importing it imports no web framework."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+if TYPE_CHECKING:  # the routes import this module for their examples; Lambda has no FastAPI
+    from fastapi import FastAPI
 
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 IRIS_CSV = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"
@@ -18,6 +19,8 @@ ERROR = {
 ERRORS = {
     "400": "bad request: malformed or invalid input; `detail` names the field, column or row",
     "404": "not found: unknown model, experiment or route, or nothing deployed",
+    "503": "service unavailable: a store did not answer, or the server is at capacity "
+           "(`Retry-After`); retry",
 }
 
 

@@ -31,7 +31,8 @@ LAYER_REQUIREMENTS = ROOT / "layers" / "onnxruntime" / "requirements.txt"
 LIMIT_BYTES = 250 * 2**20
 MB = 2**20
 # Serving dependencies that stay out of the layer, with the reason.
-NOT_IN_LAYER = {"uvicorn": "local server only"}
+NOT_IN_LAYER = {"fastapi": "local server only", "uvicorn": "local server only",
+                "uvloop": "local server only", "httptools": "local server only"}
 # What the python3.12 Lambda runtime itself provides, next to the layers.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
 # The images install the project with these extras (infra/docker/Dockerfile.*); AL2023's glibc

@@ -58,7 +58,7 @@ def main() -> int:
 
     name = spec["name"]
     started = time.perf_counter()
-    module = importlib.import_module(f"functions.{name}.app")
+    module = importlib.import_module(f"functions.{name}.handler")
     print(f"    import of the handler module: {(time.perf_counter() - started) * 1e3:.0f} ms "
           "(no bytecode written, as on Lambda)", flush=True)
     failures = []

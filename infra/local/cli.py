@@ -32,31 +32,36 @@ def lambda_context(function_name: str) -> Any:
 def function_for(event: Any) -> str | None:
     """The function that handles ``event``: the one whose route matches an API Gateway event's
     method and path, or the training worker for an SQS event."""
-    from starlette.routing import Match
-
-    from common.web.lambda_http import parse_event
-    from infra.local.server import handler_modules
+    from common.errors import NotFound
+    from common.web.lambda_events import parse_event
+    from common.web.routing import RouteTable
+    from infra.local.server import function_names, routes_of
 
     records = event.get("Records") if isinstance(event, dict) else None
     if records and all(r.get("eventSource") == "aws:sqs" for r in records):
         return "train_worker"
-    request = parse_event(event)
-    if request is None:
+    parsed = parse_event(event)
+    if parsed is None:
         return None
-    scope = {"type": "http", "path": request.path, "method": request.method}
-    for name in handler_modules():
-        router = getattr(importlib.import_module(f"functions.{name}.app"), "router", None)
-        if router is not None and any(r.matches(scope)[0] is Match.FULL for r in router.routes):
+    _, request = parsed
+    for name in function_names():
+        table = RouteTable(routes_of(name))
+        try:
+            table.match(request.method, request.path)
+        except NotFound:
+            continue
+        except Exception:  # the path is this function's, the method another (405 from it)
             return name
+        return name
     return None
 
 
 def invoke(name: str | None, event: dict[str, Any]) -> Any:
-    """Run ``functions/<name>/app.py``'s handler in-process, as ``sam local invoke`` would; without
-    a name, the function whose route the event is for."""
-    from infra.local.server import handler_modules
+    """Run ``functions/<name>/handler.py``'s handler in-process, as ``sam local invoke`` would;
+    without a name, the function whose route the event is for."""
+    from infra.local.server import function_names
 
-    known = handler_modules()
+    known = function_names()
     if name not in known:
         found = function_for(event)
         if name is None and found is not None:
@@ -65,7 +70,7 @@ def invoke(name: str | None, event: dict[str, Any]) -> Any:
             hint = f"; this event is for {found!r} (mlfn invoke {found} --event ...)" if found else ""
             what = f"unknown function {name!r}" if name else "no function routes this event"
             raise SystemExit(f"{what}; known: {', '.join(known)}{hint}")
-    module = importlib.import_module(f"functions.{name}.app")
+    module = importlib.import_module(f"functions.{name}.handler")
     return module.handler(event, lambda_context(name))
 
 
@@ -100,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes on the one port (default 1); each trains queued "
+                            "jobs too, claimed through the experiment store")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (off by default: it costs throughput)")
     call = sub.add_parser("invoke", help="run one handler on an event file, in-process")
     call.add_argument("name", nargs="?",
                       help="function name, e.g. forward (default: the one the event's route is for)")
@@ -137,11 +147,32 @@ def main(argv: list[str] | None = None) -> int:
         run(once=args.once)
         return 0
 
+    return serve_http(args.host, args.port, args.workers, args.access_log)
+
+
+def serve_http(host: str, port: int, workers: int, access_log: bool) -> int:
+    """uvicorn on uvloop and httptools where they are installed (they are on Linux and macOS)."""
+    import importlib.util
+
     import uvicorn
 
-    from infra.local.server import build_app
+    from infra.local import server
 
-    uvicorn.run(build_app(), host=args.host, port=args.port, log_level="info")
+    if workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": "info", "access_log": access_log,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "auto",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "auto",
+    }
+    if workers == 1:
+        uvicorn.run(server.build_app(), **options)
+        return 0
+    from common import context
+
+    server.prepare_store(context.settings())  # once, before the processes start
+    context.reset()  # the processes open their own connections
+    uvicorn.run("infra.local.server:worker_app", factory=True, workers=workers, **options)
     return 0
 
 

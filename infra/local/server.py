@@ -1,4 +1,10 @@
-"""The local service: every handler's router mounted in one FastAPI app, /docs served offline."""
+"""The local service: every function's routes in one FastAPI app, /docs served offline.
+
+``mlfn serve`` runs it under uvicorn (uvloop, httptools). With ``--workers N`` the store is
+prepared once (emulator resources, demo models) before N processes start; each process then
+runs its own job worker, which claims jobs through the experiment store, and its own model
+pool.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +15,38 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 import functions
 from common import context
 from common.settings import Settings
-from common.web.app import create_app
+from common.web.routing import Route
 
 log = logging.getLogger("mlfn.server")
 
 
-def handler_modules() -> list[str]:
-    """Every ``functions/<name>/app.py``, by name."""
+def function_names() -> list[str]:
+    """Every function under ``functions/`` (each has a ``handler.py``), by name."""
     return sorted(m.name for m in pkgutil.iter_modules(functions.__path__) if m.ispkg)
 
 
-def routers() -> list[APIRouter]:
-    found = []
-    for name in handler_modules():
-        module = importlib.import_module(f"functions.{name}.app")
-        router = getattr(module, "router", None)
-        if router is not None:
-            found.append(router)
-    return found
+def routes_of(name: str) -> list[Route]:
+    """The HTTP routes of ``functions/<name>/routes.py`` (none for the queue workers)."""
+    try:
+        module = importlib.import_module(f"functions.{name}.routes")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"functions.{name}.routes":
+            raise
+        return []
+    return list(module.ROUTES)
 
 
-def prepare(settings: Settings) -> None:
-    """Start-up work: emulator resources, demo models on an empty store, job recovery, models to
-    preload."""
+def all_routes() -> list[Route]:
+    return [route for name in function_names() for route in routes_of(name)]
+
+
+def prepare_store(settings: Settings) -> None:
+    """Once per store, before serving: emulator resources and the demo models."""
     backends = context.backends()
     if settings.object_store == "s3" or settings.experiment_store == "dynamodb":
         backends.ensure_cloud_resources()
@@ -46,22 +56,35 @@ def prepare(settings: Settings) -> None:
         created = ensure_demo_models(context.lifecycle())
         if created:
             log.info("trained and deployed demo models: %s", ", ".join(created))
+
+
+def start_process(settings: Settings) -> None:
+    """Once per serving process: its job worker (embedded queue) and the models to preload."""
     if settings.job_queue == "inprocess":
-        requeued = context.lifecycle().recover()
-        if requeued:
-            log.info("re-enqueued experiments %s", requeued)
+        claimable = context.lifecycle().recover()
+        if claimable:
+            log.info("jobs to train: experiments %s", claimable)
     if settings.preload_models:
         log.info("preloaded models: %s", ", ".join(context.serving().preload(settings.preload_models)))
 
 
-def build_app(settings: Settings | None = None, run_startup: bool = True) -> FastAPI:
-    settings = settings or Settings()
+def build_app(settings: Settings | None = None, run_startup: bool = True,
+              prepare: bool = True) -> FastAPI:
+    """The app; ``run_startup`` runs the start-up work in its lifespan (``prepare``: the
+    store's too, which ``mlfn serve --workers N`` does once in the parent instead)."""
+    from common.web.fastapi_app import create_app
+
+    settings = settings or context.settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_startup:
-            prepare(settings)
+            if prepare:
+                prepare_store(settings)
+            start_process(settings)
         yield
+        app.state.pool.close()
+        context.flush_monitoring()
 
     kwargs: dict[str, Any] = {
         "title": "mlfn",
@@ -75,4 +98,9 @@ def build_app(settings: Settings | None = None, run_startup: bool = True) -> Fas
         app: FastAPI = FastAPIOffline(**kwargs)
     except ImportError:  # the docs then load Swagger UI from its CDN
         app = FastAPI(**kwargs)
-    return create_app(routers(), settings, app=app)
+    return create_app(all_routes(), settings, app=app)
+
+
+def worker_app() -> FastAPI:
+    """The app of one process of ``mlfn serve --workers N`` (uvicorn's factory)."""
+    return build_app(prepare=False)

@@ -35,7 +35,7 @@ def run(once: bool = False, wait_seconds: int = 20) -> int:
     """Process messages until stopped (or one receive when ``once``); returns messages handled."""
     import boto3
 
-    from functions.train_worker.app import handler
+    from functions.train_worker.handler import handler
 
     settings = context.backends().settings
     if settings.job_queue != "sqs" or not settings.queue_url:

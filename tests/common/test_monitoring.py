@@ -11,10 +11,10 @@ import pytest
 from common import context
 from common.domain import utcnow
 from common.monitoring import InferenceEvent
-from functions.evaluate import app as evaluate_app
-from functions.forward import app as forward_app
-from functions.forward_batch import app as batch_app
-from functions.inference_log import app as log_app
+from functions.evaluate import handler as evaluate_app
+from functions.forward import handler as forward_app
+from functions.forward_batch import handler as batch_app
+from functions.inference_log import handler as log_app
 from tests.apigw import call, invoke, v1_event
 
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from common import context
-from functions.train_worker import app as worker
+from functions.train_worker import handler as worker
 from infra.local.worker import sqs_event
 
 

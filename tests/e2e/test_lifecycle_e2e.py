@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-from functions.add_data import app as add_data
-from functions.deploy import app as deploy
-from functions.deployments import app as deployments
-from functions.evaluate import app as evaluate
-from functions.experiments import app as experiments
-from functions.forward import app as forward
-from functions.metadata import app as metadata
-from functions.metrics import app as metrics
-from functions.models import app as models
-from functions.retrain import app as retrain
+from functions.add_data import handler as add_data
+from functions.deploy import handler as deploy
+from functions.deployments import handler as deployments
+from functions.evaluate import handler as evaluate
+from functions.experiments import handler as experiments
+from functions.forward import handler as forward
+from functions.metadata import handler as metadata
+from functions.metrics import handler as metrics
+from functions.models import handler as models
+from functions.retrain import handler as retrain
 from tests.apigw import invoke
 from tests.lifecycle_data import churn_rows, to_csv
 

@@ -12,11 +12,11 @@ import requests
 
 from common import context
 from common.domain import ExperimentStatus
-from functions.add_data import app as add_data
-from functions.deploy import app as deploy
-from functions.model_classes import app as model_classes
-from functions.models import app as models
-from functions.retrain import app as retrain
+from functions.add_data import handler as add_data
+from functions.deploy import handler as deploy
+from functions.model_classes import handler as model_classes
+from functions.models import handler as models
+from functions.retrain import handler as retrain
 from tests.apigw import invoke
 from tests.lifecycle_data import churn_rows, to_csv
 
@@ -157,8 +157,8 @@ def test_deploy_errors(embedded: Callable[[], None]) -> None:
     reply = invoke(deploy.handler, "v1", "POST", f"/deploy/{queued.id}", {"model": "other"})
     assert reply.status == 404
     assert reply.json()["detail"] == f"experiment {queued.id} belongs to model 'churn', not 'other'"
-    from functions.experiments import app as experiments
-    from functions.metrics import app as metrics
+    from functions.experiments import handler as experiments
+    from functions.metrics import handler as metrics
 
     for handler, method, path in ((metrics.handler, "GET", f"/metrics/{queued.id}"),
                                   (experiments.handler, "DELETE", f"/experiments/{queued.id}")):
@@ -188,16 +188,21 @@ def test_training_failure_is_recorded(embedded: Callable[[], None]) -> None:
     assert context.backends().models.list("") == []
 
 
-def test_json_categories_must_be_strings(embedded: Callable[[], None]) -> None:
+def test_json_categories_must_be_strings_or_integers(embedded: Callable[[], None]) -> None:
+    """A category is text; a JSON integer is read as its decimal text (as a CSV cell would be),
+    any other number is refused."""
     create_churn(20)
     before = storage_snapshot()
-    rows = [{**r, "plan": 5} for r in churn_rows(3, seed=9)]  # numbers for a categorical column
+    rows = [{**r, "plan": 5.5} for r in churn_rows(3, seed=9)]  # numbers for a categorical column
     reply = invoke(add_data.handler, "v2", "PUT", "/add_data", {"model": "churn"}, {"records": rows})
     assert reply.status == 400 and "'plan' (row 0): expected a string category" in reply.json()["detail"]
     rows[2]["plan"] = "plus"
     reply = invoke(add_data.handler, "v1", "PUT", "/add_data", {"model": "churn"}, {"records": rows})
     assert reply.status == 400 and "'plan' (row" in reply.json()["detail"]
     assert storage_snapshot() == before
+    rows = [{**r, "plan": 5} for r in churn_rows(3, seed=9)]
+    reply = invoke(add_data.handler, "v2", "PUT", "/add_data", {"model": "churn"}, {"records": rows})
+    assert reply.status == 200, reply.body
 
 
 def test_parallel_add_data_loses_no_row(embedded: Callable[[], None], live_server: str) -> None:
@@ -318,9 +323,10 @@ def test_queued_jobs_survive_a_restart(embedded: Callable[[], None], monkeypatch
     exp = life.retrain("churn", {"model_class": "svm"})
     assert life.store.get_experiment(exp.id).status is ExperimentStatus.queued
     context.reset()  # a new process on the same store
-    from infra.local.server import prepare
+    from infra.local.server import prepare_store, start_process
 
-    prepare(context.backends().settings)
+    prepare_store(context.settings())
+    start_process(context.settings())
     embedded()
     assert context.lifecycle().store.get_experiment(exp.id).status is ExperimentStatus.succeeded
 
@@ -347,8 +353,8 @@ def test_postgres_store_fills_flat_metrics(tmp_path: Path, pg_dsn: str, monkeypa
 
 
 def test_artifacts_listed_and_downloadable(embedded: Callable[[], None], tmp_path: Path) -> None:
-    from functions.artifacts import app as artifacts
-    from functions.metrics import app as metrics
+    from functions.artifacts import handler as artifacts
+    from functions.metrics import handler as metrics
 
     create_churn(150)
     exp = context.lifecycle().retrain("churn", {"model_class": "catboost",
@@ -373,6 +379,6 @@ def test_artifacts_listed_and_downloadable(embedded: Callable[[], None], tmp_pat
     assert invoke(artifacts.handler, "v1", "GET", f"/artifacts/{exp.id}/../../etc/passwd").status == 404
     assert invoke(artifacts.handler, "v1", "GET", f"/artifacts/{exp.id}/nope").status == 404
     # deleting the experiment deletes its files
-    assert invoke(__import__("functions.experiments.app", fromlist=["handler"]).handler, "v1", "DELETE",
+    assert invoke(__import__("functions.experiments.handler", fromlist=["handler"]).handler, "v1", "DELETE",
                   f"/experiments/{exp.id}").status == 204
     assert context.backends().models.list("churn/") == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,16 +15,16 @@ import pytest
 from common import context
 from common.demo import digits_png
 from common.domain import ExperimentStatus
-from functions.add_data import app as add_data
-from functions.artifacts import app as artifacts
-from functions.deploy import app as deploy
-from functions.evaluate import app as evaluate
-from functions.experiments import app as experiments
-from functions.forward import app as forward
-from functions.forward_batch import app as forward_batch
-from functions.metrics import app as metrics
-from functions.models import app as models
-from functions.retrain import app as retrain
+from functions.add_data import handler as add_data
+from functions.artifacts import handler as artifacts
+from functions.deploy import handler as deploy
+from functions.evaluate import handler as evaluate
+from functions.experiments import handler as experiments
+from functions.forward import handler as forward
+from functions.forward_batch import handler as forward_batch
+from functions.metrics import handler as metrics
+from functions.models import handler as models
+from functions.retrain import handler as retrain
 from tests.apigw import invoke, multipart
 
 
@@ -391,7 +392,7 @@ def test_405_names_every_method_of_the_path(embedded: Callable[[], None]) -> Non
 def test_outages_map_to_503_and_other_errors_to_500() -> None:
     import sqlite3
 
-    from common.web.rules import unexpected_reply
+    from common.web.guard import unexpected_reply
 
     assert unexpected_reply(ConnectionResetError("reset"))[0] == 503
     assert unexpected_reply(TimeoutError())[0] == 503
@@ -423,9 +424,15 @@ def test_an_upload_whose_registration_times_out_after_applying_keeps_its_bytes(
     assert context.backends().datasets.exists(part.key)  # registered, so its file stays
 
 
-def test_recover_schedules_one_cancellable_requeue_per_job(embedded: Callable[[], None]) -> None:
+def test_a_job_inside_its_lease_is_retried_once_when_the_lease_runs_out(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """recover() twice (two restarts) inside the lease: the job is retried exactly once, by
+    whichever worker claims it first after the lease, and not before."""
     from common.domain import utcnow
 
+    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLFN_JOB_POLL_SECONDS", "0.1")
+    context.reset()
     _fence_model("timers")
     life = context.lifecycle()
     queued = life.jobs
@@ -435,7 +442,12 @@ def test_recover_schedules_one_cancellable_requeue_per_job(embedded: Callable[[]
     life.store.update_experiment(exp.id, {"started_at": utcnow()})
     life.jobs = queued
     assert life.recover() == [] and life.recover() == []
-    assert list(life._retries) == [exp.id]
-    timer = life._retries[exp.id]
-    context.reset()
-    assert not timer.is_alive() or timer.finished.is_set()
+    time.sleep(0.5)
+    assert life.store.get_experiment(exp.id).status is ExperimentStatus.running  # not before
+    deadline = time.monotonic() + 60
+    while life.store.get_experiment(exp.id).status is ExperimentStatus.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    embedded()
+    done = life.store.get_experiment(exp.id)
+    assert done.status is ExperimentStatus.succeeded and done.attempts == 2, done

@@ -15,7 +15,7 @@ import pytest
 from common import context
 from common.domain import ExperimentStatus, utcnow
 from common.lifecycle import MAX_ATTEMPTS
-from functions.train_worker import app as worker
+from functions.train_worker import handler as worker
 from infra.local.worker import sqs_event
 from tests.lifecycle_data import churn_rows
 

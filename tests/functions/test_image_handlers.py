@@ -16,12 +16,12 @@ from common import context
 from common.demo import digits_archive, digits_png
 from common.domain import ImageSpec
 from common.images import annotated_size
-from functions.add_data import app as add_data
-from functions.evaluate import app as evaluate
-from functions.forward import app as forward
-from functions.forward_batch import app as forward_batch
-from functions.models import app as models
-from functions.retrain import app as retrain
+from functions.add_data import handler as add_data
+from functions.evaluate import handler as evaluate
+from functions.forward import handler as forward
+from functions.forward_batch import handler as forward_batch
+from functions.models import handler as models
+from functions.retrain import handler as retrain
 from tests.apigw import invoke, multipart
 
 VERSIONS = ["v1", "v2"]

@@ -14,11 +14,11 @@ from onnx import TensorProto, helper
 from common import context
 from common.domain import ExperimentStatus
 from common.names import model_key
-from functions.forward import app as forward_app
-from functions.forward_batch import app as batch_app
-from functions.health import app as health_app
-from functions.metadata import app as metadata_app
-from functions.models import app as models_app
+from functions.forward import handler as forward_app
+from functions.forward_batch import handler as batch_app
+from functions.health import handler as health_app
+from functions.metadata import handler as metadata_app
+from functions.models import handler as models_app
 from tests.apigw import invoke
 
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -285,13 +285,13 @@ def test_serving_never_imports_training_libraries(demo_env: Path) -> None:
 import json, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from tests.apigw import invoke
-from functions.forward import app
-from functions.forward_batch import app as batch
+from functions.forward import handler as app
+from functions.forward_batch import handler as batch
 r = invoke(app.handler, "v1", "POST", "/forward", {{"model": "diabetes"}}, {json.dumps(diabetes_row())})
 assert r.status == 200, r.body
 r = invoke(batch.handler, "v2", "POST", "/forward_batch", {{"model": "iris"}}, {{"records": [{json.dumps(IRIS)}]}})
 assert r.status == 200, r.body
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "dvc", "matplotlib", "tensorboardX", "pyarrow"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "dvc", "matplotlib", "tensorboardX", "pyarrow", "fastapi", "starlette", "mangum", "grpc"))
 print(json.dumps(heavy))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 
-# Every Lambda function of the service (functions/<name>/app.py); events/<name>.json is its
+# Every Lambda function of the service (functions/<name>/handler.py); events/<name>.json is its
 # main event.
 FUNCTIONS = (
     "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
@@ -132,7 +132,7 @@ def check_sqs(name: str, event: dict[str, Any]) -> None:
 
 def function_names() -> set[str]:
     """The functions above and any function directory added since."""
-    return set(FUNCTIONS) | {p.parent.name for p in (ROOT / "functions").glob("*/app.py")}
+    return set(FUNCTIONS) | {p.parent.name for p in (ROOT / "functions").glob("*/handler.py")}
 
 
 def test_every_function_has_its_event() -> None:
@@ -173,8 +173,8 @@ def template_functions() -> dict[str, dict[str, Any]]:
             continue
         props = resource["Properties"]
         handler = props.get("Handler") or props["ImageConfig"]["Command"][0]
-        match = re.fullmatch(r"functions\.(\w+)\.app\.handler", handler)
-        assert match, f"handler {handler!r} is not functions.<name>.app.handler"
+        match = re.fullmatch(r"functions\.(\w+)\.handler\.handler", handler)
+        assert match, f"handler {handler!r} is not functions.<name>.handler.handler"
         out[match.group(1)] = props
     return out
 

@@ -1,18 +1,27 @@
-"""What every route enforces, without a web framework: API key, body limit, request id, and how
-errors are answered. The FastAPI middleware (`common.web.app.Guard`) and the direct Lambda
-adapter (`common.web.lambda_http`) both apply these, so the two answer alike."""
+"""The one guarded call every transport makes: request id, API key, size limits, the route's
+declared parameters, its endpoint, and how every error is answered.
+
+``serve(route, request, settings)`` is called by the Lambda adapter (``lambda_events``), by the
+FastAPI adapter (``fastapi_app``) and by later protocol adapters, so a request gets the same
+answer, byte for byte, whichever way it arrived. No web framework is imported here.
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from common.errors import PayloadTooLarge, ServiceError, Unauthorized
+from common.monitoring import REQUEST_ID
 from common.settings import Settings
+from common.web import cors
+from common.web.request import Reply, Request
+from common.web.routing import Route, RouteTable
 
 log = logging.getLogger("mlfn")
 
@@ -27,8 +36,13 @@ def error_body(error: str, detail: Any) -> dict[str, Any]:
     return {"error": error, "detail": detail}
 
 
+def json_reply(body: Any, status: int = 200) -> Reply:
+    return Reply(status, dumps(body))
+
+
 def check_api_key(settings: Settings, path: str, given: bytes) -> None:
-    """Raise ``Unauthorized`` when an API key is configured and ``given`` is not it."""
+    """Raise ``Unauthorized`` when an API key is configured and ``given`` is not it (a header
+    sent twice arrives joined, ``k, k``, and is refused: which one was meant is ambiguous)."""
     if (
         settings.api_key
         and path not in PUBLIC_PATHS
@@ -51,19 +65,27 @@ def check_received_length(limit: int, received: int) -> None:
         raise PayloadTooLarge(f"the body has more than {limit} bytes; the limit is {limit}")
 
 
+def admit(route: Route, request: Request, settings: Settings) -> None:
+    """What is checked before a body is read or work is queued: the API key and the declared
+    length. ``serve`` checks them again (cheap), so an adapter may skip this."""
+    if not route.public:
+        check_api_key(settings, request.path, request.header_bytes("x-api-key"))
+    check_declared_length(settings, request.header_bytes("content-length"))
+
+
 def request_id(lambda_context: Any, x_request_id: bytes) -> str:
     """The id that logs and metrics carry: Lambda's, the caller's X-Request-Id, or a new one."""
     return (
         getattr(lambda_context, "aws_request_id", None)
-        or x_request_id.decode(errors="replace")
+        or x_request_id.decode(errors="replace")[:200]
         or uuid.uuid4().hex
     )
 
 
-def service_error_reply(exc: ServiceError) -> tuple[int, dict[str, Any]]:
+def error_reply(exc: ServiceError) -> Reply:
     if exc.status >= 500:
         log.error("request failed: %s: %s", exc.error, exc.detail)
-    return exc.status, error_body(exc.error, exc.detail)
+    return Reply(exc.status, dumps(error_body(exc.error, exc.detail)), headers=exc.headers())
 
 
 # Exceptions of the storage clients that mean "could not reach the store" (named, so that this
@@ -92,3 +114,40 @@ def unexpected_reply(exc: BaseException) -> tuple[int, dict[str, Any]]:
             "write may have been applied before the failure: check before repeating it)",
         )
     return 500, error_body("internal error", f"{type(exc).__name__}; see the service log")
+
+
+def serve(route: Route, request: Request, settings: Settings) -> Reply:
+    """Answer ``request`` with ``route``: checks, parameters, endpoint, error mapping."""
+    token = REQUEST_ID.set(request_id(request.context, request.header_bytes("x-request-id")))
+    try:
+        admit(route, request, settings)
+        check_received_length(settings.max_body_bytes, len(request.body))
+        result = route.endpoint(request, **route.arguments(request))
+        reply = result if isinstance(result, Reply) else Reply(route.status, dumps(result))
+    except ServiceError as exc:
+        reply = error_reply(exc)
+    except Exception as exc:  # answered as JSON, without a stack trace
+        status, body = unexpected_reply(exc)
+        reply = Reply(status, dumps(body))
+    finally:
+        REQUEST_ID.reset(token)
+    if request.method == "HEAD":
+        reply.headers["content-length"] = str(len(reply.body))
+        reply.body = b""
+    return reply
+
+
+def dispatch(table: RouteTable, request: Request, settings: Settings) -> Reply:
+    """Route ``request`` through ``table`` and serve it, CORS included: what an adapter without
+    its own router (Lambda) calls."""
+    preflight = cors.preflight(settings.cors_origins, request)
+    if preflight is not None:
+        return preflight
+    try:
+        route, params = table.match(request.method, request.path)
+    except ServiceError as exc:
+        reply = error_reply(exc)
+    else:
+        reply = serve(route, replace(request, path_params=params) if params else request, settings)
+    cors.decorate(settings.cors_origins, request.headers.get("origin"), reply.headers)
+    return reply

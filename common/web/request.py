@@ -1,0 +1,58 @@
+"""The plain values every transport translates to and from: one HTTP request, one reply.
+
+A Lambda event (``common.web.lambda_events``), a Starlette request (``common.web.fastapi_app``)
+and, later, other protocol adapters build a :class:`Request`; every route answers it with a
+:class:`Reply` (``common.web.guard.serve``). Nothing here imports a web framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.payloads import media_type_of
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request. Header names are lower-case; a header sent more than once is joined
+    with ", " (as HTTP defines and API Gateway does), so ``x-api-key: a`` twice reads ``a, a``."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    path_params: dict[str, str] = field(default_factory=dict)
+    # The Lambda context object when there is one (its aws_request_id is the request id).
+    context: Any = None
+
+    @property
+    def media_type(self) -> str:
+        return media_type_of(self.headers.get("content-type", ""))
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def header_bytes(self, name: str) -> bytes:
+        return self.headers.get(name, "").encode("latin-1", errors="replace")
+
+
+@dataclass(slots=True)
+class Reply:
+    """One answer: status, body bytes, its content type and extra headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def all_headers(self) -> dict[str, str]:
+        """The headers as sent: content length and type first, then the extra ones."""
+        out = {"content-length": str(len(self.body))}
+        if self.content_type is not None:
+            out["content-type"] = self.content_type
+        out.update(self.headers)
+        return out

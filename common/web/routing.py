@@ -1,0 +1,180 @@
+"""Routes as data: method, path template, declared parameters and one framework-free endpoint.
+
+Every route of the service is a :class:`Route` in its function's ``routes.py``. The Lambda
+adapter matches events against a :class:`RouteTable` of its function's routes, the FastAPI
+adapter registers each route with FastAPI (which then only routes and documents), and both call
+``common.web.guard.serve``: the declared parameters are parsed and checked there, once, with the
+same messages for every transport.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from common.errors import BadRequest, NotFound, ServiceError
+from common.web.request import Request
+
+MAX_ID = 2**63 - 1
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+    error = "method not allowed"
+
+    def __init__(self, detail: str, allowed: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.allowed = ", ".join(allowed)
+
+    def headers(self) -> dict[str, str]:
+        return {"allow": self.allowed}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or path parameter: parsed to ``kind`` (str or int within [minimum, maximum])."""
+
+    name: str
+    kind: type = str
+    required: bool = True
+    description: str = ""
+    where: Literal["query", "path"] = "query"
+    minimum: int | None = None
+    maximum: int | None = None
+    default: Any = None
+
+    def parse(self, raw: str) -> Any:
+        if self.kind is str:
+            return raw
+        what = f"{self.where} parameter {self.name!r}"
+        if not re.fullmatch(r"-?[0-9]{1,19}", raw):
+            raise BadRequest(f"{what} must be an integer, not {raw[:40]!r}")
+        value = int(raw)
+        low = self.minimum if self.minimum is not None else -MAX_ID - 1
+        high = self.maximum if self.maximum is not None else MAX_ID
+        if not low <= value <= high:
+            raise BadRequest(f"{what} must be between {low} and {high}, not {value}")
+        return value
+
+    def openapi(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer" if self.kind is int else "string"}
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.default is not None:
+            schema["default"] = self.default
+        return {"name": self.name, "in": self.where, "required": self.required or self.where == "path",
+                "description": self.description, "schema": schema}
+
+
+def experiment_id(description: str = "experiment id") -> Param:
+    """The path parameter naming an experiment: a positive 64-bit integer."""
+    return Param("experiment_id", int, where="path", minimum=1, maximum=MAX_ID,
+                 description=description)
+
+
+def model_query(required: bool = True) -> Param:
+    description = "model name" if required else "if given, the experiment must be one of this model's"
+    return Param("model", str, required=required, description=description)
+
+
+Endpoint = Callable[..., Any]
+# Where a route runs on a server: "inline" on the event loop (cheap, no I/O), "pool" in the
+# bounded worker pool (model work, body parsing, store I/O).
+Work = Literal["inline", "pool"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``endpoint(request, **params)`` returns the JSON body of a ``status`` answer, or a Reply."""
+
+    method: str
+    path: str
+    endpoint: Endpoint
+    params: tuple[Param, ...] = ()
+    status: int = 200
+    work: Work = "pool"
+    public: bool = False  # answered without the API key (health checks)
+    tags: tuple[str, ...] = ()
+    # OpenAPI only: the request body and extra answers /docs shows.
+    openapi: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.endpoint.__doc__ or "").strip()
+        return doc.split("\n\n")[0].replace("\n", " ") if doc else ""
+
+    def arguments(self, request: Request) -> dict[str, Any]:
+        """The declared parameters of ``request``, parsed; BadRequest names the one at fault."""
+        out: dict[str, Any] = {}
+        for param in self.params:
+            if param.where == "path":
+                raw = request.path_params.get(param.name)
+                out[param.name] = None if raw is None else param.parse(raw)
+                continue
+            values = request.query.get(param.name)
+            if not values:
+                if param.required:
+                    raise BadRequest(
+                        f"query parameter {param.name!r} is required (add ?{param.name}=...)")
+                out[param.name] = param.default
+            elif len(values) > 1:
+                raise BadRequest(f"query parameter {param.name!r} is given {len(values)} times; "
+                                 "give it once")
+            else:
+                out[param.name] = param.parse(values[0])
+        return out
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    """``/artifacts/{experiment_id}/{name:path}`` -> a regex with one group per parameter."""
+    pattern, pos = "", 0
+    for m in re.finditer(r"\{([a-z_]+)(:path)?\}", template):
+        pattern += re.escape(template[pos:m.start()])
+        pattern += f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})"
+        pos = m.end()
+    return re.compile(pattern + re.escape(template[pos:]) + "$")
+
+
+class RouteTable:
+    """Find the route of a request; 404 and 405 (naming every method of the path) otherwise.
+
+    ``HEAD`` is answered by the ``GET`` route of the path, without a body."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = list(routes)
+        self._static: dict[str, list[Route]] = {}
+        templated: dict[str, list[Route]] = {}
+        for route in self.routes:
+            group = templated if "{" in route.path else self._static
+            group.setdefault(route.path, []).append(route)
+        self._templated = [(_compile(path), group) for path, group in templated.items()]
+
+    def candidates(self, path: str) -> tuple[list[Route], dict[str, str]]:
+        """The routes whose path matches ``path`` (any method), with the path parameters."""
+        found = self._static.get(path)
+        if found:
+            return found, {}
+        for pattern, group in self._templated:
+            m = pattern.match(path)
+            if m:
+                return group, m.groupdict()
+        return [], {}
+
+    def methods(self, path: str) -> list[str]:
+        return sorted({r.method for r in self.candidates(path)[0]})
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        routes, params = self.candidates(path)
+        if not routes:
+            raise NotFound(f"no route {method} {path}; see /docs")
+        wanted = "GET" if method == "HEAD" else method
+        for route in routes:
+            if route.method == wanted:
+                return route, params
+        allowed = sorted({r.method for r in routes})
+        raise MethodNotAllowed(
+            f"{method} is not allowed on {path}; use {', '.join(allowed)}", allowed)

@@ -1,0 +1,26 @@
+"""PUT /add_data?model=NAME: labelled rows (JSON records, CSV body, multipart field `file`) or,
+for image models, a labelled zip of images."""
+
+from typing import Any
+
+from common import context
+from common.web import docs
+from common.web.bodies import upload
+from common.web.request import Request
+from common.web.routing import Route, model_query
+
+EXAMPLE = {"records": [{"tenure": 8, "charges": 66.0, "plan": "basic", "churned": "yes"},
+                       {"tenure": 70, "charges": 19.9, "plan": "premium", "churned": "no"}]}
+
+
+def add_data(request: Request, model: str) -> Any:
+    """Append labelled rows (JSON records, a CSV body or multipart field `file`), or a labelled
+    zip of images, as one new dataset version; all or nothing."""
+    kind, data = upload(request)
+    return context.lifecycle().add_frame_or_archive(model, kind, data)
+
+
+ROUTES = [Route("PUT", "/add_data", add_data, (model_query(),), tags=("data",),
+                openapi=docs.body(EXAMPLE, "tenure,charges,plan,churned\n1,95.5,basic,yes\n"
+                                  "40,20.0,premium,no\n", zip_upload=True,
+                                  multipart_field="file"))]

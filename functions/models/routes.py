@@ -1,0 +1,27 @@
+"""GET /models lists every model; POST /models creates one."""
+
+from typing import Any
+
+from common import context
+from common.web import docs
+from common.web.bodies import read_json
+from common.web.request import Request
+from common.web.routing import Route
+
+
+def list_models(request: Request) -> Any:
+    """Every model with its schema, deployed experiment and dataset size."""
+    return context.serving().list_models()
+
+
+def create_model(request: Request) -> Any:
+    """Body: {"name", "task": "classification"|"regression", "target"}; 409 if the name exists."""
+    record = context.lifecycle().create_model(read_json(request))
+    return record.model_dump(mode="json")
+
+
+ROUTES = [
+    Route("GET", "/models", list_models, tags=("models",)),
+    Route("POST", "/models", create_model, status=201, tags=("models",),
+          openapi=docs.body({"name": "churn", "task": "classification", "target": "churned"})),
+]
