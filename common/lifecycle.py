@@ -111,9 +111,12 @@ class Lifecycle:
         model = self.store.get_model(model_name(name))
         if model.image is None:
             raise BadRequest(f"model {model.name!r} is tabular: upload CSV or JSON records, not a zip")
-        images = read_images(archive, self.backends.settings.archive_limits, labelled=True)
+        spec = model.image
+        # Each entry is decoded as it is read, so only its pixels stay in memory.
+        images = read_images(archive, self.backends.settings.archive_limits, labelled=True,
+                             decode=lambda name, blob: preprocess(blob, spec, name=name))
         frame = datasets.image_frame(
-            [preprocess(i.data, model.image, name=i.name) for i in images],
+            [i.data for i in images],
             [i.label for i in images],
             [i.name for i in images],
             model,

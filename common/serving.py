@@ -307,9 +307,11 @@ class Serving:
 
         spec = onnx_model.image
         assert spec is not None
-        images = read_images(archive, self.settings.archive_limits, labelled=labelled)
+        # Each entry is decoded as it is read, so only its pixels stay in memory.
+        images = read_images(archive, self.settings.archive_limits, labelled=labelled,
+                             decode=lambda name, blob: preprocess(blob, spec, name=name))
         self.check_batch(images)
-        matrix = np.stack([preprocess(i.data, spec, name=i.name) for i in images])
+        matrix = np.stack([i.data for i in images])
         return images, onnx_model.predict_feeds({INPUT_NAME: matrix})
 
     def forward_batch_images(self, model: str, archive: bytes, k: int | None = None) -> dict[str, Any]:
