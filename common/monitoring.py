@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +43,15 @@ class InferenceEvent:
     status: int = 200
     prediction_summary: dict[str, Any] = field(default_factory=dict)
     request_id: str = "-"
+    # Summarised by the writer, off the request path, into prediction_summary.
+    predictions: list[Any] | None = None
+    regression: bool = False
+
+    def summarized(self) -> InferenceEvent:
+        if self.predictions is not None:
+            self.prediction_summary = summarize(self.predictions, self.regression)
+            self.predictions = None
+        return self
 
 
 class InferenceLogSink(Protocol):
@@ -66,12 +73,49 @@ def summarize(predictions: list[Any], regression: bool) -> dict[str, Any]:
 
 
 class Observation:
-    """What a use case tells the monitor about the call it is serving."""
+    """What a use case tells the monitor about the call it is serving; a context manager that
+    records the call, with its latency and status, when the block ends."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_monitor", "_route", "_model", "_start", "experiment_id", "rows", "summary",
+                 "_predictions", "_regression")
+
+    def __init__(self, monitor: Monitor, route: str, model: str) -> None:
+        self._monitor, self._route, self._model = monitor, route, model
         self.experiment_id: int | None = None
         self.rows = 0
         self.summary: dict[str, Any] = {}
+        self._predictions: list[Any] | None = None
+        self._regression = False
+
+    def predictions(self, predictions: list[Any], regression: bool) -> None:
+        """The call's predictions, summarised later by the writer (counts per class, or the
+        distribution of regression values)."""
+        self._predictions, self._regression = predictions, regression
+
+    def __enter__(self) -> Observation:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if kind is None:
+            status = 200
+        elif isinstance(exc, ServiceError):
+            status = exc.status
+        else:
+            status = 500
+        self._monitor.record(InferenceEvent(
+            route=self._route,
+            model=self._model,
+            experiment_id=self.experiment_id,
+            rows=self.rows,
+            latency_ms=(time.perf_counter() - self._start) * 1e3,
+            status=status,
+            prediction_summary=self.summary,
+            request_id=REQUEST_ID.get(),
+            predictions=self._predictions,
+            regression=self._regression,
+        ))
 
 
 class Monitor:
@@ -103,31 +147,9 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
-    @contextmanager
-    def observe(self, route: str, model: str) -> Iterator[Observation]:
-        obs = Observation()
-        start = time.perf_counter()
-        status = 200
-        try:
-            yield obs
-        except ServiceError as exc:
-            status = exc.status
-            raise
-        except Exception:
-            status = 500
-            raise
-        finally:
-            event = InferenceEvent(
-                route=route,
-                model=model,
-                experiment_id=obs.experiment_id,
-                rows=obs.rows,
-                latency_ms=(time.perf_counter() - start) * 1e3,
-                status=status,
-                prediction_summary=obs.summary,
-                request_id=REQUEST_ID.get(),
-            )
-            self.record(event)
+    def observe(self, route: str, model: str) -> Observation:
+        """``with monitor.observe(route, model) as obs:`` records the call when the block ends."""
+        return Observation(self, route, model)
 
     def record(self, event: InferenceEvent) -> None:
         """Queue ``event``; never blocks (a full queue drops it and counts the drop)."""
@@ -167,6 +189,8 @@ class Monitor:
             self._report_drops()
 
     def _write(self, batch: list[tuple[InferenceEvent, bool]]) -> None:
+        for event, _ in batch:
+            event.summarized()
         if self.emf:
             sys.stdout.write("".join(self._emf_line(event, cold) for event, cold in batch))
             sys.stdout.flush()

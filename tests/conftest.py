@@ -93,11 +93,17 @@ def demo_env(demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
 
 @pytest.fixture
-def live_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def live_server(live_app: tuple[str, object]) -> str:
     """The local server (all handlers, start-up work) on a free loopback port, over real HTTP.
 
     Configure it through MLFN_* environment variables before requesting this fixture.
     """
+    return live_app[0]
+
+
+@pytest.fixture
+def live_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object]]:
+    """``live_server``'s URL and its FastAPI app (tests that look at the app's state)."""
     import socket
     import threading
     import time
@@ -110,7 +116,8 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning"))
+    app = build_app()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -118,7 +125,7 @@ def live_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the local server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", app
     server.should_exit = True
     thread.join(timeout=30)
     context.reset()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -104,10 +105,16 @@ def feeds_from_records(
             check_fields(features, rec, None if single else first_row + i, target)
     feeds: dict[str, np.ndarray] = {}
     numeric = [f.name for f in features if f.kind is FeatureKind.numeric]
-    matrix = _fast_numeric([[rec[name] for name in numeric] for rec in records]) if numeric else None
+    matrix = None
+    if len(numeric) > 1:
+        row_of = itemgetter(*numeric)  # a tuple per record, in one C call
+        matrix = _fast_numeric([row_of(rec) for rec in records])
+    elif numeric:
+        matrix = _fast_numeric([[rec[numeric[0]]] for rec in records])
     if matrix is not None:  # the common case: every number present and plain, one NumPy call
-        for j, name in enumerate(numeric):
-            feeds[name] = matrix[:, j : j + 1]
+        # One (n, 1) view per column; for n > 1 on a transposed copy, so each is contiguous.
+        columns = matrix if n == 1 else np.ascontiguousarray(matrix)
+        feeds.update(zip(numeric, columns[:, :, np.newaxis], strict=True))
     for f in features:
         name = f.name
         if name in feeds:
@@ -115,7 +122,9 @@ def feeds_from_records(
         values = [rec[name] for rec in records]
         if f.kind is FeatureKind.numeric:
             col = _fast_numeric([[v] for v in values])
-            if col is None:
+            if col is not None:
+                col = col.reshape(n, 1)
+            else:
                 col = np.empty((n, 1), dtype=np.float32)
                 for i, value in enumerate(values):
                     col[i, 0] = numeric_value(name, value, None if single else first_row + i)
@@ -129,16 +138,20 @@ def feeds_from_records(
     return feeds
 
 
-def _fast_numeric(rows: list[list[Any]]) -> np.ndarray | None:
-    """Rows of numbers as a float32 matrix if every value is a finite int/float in float32
-    range, else None (the caller then checks value by value to name the culprit)."""
-    if not all(type(v) is float or type(v) is int for row in rows for v in row):  # no bool/None
+_PLAIN = frozenset((float, int))
+
+
+def _fast_numeric(rows: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """Rows of numbers as a float32 matrix, transposed (one row per column), if every value is
+    a finite int/float in float32 range, else None (the caller then checks value by value to
+    name the culprit)."""
+    if not {type(v) for row in rows for v in row} <= _PLAIN:  # no bool, None or str
         return None
     try:
-        arr = np.array(rows, dtype=np.float64)
+        arr = np.array(rows, dtype=np.float64).T
     except OverflowError:  # an int too large for a float
         return None
-    if not (np.abs(arr) <= FLOAT32_MAX).all():  # also False for NaN and inf
+    if not np.abs(arr).max() <= FLOAT32_MAX:  # also False for NaN and inf
         return None
     return arr.astype(np.float32)
 

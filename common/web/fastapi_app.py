@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI
 from fastapi import Request as StarletteRequest
@@ -22,7 +21,7 @@ from common.errors import ServiceError
 from common.settings import Settings
 from common.web import cors, guard
 from common.web.pool import WorkPool, default_threads
-from common.web.request import Reply, Request
+from common.web.request import Reply, Request, parse_query
 from common.web.routing import Route, RouteTable
 
 
@@ -38,8 +37,7 @@ def request_head(request: StarletteRequest) -> Request:
     for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1"), raw_value.decode("utf-8", "replace")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    raw_query = scope["query_string"]
-    query = parse_qs(raw_query.decode("utf-8", "replace"), keep_blank_values=True) if raw_query else {}
+    query = parse_query(scope["query_string"])
     return Request(scope["method"], scope["path"], query, headers,
                    path_params={k: str(v) for k, v in scope.get("path_params", {}).items()},
                    context=scope.get("aws.context"))
@@ -75,9 +73,9 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
         value = Request(head.method, head.path, head.query, head.headers, body, head.path_params,
                         head.context)
         if reserved:
-            reply = await pool.run(guard.serve, route, value, settings)
+            reply = await pool.run(guard.serve, route, value, settings, True)
         else:
-            reply = guard.serve(route, value, settings)
+            reply = guard.serve(route, value, settings, True)
         cors.decorate(settings.cors_origins, head.headers.get("origin"), reply.headers)
         return to_response(reply)
 
@@ -92,8 +90,9 @@ def openapi_of(route: Route) -> dict[str, Any]:
     return extra
 
 
-def router_of(routes: Iterable[Route], pool: WorkPool) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, routes: Iterable[Route], pool: WorkPool) -> None:
+    """Register ``routes`` on ``router`` (an app's own router: FastAPI scans routes in order, and
+    an included router would be scanned twice per request)."""
     for route in routes:
         doc = (route.endpoint.__doc__ or "").strip()
         router.add_api_route(
@@ -104,7 +103,6 @@ def router_of(routes: Iterable[Route], pool: WorkPool) -> APIRouter:
         if route.method == "GET":  # HEAD answers like GET, without the body
             router.add_api_route(route.path, endpoint_for(route, pool), methods=["HEAD"],
                                  include_in_schema=False, response_class=Response)
-    return router
 
 
 class Preflight:
@@ -157,7 +155,7 @@ def create_app(routes: Iterable[Route], settings: Settings | None = None,
     app.router.redirect_slashes = False  # /forward/ is a 404 here as on Lambda, not a 307
     app.state.pool = pool
     app.state.routes = routes
-    app.include_router(router_of(routes, pool))
+    add_routes(app.router, routes, pool)
     install_errors(app, RouteTable(routes), settings)
     from common.web.docs import document_errors
 

@@ -9,6 +9,7 @@ answer, byte for byte, whichever way it arrived. No web framework is imported he
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import uuid
 from dataclasses import replace
@@ -73,12 +74,17 @@ def admit(route: Route, request: Request, settings: Settings) -> None:
     check_declared_length(settings, request.header_bytes("content-length"))
 
 
-def request_id(lambda_context: Any, x_request_id: bytes) -> str:
+# New request ids: a random prefix per process and a counter (unique without a syscall each).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
+def request_id(lambda_context: Any, x_request_id: str | None) -> str:
     """The id that logs and metrics carry: Lambda's, the caller's X-Request-Id, or a new one."""
     return (
         getattr(lambda_context, "aws_request_id", None)
-        or x_request_id.decode(errors="replace")[:200]
-        or uuid.uuid4().hex
+        or (x_request_id or "")[:200]
+        or f"{_ID_PREFIX}{next(_ids):016x}"
     )
 
 
@@ -116,11 +122,13 @@ def unexpected_reply(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, error_body("internal error", f"{type(exc).__name__}; see the service log")
 
 
-def serve(route: Route, request: Request, settings: Settings) -> Reply:
-    """Answer ``request`` with ``route``: checks, parameters, endpoint, error mapping."""
-    token = REQUEST_ID.set(request_id(request.context, request.header_bytes("x-request-id")))
+def serve(route: Route, request: Request, settings: Settings, admitted: bool = False) -> Reply:
+    """Answer ``request`` with ``route``: checks, parameters, endpoint, error mapping
+    (``admitted``: the adapter has made the ``admit`` checks already)."""
+    token = REQUEST_ID.set(request_id(request.context, request.headers.get("x-request-id")))
     try:
-        admit(route, request, settings)
+        if not admitted:
+            admit(route, request, settings)
         check_received_length(settings.max_body_bytes, len(request.body))
         result = route.endpoint(request, **route.arguments(request))
         reply = result if isinstance(result, Reply) else Reply(route.status, dumps(result))

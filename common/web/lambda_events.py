@@ -13,11 +13,11 @@ import base64
 import os
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from common import context
 from common.web.guard import dispatch, dumps, error_body
-from common.web.request import Reply, Request
+from common.web.request import Reply, Request, parse_query
 from common.web.routing import Route, RouteTable
 
 # Bodies of these types go back as text; anything else is base64 (binary media types).
@@ -38,7 +38,7 @@ def parse_event(event: Any, lambda_context: Any = None) -> tuple[str, Request] |
                 headers["cookie"] = "; ".join(event["cookies"])
             http = event["requestContext"]["http"]
             method, path = http["method"], http["path"]
-            query = parse_qs(event.get("rawQueryString") or "", keep_blank_values=True)
+            query = parse_query((event.get("rawQueryString") or "").encode())
             version = "2.0"
         elif "version" in event or "resource" in event or "httpMethod" in event:
             headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from common.payloads import media_type_of
 
@@ -56,3 +57,19 @@ class Reply:
             out["content-type"] = self.content_type
         out.update(self.headers)
         return out
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    """A raw query string as parameter -> values (``urllib.parse.parse_qs``, blanks kept), with
+    a fast path for the plain ``model=iris`` kind that most requests carry."""
+    if not raw:
+        return {}
+    text = raw.decode("utf-8", "replace")
+    if "%" in text or "+" in text or ";" in text:
+        return parse_qs(text, keep_blank_values=True)
+    out: dict[str, list[str]] = {}
+    for pair in text.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            out.setdefault(name, []).append(value)
+    return out

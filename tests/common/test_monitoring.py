@@ -148,3 +148,79 @@ def test_inference_log_unavailable_on_dynamodb(aws: str, monkeypatch: pytest.Mon
     context.backends().ensure_cloud_resources()
     reply = invoke(log_app.handler, "v1", "GET", "/inference_log")
     assert reply.status == 404 and "CloudWatch" in reply.json()["detail"]
+
+
+class BlockedSink:
+    """An inference_log sink whose writes wait until released (a database that stalls)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.rows: list[InferenceEvent] = []
+
+    def log_inference(self, events: list[InferenceEvent]) -> None:
+        self.entered.set()
+        assert self.release.wait(60)
+        self.rows.extend(events)
+
+    def prune_inference(self, older_than: object, keep_rows: int) -> None:
+        pass
+
+    def recent_inference(self, model: str | None, limit: int) -> list[dict]:
+        return []
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks(capsys: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The writer is stuck in the database: recording goes on at once, events beyond the queue's
+    capacity are dropped and counted, and the drop is reported (log line, metric) once the
+    writer moves again; what was queued is written, in order."""
+    import threading
+
+    from common.monitoring import Monitor
+
+    sink = BlockedSink()
+    monitor = Monitor(emf=True, sink=sink, capacity=5, interval=0.01)
+    monitor.record(InferenceEvent(route="forward", model="m", rows=-1))
+    assert sink.entered.wait(10)  # the writer took that event and is now stuck writing it
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(50):
+            monitor.record(InferenceEvent(route="forward", model="m", rows=i))
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(10), "record() blocked behind the stuck writer"
+    assert monitor.dropped == 45
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="mlfn.monitoring"):
+        sink.release.set()
+        monitor.close()
+    assert [e.rows for e in sink.rows] == [-1, 0, 1, 2, 3, 4]
+    assert "dropped 45 events" in caplog.text
+    docs = stdout_documents(capsys.readouterr().out)
+    dropped = emf(docs, "MonitoringDropped")
+    assert len(dropped) == 1 and dropped[0]["MonitoringDropped"] == [45.0]
+    assert len(emf(docs, "Latency")) == 5  # the queued events' EMF lines, written in one batch
+
+
+def test_monitoring_events_are_written_off_the_request_path(demo_env: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forward answers while the inference log's database is stuck (the server path: no
+    flush per request)."""
+    from common.serving import Serving
+
+    monkeypatch.setenv("MLFN_EMF", "false")
+    context.reset()
+    sink = BlockedSink()
+    serving = Serving(context.backends())
+    serving.monitor.sink = sink
+    for _ in range(3):
+        assert serving.forward("iris", IRIS)["prediction"] == "setosa"
+    assert sink.entered.wait(10) and not sink.rows
+    sink.release.set()
+    serving.monitor.close()
+    assert [e.route for e in sink.rows] == ["forward"] * 3
