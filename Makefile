@@ -21,10 +21,14 @@ PORT ?= 3000
 serve: install
 	$(VENV)/bin/mlfn serve --host $(HOST) --port $(PORT)
 
-## The web UI on http://127.0.0.1:8501 (start `make serve` first).
+## The web UI on http://127.0.0.1:8501 (start `make serve` first). `make ui PORT=8502` or
+## UI_PORT=8502 picks its port: PORT counts only when given on the make command line, so an
+## exported PORT (the API's) never moves the UI onto the API's port.
+UI_PORT ?= $(if $(filter command line,$(origin PORT)),$(PORT),8501)
+
 ui: install
-	$(VENV)/bin/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false \
-		--client.toolbarMode minimal
+	$(VENV)/bin/streamlit run ui/app.py --server.port $(UI_PORT) --server.headless true \
+		--browser.gatherUsageStats false --client.toolbarMode minimal
 
 ## The whole test suite: lint, types, tests.
 test: lint typecheck unit

@@ -95,6 +95,12 @@ class Lifecycle:
         target = body["target"]
         if not isinstance(target, str) or not target or len(target) > 256:
             raise BadRequest("target must be a non-empty column name")
+        # The rule add_data applies to column names (common.training.datasets.CONTROL_CHARACTERS,
+        # not imported: it would load pandas into every handler that creates a model).
+        control = next((c for c in target if c < "\x20" or c == "\x7f"), None)
+        if control is not None:
+            raise BadRequest(f"field 'target' contains the control character U+{ord(control):04X}; "
+                             "a column name must be printable text")
         image = image_spec(body) if kind == "image" else None
         if kind == "tabular" and ("image_size" in body or "color" in body):
             raise BadRequest("image_size and color apply to models with \"input\": \"image\"")

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from common.domain import Feature
+from common.domain import Feature, Task
 from common.errors import BadRequest
 from common.inference.inputs import parse_csv_cell, unknown_column_hint
 
@@ -55,6 +55,15 @@ def top_k_of(raw: str | None) -> int | None:
     if not re.fullmatch(r"[0-9]{1,6}", raw.strip()) or int(raw) < 1:
         raise BadRequest(f"header X-Top-K must be a positive integer, not {raw[:20]!r}")
     return int(raw)
+
+
+def check_top_k(k: int | None, task: Task, model: str) -> None:
+    """X-Top-K picks classes by probability: on a regression model it is refused, not ignored,
+    so that a client that sends it to the wrong model hears about it."""
+    if k is not None and task is Task.regression:
+        raise BadRequest(
+            f"header X-Top-K applies to classification; model {model!r} is a regression model"
+        )
 
 
 def parse_json(body: bytes) -> Any:

@@ -111,12 +111,16 @@ class Serving:
         return loaded
 
     # -- use cases -------------------------------------------------------------------------
-    def forward(self, model: str, record: Any) -> dict[str, Any]:
+    def forward(self, model: str, record: Any, k: int | None = None) -> dict[str, Any]:
+        """One record; ``k`` (X-Top-K): the most probable classes to return (all when None)."""
+        from common.payloads import check_top_k
+
         with self.monitor.observe("forward", model) as obs:
             if not isinstance(record, dict):
                 raise BadRequest("body must be one JSON object of feature -> value")
             onnx_model = self.load(model)
             obs.experiment_id = onnx_model.experiment_id
+            check_top_k(k, onnx_model.task, model)
             out = onnx_model.predict([record])
             obs.rows = 1
             obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
@@ -126,7 +130,7 @@ class Serving:
             "prediction": out.predictions[0],
         }
         if out.probabilities is not None:
-            answer["probabilities"] = out.probabilities[0]
+            answer["probabilities"] = out.probabilities[0] if k is None else top_k(out.probabilities[0], k)
         return answer
 
     def check_batch(self, records: Any) -> Sequence[Any]:
@@ -153,7 +157,7 @@ class Serving:
         if kind == "zip":
             return self.forward_batch_images(model, data, k)
         return self.forward_batch(
-            model, lambda: self._csv_records(model, data) if kind == "csv" else records_of(data)
+            model, lambda: self._csv_records(model, data) if kind == "csv" else records_of(data), k
         )
 
     def _csv_records(self, model: str, data: bytes) -> list[dict[str, Any]]:
@@ -162,11 +166,15 @@ class Serving:
         tabular = self.tabular_model(model)
         return csv_records(data, tabular.features, target=tabular.metadata.get("target"))
 
-    def forward_batch(self, model: str, records: Any) -> dict[str, Any]:
-        """``records`` may be a callable that parses them, so that a refused body is monitored."""
+    def forward_batch(self, model: str, records: Any, k: int | None = None) -> dict[str, Any]:
+        """``records`` may be a callable that parses them, so that a refused body is monitored;
+        ``k`` (X-Top-K): the most probable classes to return per row (all when None)."""
+        from common.payloads import check_top_k
+
         with self.monitor.observe("forward_batch", model) as obs:
             onnx_model, out = self.predict_batch(model, records() if callable(records) else records)
             obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
+            check_top_k(k, onnx_model.task, model)
             obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
             "model": model,
@@ -174,7 +182,8 @@ class Serving:
             "predictions": out.predictions,
         }
         if out.probabilities is not None:
-            answer["probabilities"] = out.probabilities
+            answer["probabilities"] = (out.probabilities if k is None
+                                      else [top_k(p, k) for p in out.probabilities])
         return answer
 
     def evaluate_upload(self, model: str, kind: str, data: bytes) -> dict[str, Any]:
@@ -210,7 +219,8 @@ class Serving:
         """Metrics of ``out`` against ``labels``, computed with NumPy (no scikit-learn here)."""
         import numpy as np
 
-        from common.inference.metrics import classification_metrics, regression_metrics
+        from common.inference.inputs import FLOAT32_MAX
+        from common.inference.metrics import MetricOverflow, classification_metrics, regression_metrics
 
         target = onnx_model.metadata["target"]
 
@@ -225,8 +235,19 @@ class Serving:
                         value = float(value)
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     raise BadRequest(f"target {target!r} {where(i)}: expected a number, got {value!r}")
+                if abs(value) > FLOAT32_MAX:  # as add_data refuses it: the model predicts float32
+                    raise BadRequest(
+                        f"target {target!r} {where(i)}: {value!r} is outside the float32 range "
+                        f"(±{FLOAT32_MAX:.7g}) that the model predicts in; add_data refuses it too")
                 y[i] = value
-            metrics = regression_metrics(y, np.asarray(out.predictions, dtype=np.float64))
+            predicted = np.asarray(out.predictions, dtype=np.float64)
+            try:
+                metrics = regression_metrics(y, predicted)
+            except MetricOverflow as exc:
+                raise BadRequest(
+                    f"target {target!r} {where(exc.row)}: {labels[exc.row]!r} against the "
+                    f"prediction {predicted[exc.row]:.7g} (the largest error) makes {exc.metric} "
+                    "overflow float64; do the targets have the right scale?") from None
         else:
             index = {str(c): i for i, c in enumerate(onnx_model.classes)}
             y_idx = []

@@ -152,7 +152,12 @@ def extract_data(params: Params) -> dict[str, Any]:
     from common.training.datasets import load_dataset
 
     backends = open_backends(params)
-    record = backends.experiments.get_model(params.model)
+    seed_demo_models(backends)
+    try:
+        record = backends.experiments.get_model(params.model)
+    except NotFound as exc:
+        raise NotFound(f"{exc.detail}: create it and upload its data through the API (see the "
+                       "README), or name an existing model in params.yaml") from None
     parts = backends.experiments.dataset_parts(record.name, params.dataset_version)
     if not parts:
         raise NotFound(f"model {record.name!r} has no data; upload some with add_data")
@@ -181,6 +186,23 @@ def extract_data(params: Params) -> dict[str, Any]:
     log.info("model %s: dataset version %d, %d rows from %d part(s)", record.name, version, len(frame),
              len(parts))
     return info
+
+
+def seed_demo_models(backends: Any) -> list[str]:
+    """On a store with no model at all (a fresh clone), train and deploy the demo models as the
+    first start of ``mlfn serve`` does (``common.demo``, data that ships with scikit-learn), so
+    that the default params.yaml reproduces from a clean checkout and a later ``make serve``
+    finds the same store. ``demo_models: false`` (or MLFN_DEMO_MODELS=false) turns it off."""
+    if not backends.settings.demo_models:
+        return []
+    from common.demo import ensure_demo_models
+    from common.lifecycle import Lifecycle
+    from common.serving import Serving
+
+    created = ensure_demo_models(Lifecycle(backends, Serving(backends)))
+    if created:
+        log.info("empty store: trained and deployed the demo models %s", ", ".join(created))
+    return created
 
 
 def train_model(params: Params) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 They follow scikit-learn's definitions (macro averages over the model's classes with
 zero_division=0, one-vs-rest macro ROC AUC, log loss clipped at 1e-15); a test checks them
-against scikit-learn on the same inputs.
+against scikit-learn on the same inputs. Regression metrics square scaled values, so targets
+near ±1e300 still give finite metrics; a metric beyond float64 raises MetricOverflow.
 """
 
 from __future__ import annotations
@@ -10,15 +11,47 @@ from __future__ import annotations
 import numpy as np
 
 
+class MetricOverflow(ArithmeticError):
+    """A metric whose value is beyond float64 (e.g. r2 of targets that hardly vary, against
+    predictions far off); ``row`` is the row with the largest error."""
+
+    def __init__(self, metric: str, row: int) -> None:
+        super().__init__(f"{metric} is beyond the float64 range (largest error at row {row})")
+        self.metric = metric
+        self.row = row
+
+
+def _scaled(values: np.ndarray) -> tuple[float, np.ndarray]:
+    """``values`` as ``scale * unit`` with ``|unit| <= 1``, so that squaring ``unit`` neither
+    overflows (values near 1e300) nor vanishes (values near 1e-300)."""
+    scale = float(np.max(np.abs(values))) if values.size else 0.0
+    return (scale, values / scale) if scale > 0 else (0.0, values)
+
+
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    err = pred - y
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else 0.0
-    return {
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "r2": r2,
-    }
+    """RMSE, MAE and r2 of finite ``pred`` against finite ``y``, finite whenever the value is
+    representable in float64 (squares are taken of scaled values); MetricOverflow otherwise."""
+    with np.errstate(over="ignore"):
+        err = pred - y
+    factor = 1.0
+    if not np.isfinite(err).all():  # |pred - y| itself beyond float64: work on halves
+        err, factor = pred / 2 - y / 2, 2.0
+    err_scale, err_unit = _scaled(err)
+    y_scale, y_unit = _scaled(y)
+    deviation = y_unit - y_unit.mean()
+    ss_res, ss_tot = np.sum(err_unit**2), np.sum(deviation**2)
+    scale = np.float64(err_scale)  # NumPy scalars: an overflow is inf, not an exception
+    with np.errstate(over="ignore"):
+        out = {
+            "rmse": float(factor * (scale * np.sqrt(np.mean(err_unit**2)))),
+            "mae": float(factor * (scale * np.mean(np.abs(err_unit)))),
+            # sum(err**2) / sum((y - mean)**2), each side divided by its own scale squared
+            "r2": float(1.0 - (factor * (scale / y_scale)) ** 2 * (ss_res / ss_tot)) if ss_tot > 0 else 0.0,
+        }
+    for name, value in out.items():
+        if not np.isfinite(value):
+            raise MetricOverflow(name, int(np.argmax(np.abs(err))))
+    return out
 
 
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:

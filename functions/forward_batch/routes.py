@@ -1,5 +1,5 @@
 """POST /forward_batch?model=NAME: {"records": [...]}, a CSV with a header row, or a zip of
-images (application/zip or multipart field `file`)."""
+images (application/zip or multipart field `file`); extra parameters as headers: X-Top-K."""
 
 from typing import Any
 
@@ -12,9 +12,16 @@ from common.web.routing import Route, model_query
 
 def forward_batch(request: Request, model: str) -> Any:
     """Predictions in input order: {"records": [...]}, a CSV with a header row, or a zip of
-    images (application/zip or multipart field `file`)."""
+    images (application/zip or multipart field `file`).
+
+    X-Top-K, a positive integer, keeps the k most probable classes of each row's
+    `probabilities`, most probable first, for classification models whatever the body (JSON,
+    CSV or zip). 0 or a non-integer is a 400, and so is X-Top-K on a tabular regression model,
+    which has no classes to rank.
+    """
+    k = top_k(request)
     kind, data = upload(request)
-    return context.serving().forward_batch_upload(model, kind, data, top_k(request))
+    return context.serving().forward_batch_upload(model, kind, data, k)
 
 
 ROUTES = [Route("POST", "/forward_batch", forward_batch, (model_query(),), tags=("predict",),
