@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         model = store["model"]
         lean = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
         urls = {
-            "ours": start("ours", [str(VENV_BIN / "mlfn"), "serve", "--port", "{port}",
+            "ours": start("ours", [str(VENV_BIN / "mlfn"), "serve", "--port", "{port}", "--grpc-port", "0",
                                    "--data-dir", str(work / "store")],
                           {**lean, "MLFN_EMF": "true"}, stack),
             "floor": start("floor", uvicorn_argv("bench.floor_app:app"),

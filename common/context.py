@@ -11,12 +11,21 @@ from common.serving import Serving
 if TYPE_CHECKING:  # the serving handlers never import the life-cycle code
     from common.jobs import InProcessQueue, JobQueue
     from common.lifecycle import Lifecycle
+    from common.oip.dataplane import DataPlane
     from common.settings import Settings
 
 
 @cache
 def serving() -> Serving:
     return Serving(default_backends())
+
+
+@cache
+def dataplane() -> DataPlane:
+    """The Open Inference Protocol operations over ``serving()``."""
+    from common.oip.dataplane import DataPlane
+
+    return DataPlane(serving())
 
 
 @cache
@@ -50,7 +59,7 @@ def reset() -> None:
         queue.close()
     if serving.cache_info().currsize:
         serving().monitor.close()
-    for cached in (lifecycle, _inprocess_queue, warm_up, serving, default_backends,
+    for cached in (lifecycle, _inprocess_queue, warm_up, dataplane, serving, default_backends,
                    default_settings):
         cached.cache_clear()
 

@@ -40,6 +40,7 @@ class Serving:
         )
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._pointers: dict[str, tuple[int | None, float]] = {}
+        self._versions: dict[tuple[str, int], float] = {}  # load_version(): when last checked
         self._lock = threading.Lock()
 
     # -- deployed pointer ----------------------------------------------------------------------
@@ -89,6 +90,40 @@ class Serving:
             return loaded
 
         return self.sessions.get((model, experiment_id), load)
+
+    def load_version(self, model: str, version: str | None) -> OnnxModel:
+        """The session of ``version`` (an experiment id, as the inference protocol names it) of
+        ``model``, or of the deployed experiment when None; NotFound unless the version is a
+        succeeded experiment of that model. The check is trusted for deploy_check_seconds."""
+        model = model_name(model)
+        if version is None or version == "":
+            return self.load(model)
+        if not version.isascii() or not version.isdigit() or len(version) > 19:
+            raise NotFound(f"model {model!r} has no version {version[:40]!r}: its versions are "
+                           "its succeeded experiments' ids")
+        experiment_id = int(version)
+        now = time.monotonic()
+        checked = self._versions.get((model, experiment_id))
+        if checked is None or now - checked >= self.settings.deploy_check_seconds:
+            try:
+                exp = self.backends.experiments.get_experiment(experiment_id)
+            except NotFound:
+                exp = None
+            if exp is None or exp.model != model or exp.status.value != "succeeded":
+                raise NotFound(f"model {model!r} has no version {version}: it is not a succeeded "
+                               "experiment of the model")
+            with self._lock:
+                if len(self._versions) > 4096:
+                    self._versions.clear()
+                self._versions[(model, experiment_id)] = now
+        return self._session(model, experiment_id)
+
+    def versions(self, model: str) -> list[int]:
+        """The ids of a model's succeeded experiments, oldest first."""
+        from common.domain import ExperimentStatus
+
+        found = self.backends.experiments.list_experiments(model_name(model), ExperimentStatus.succeeded)
+        return sorted(e.id for e in found)
 
     def preload(self, spec: str) -> list[str]:
         """Load the deployed experiment of the models in ``spec`` now, so their first request

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # How often an embedded job worker looks for experiments queued by other processes.
     job_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # The local server's gRPC side (mlfn serve --grpc-port; 0 turns it off). The processes of
+    # `mlfn serve --workers N` share the port (the CLI sets MLFN_GRPC_SHARED_PORT).
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_shared_port: bool = False
+
     api_key: str = ""
     cors_origins: str = ""
 

@@ -112,6 +112,8 @@ def live_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object]]:
 
     from infra.local.server import build_app
 
+    if "MLFN_GRPC_PORT" not in os.environ:  # gRPC only where a test asks for it
+        monkeypatch.setenv("MLFN_GRPC_PORT", "0")
     context.reset()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -42,6 +42,16 @@ def parse_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Scores:
+    """What the graph answered: regression ``values``, or class ``probabilities`` (rows in the
+    model's class order) with the most probable class of each row as its label."""
+
+    values: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    labels: list[Any] | None = None
+
+
 class OnnxModel:
     """An ONNX model with provenance, loaded from bytes.
 
@@ -82,24 +92,32 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
 
-    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Predictions:
+    def scores(self, feeds: dict[str, np.ndarray]) -> Scores:
+        """The model's answer as arrays: regression values, or probabilities and labels."""
         out = self.run(feeds)
         if self.task is Task.regression:
             values = np.asarray(out[0], dtype=np.float64).reshape(-1)
             if not np.isfinite(values).all():
                 raise InferenceError("the model produced a non-finite prediction")
-            return Predictions(values.tolist(), None)
+            return Scores(values=values)
         probs = np.asarray(out[1], dtype=np.float64)
         if not np.isfinite(probs).all():
             raise InferenceError("the model produced non-finite probabilities")
         # The served label is the most probable class of the probabilities served (the first on
         # an exact tie), whatever the graph's label output says: tree ensembles break ties their
         # own way, and a model like SVC(probability=True) labels by its decision function.
-        labels = probs.argmax(axis=1)
-        classes, keys = self.classes, self._class_keys
+        classes = self.classes
+        return Scores(probabilities=probs, labels=[classes[int(i)] for i in probs.argmax(axis=1)])
+
+    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Predictions:
+        scores = self.scores(feeds)
+        if scores.values is not None:
+            return Predictions(scores.values.tolist(), None)
+        assert scores.probabilities is not None and scores.labels is not None
+        keys = self._class_keys
         return Predictions(
-            [classes[int(i)] for i in labels],
-            [dict(zip(keys, row, strict=True)) for row in probs.tolist()],
+            scores.labels,
+            [dict(zip(keys, row, strict=True)) for row in scores.probabilities.tolist()],
         )
 
     def predict(self, records: Sequence[Any], first_row: int = 0) -> Predictions:

@@ -69,7 +69,7 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
         except ServiceError as exc:
             if reserved:
                 pool.release()
-            return to_response(guard.error_reply(exc))
+            return to_response(guard.error_reply(exc, route.error_style))
         value = Request(head.method, head.path, head.query, head.headers, body, head.path_params,
                         head.context)
         if reserved:
@@ -132,7 +132,7 @@ def install_errors(app: FastAPI, table: RouteTable, settings: Settings) -> None:
             try:
                 table.match(request.method, request.url.path)
             except ServiceError as found:
-                reply = guard.error_reply(found)
+                reply = guard.error_reply(found, table.error_style(request.url.path))
         cors.decorate(settings.cors_origins, request.headers.get("origin"), reply.headers)
         return to_response(reply)
 

@@ -22,7 +22,7 @@ from common.monitoring import REQUEST_ID
 from common.settings import Settings
 from common.web import cors
 from common.web.request import Reply, Request
-from common.web.routing import Route, RouteTable
+from common.web.routing import ErrorStyle, Route, RouteTable
 
 log = logging.getLogger("mlfn")
 
@@ -88,9 +88,16 @@ def request_id(lambda_context: Any, x_request_id: str | None) -> str:
     )
 
 
-def error_reply(exc: ServiceError) -> Reply:
+def error_reply(exc: ServiceError, style: ErrorStyle = "mlfn") -> Reply:
+    """The answer to a domain error: ``{"error", "detail"}`` with its status, or for the Open
+    Inference Protocol routes ``{"error": "..."}`` (a model failing on valid input is then a
+    400 invalid request, as the protocol has no 403)."""
     if exc.status >= 500:
         log.error("request failed: %s: %s", exc.error, exc.detail)
+    if style == "oip":
+        status = 400 if exc.status == 403 else exc.status
+        text = exc.detail if exc.status != 403 else f"the model failed on this input: {exc.detail}"
+        return Reply(status, dumps({"error": text}), headers=exc.headers())
     return Reply(exc.status, dumps(error_body(exc.error, exc.detail)), headers=exc.headers())
 
 
@@ -133,10 +140,10 @@ def serve(route: Route, request: Request, settings: Settings, admitted: bool = F
         result = route.endpoint(request, **route.arguments(request))
         reply = result if isinstance(result, Reply) else Reply(route.status, dumps(result))
     except ServiceError as exc:
-        reply = error_reply(exc)
+        reply = error_reply(exc, route.error_style)
     except Exception as exc:  # answered as JSON, without a stack trace
         status, body = unexpected_reply(exc)
-        reply = Reply(status, dumps(body))
+        reply = Reply(status, dumps(body if route.error_style == "mlfn" else {"error": body["detail"]}))
     finally:
         REQUEST_ID.reset(token)
     if request.method == "HEAD":
@@ -154,7 +161,7 @@ def dispatch(table: RouteTable, request: Request, settings: Settings) -> Reply:
     try:
         route, params = table.match(request.method, request.path)
     except ServiceError as exc:
-        reply = error_reply(exc)
+        reply = error_reply(exc, table.error_style(request.path))
     else:
         reply = serve(route, replace(request, path_params=params) if params else request, settings)
     cors.decorate(settings.cors_origins, request.headers.get("origin"), reply.headers)

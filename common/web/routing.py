@@ -85,6 +85,9 @@ Endpoint = Callable[..., Any]
 # Where a route runs on a server: "inline" on the event loop (cheap, no I/O), "pool" in the
 # bounded worker pool (model work, body parsing, store I/O).
 Work = Literal["inline", "pool"]
+# How errors are answered: the service's {"error", "detail"}, or the Open Inference Protocol's
+# {"error": "..."}.
+ErrorStyle = Literal["mlfn", "oip"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Route:
     status: int = 200
     work: Work = "pool"
     public: bool = False  # answered without the API key (health checks)
+    error_style: ErrorStyle = "mlfn"
     tags: tuple[str, ...] = ()
     # OpenAPI only: the request body and extra answers /docs shows.
     openapi: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +167,15 @@ class RouteTable:
             if m:
                 return group, m.groupdict()
         return [], {}
+
+    def error_style(self, path: str) -> ErrorStyle:
+        """How errors of a request that matches no route are answered: as the routes under the
+        same first path segment answer theirs (``/v2/...``: the inference protocol's way)."""
+        first = path.split("/", 2)[1] if path.count("/") else ""
+        for route in self.routes:
+            if route.path.split("/", 2)[1] == first:
+                return route.error_style
+        return "mlfn"
 
     def methods(self, path: str) -> list[str]:
         return sorted({r.method for r in self.candidates(path)[0]})

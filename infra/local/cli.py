@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                             "jobs too, claimed through the experiment store")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (off by default: it costs throughput)")
+    serve.add_argument("--grpc-port", type=int,
+                       help="the gRPC services' port (MLFN_GRPC_PORT, default 8081; 0: no gRPC)")
     call = sub.add_parser("invoke", help="run one handler on an event file, in-process")
     call.add_argument("name", nargs="?",
                       help="function name, e.g. forward (default: the one the event's route is for)")
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         run(once=args.once)
         return 0
 
+    if args.grpc_port is not None:
+        os.environ["MLFN_GRPC_PORT"] = str(args.grpc_port)
+    os.environ.setdefault("MLFN_GRPC_HOST", args.host)
     return serve_http(args.host, args.port, args.workers, args.access_log)
 
 
@@ -170,6 +175,7 @@ def serve_http(host: str, port: int, workers: int, access_log: bool) -> int:
         return 0
     from common import context
 
+    os.environ["MLFN_GRPC_SHARED_PORT"] = "true"  # every process serves gRPC on the one port
     server.prepare_store(context.settings())  # once, before the processes start
     context.reset()  # the processes open their own connections
     uvicorn.run("infra.local.server:worker_app", factory=True, workers=workers, **options)

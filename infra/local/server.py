@@ -1,9 +1,10 @@
-"""The local service: every function's routes in one FastAPI app, /docs served offline.
+"""The local service: every function's routes in one FastAPI app, /docs served offline, and the
+gRPC services beside it (``MLFN_GRPC_PORT``, ``mlfn serve --grpc-port``).
 
 ``mlfn serve`` runs it under uvicorn (uvloop, httptools). With ``--workers N`` the store is
 prepared once (emulator resources, demo models) before N processes start; each process then
-runs its own job worker, which claims jobs through the experiment store, and its own model
-pool.
+runs its own job worker, which claims jobs through the experiment store, its own model pool and
+its own gRPC server on the shared port.
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def start_process(settings: Settings) -> None:
         log.info("preloaded models: %s", ", ".join(context.serving().preload(settings.preload_models)))
 
 
+def start_grpc(settings: Settings) -> Any:
+    """The gRPC server of this process, or None where grpcio is not installed."""
+    try:
+        from infra.grpc_api.server import start
+    except ImportError as exc:
+        log.warning("no gRPC (%s): install the project's 'local' extra; serving HTTP only", exc)
+        return None
+    return start(settings.grpc_host, settings.grpc_port, settings,
+                 shared_port=settings.grpc_shared_port)
+
+
 def build_app(settings: Settings | None = None, run_startup: bool = True,
               prepare: bool = True) -> FastAPI:
     """The app; ``run_startup`` runs the start-up work in its lifespan (``prepare``: the
@@ -83,11 +95,16 @@ def build_app(settings: Settings | None = None, run_startup: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_server = None
         if run_startup:
             if prepare:
                 prepare_store(settings)
             start_process(settings)
+            if settings.grpc_port:
+                grpc_server = start_grpc(settings)
         yield
+        if grpc_server is not None:
+            grpc_server.stop(grace=5)
         app.state.pool.close()
         context.flush_monitoring()
 

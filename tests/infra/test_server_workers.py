@@ -32,7 +32,8 @@ def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE", "MLFN_API_KEY"):
         env.pop(key, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.local.cli", "serve", "--port", str(port), *extra],
+        [sys.executable, "-m", "infra.local.cli", "serve", "--port", str(port), "--grpc-port", "0",
+         *extra],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
