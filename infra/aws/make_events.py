@@ -4,8 +4,13 @@ Each event starts from what ``sam local generate-event`` prints (the real API Ga
 proxy, HTTP API v2 and SQS shapes) and is then given its method, resource, path, path and query
 parameters and body, as API Gateway would send them for template.yaml's routes:
 
-- JSON bodies arrive as text (``isBase64Encoded: false``): application/json is not one of the
-  API's binary media types.
+- Every REST API body arrives base64-encoded (``isBase64Encoded: true``), JSON too: the API's
+  binary media type is ``*/*`` (template.yaml, MlfnApi), so that tritonclient's binary tensors,
+  sent with no Content-Type, arrive intact. The HTTP API event (forward_v2) keeps its JSON body
+  as text, as HTTP APIs send text types.
+- ``inference_binary`` is an infer request as tritonclient sends it: the JSON header, then the
+  raw little-endian tensors, ``Inference-Header-Content-Length`` and neither Content-Type nor
+  Accept.
 - SQS bodies are set here, JSON-encoded, because ``generate-event sqs --body`` does not escape.
 
 Run with the tools venv that infra/aws/check.sh creates (it needs the ``sam`` command)::
@@ -17,6 +22,7 @@ Run with the tools venv that infra/aws/check.sh creates (it needs the ``sam`` co
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import difflib
 import hashlib
@@ -24,8 +30,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,6 +57,45 @@ IRIS = [
      "species": "virginica"},
 ]
 FEATURES = [{k: v for k, v in row.items() if k != "species"} for row in IRIS]
+# The deployed experiment of the demo iris model (its OIP version).
+IRIS_VERSION = "2"
+# tritonclient's HTTP transport (geventhttpclient) sends only this of its own.
+TRITON_USER_AGENT = "python/gevent-http-client-2.6.1"
+# Headers a browser or curl sends and tritonclient does not.
+NOT_FROM_TRITON = ("Accept", "Accept-Encoding", "Accept-Language", "Cache-Control",
+                   "Upgrade-Insecure-Requests", "Content-Type")
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A body sent as bytes with these headers instead of JSON with a Content-Type."""
+
+    data: bytes
+    headers: dict[str, str]
+
+
+def infer_json(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """An OIP infer request: one FP32 [rows, 1] input per feature column, as JSON."""
+    return {"inputs": [{"name": name, "shape": [len(rows), 1], "datatype": "FP32",
+                        "data": [row[name] for row in rows]} for name in rows[0]]}
+
+
+def infer_binary(rows: list[dict[str, float]]) -> RawBody:
+    """The same request as tritonclient's defaults send it (``set_data_from_numpy`` with
+    binary_data=True, no outputs listed, so every output is asked for in binary)."""
+    names = list(rows[0])
+    tensors = [struct.pack(f"<{len(rows)}f", *(row[name] for row in rows)) for name in names]
+    header = json.dumps({
+        "inputs": [{"name": name, "shape": [len(rows), 1], "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)}}
+                   for name, raw in zip(names, tensors, strict=True)],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    return RawBody(header + b"".join(tensors), {"Inference-Header-Content-Length": str(len(header))})
+
+
+MODEL = {"model": "iris"}
+VERSIONED = {"model": "iris", "version": IRIS_VERSION}
 
 # file -> (method, resource, path parameters, query, body); one file per route. The file named
 # after a function (events/<name>.json) is that function's main route.
@@ -75,6 +122,21 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
     "experiments": ("GET", "/experiments", None, {"model": "iris"}, None),
     "delete_experiment": ("DELETE", "/experiments/{experiment_id}", {"experiment_id": "1"},
                           None, None),
+    # The Open Inference Protocol v2 (functions/inference).
+    "inference": ("POST", "/v2/models/{model}/infer", MODEL, None, infer_json(FEATURES[::2])),
+    "inference_binary": ("POST", "/v2/models/{model}/infer", MODEL, None,
+                         infer_binary(FEATURES[::2])),
+    "inference_version": ("POST", "/v2/models/{model}/versions/{version}/infer", VERSIONED, None,
+                          infer_json(FEATURES[:1])),
+    "inference_server": ("GET", "/v2", None, None, None),
+    "inference_live": ("GET", "/v2/health/live", None, None, None),
+    "inference_ready": ("GET", "/v2/health/ready", None, None, None),
+    "inference_metadata": ("GET", "/v2/models/{model}", MODEL, None, None),
+    "inference_version_metadata": ("GET", "/v2/models/{model}/versions/{version}", VERSIONED,
+                                   None, None),
+    "inference_model_ready": ("GET", "/v2/models/{model}/ready", MODEL, None, None),
+    "inference_version_ready": ("GET", "/v2/models/{model}/versions/{version}/ready", VERSIONED,
+                                None, None),
     # Local and docker-compose only (the inference log lives in the SQL experiment store).
     "inference_log": ("GET", "/inference_log", None, {"model": "iris", "limit": "50"}, None),
 }
@@ -102,13 +164,21 @@ def v1_event(base: dict[str, Any], method: str, resource: str, params: dict[str,
     event = copy.deepcopy(base)
     path = concrete(resource, params)
     headers = dict(event["headers"])
-    # A binary answer needs an Accept header among the API's binary media types.
     headers["Accept"] = "application/octet-stream" if "/artifacts/" in resource else "application/json"
-    if body is not None:
+    if isinstance(body, RawBody):
+        headers = {k: v for k, v in headers.items() if k not in NOT_FROM_TRITON}
+        headers.update(body.headers)
+        headers["User-Agent"] = TRITON_USER_AGENT
+        raw: bytes | None = body.data
+    elif body is not None:
         headers["Content-Type"] = "application/json"
+        raw = json.dumps(body).encode()
+    else:
+        raw = None
     event.update(
-        body=None if body is None else json.dumps(body),
-        isBase64Encoded=False,
+        # The API's binary media type is */*: every body arrives base64-encoded.
+        body=None if raw is None else base64.b64encode(raw).decode(),
+        isBase64Encoded=raw is not None,
         resource=resource,
         path=path,
         httpMethod=method,
@@ -122,6 +192,7 @@ def v1_event(base: dict[str, Any], method: str, resource: str, params: dict[str,
     )
     context = event["requestContext"]
     context.update(path=f"/{STAGE}{path}", resourcePath=resource, httpMethod=method, stage=STAGE)
+    context["identity"]["userAgent"] = headers["User-Agent"]
     return event
 
 

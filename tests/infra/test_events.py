@@ -23,7 +23,7 @@ EVENTS = ROOT / "events"
 FUNCTIONS = (
     "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
     "add_data", "retrain", "metrics", "artifacts", "deploy", "deployments", "experiments",
-    "train_worker",
+    "inference", "train_worker",
 )
 # Served by the local server and docker-compose only, not deployed by template.yaml: the
 # inference log lives in the SQL experiment store, which the AWS stack does not use.
@@ -32,6 +32,8 @@ LOCAL_ONLY = {"inference_log"}
 MODEL_SCOPED = {"/forward", "/forward_batch", "/metadata", "/evaluate", "/add_data", "/retrain",
                 "/deployments", "/experiments"}
 HTTP_METHODS = {"GET", "POST", "PUT", "DELETE"}
+# tritonclient's binary tensors: the JSON header is the body's first this many bytes.
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -54,12 +56,12 @@ def kind(event: dict[str, Any]) -> str:
     return "unknown"
 
 
-def body_text(event: dict[str, Any]) -> str | None:
+def body_bytes(event: dict[str, Any]) -> bytes | None:
     body = event.get("body")
     if body is None:
         return None
     assert isinstance(body, str)
-    return base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
+    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
 
 
 def test_every_file_is_a_known_event_shape() -> None:
@@ -100,12 +102,26 @@ def check_v1(name: str, event: dict[str, Any]) -> None:
     if resource in MODEL_SCOPED:
         assert query.get("model"), f"{name}: {resource} needs ?model=NAME"
         assert event["multiValueQueryStringParameters"]["model"] == [query["model"]], name
-    text = body_text(event)
+    body = body_bytes(event)
     if method in ("GET", "DELETE"):
-        assert text is None, f"{name}: a {method} request has no body"
-    elif text is not None:
-        assert event["headers"].get("Content-Type") == "application/json", name
-        json.loads(text)
+        assert body is None, f"{name}: a {method} request has no body"
+        return
+    if body is None:
+        return
+    # The REST API's binary media type is */*: every body arrives base64-encoded.
+    assert event["isBase64Encoded"] is True, f"{name}: a REST API body is base64"
+    headers = event["headers"]
+    assert event["multiValueHeaders"] == {k: [v] for k, v in headers.items()}, name
+    if HEADER_LENGTH in headers:
+        # As tritonclient sends it: no Content-Type, the JSON header, then the raw tensors.
+        assert "Content-Type" not in headers and "Accept" not in headers, name
+        length = int(headers[HEADER_LENGTH])
+        header = json.loads(body[:length])
+        sizes = [i["parameters"]["binary_data_size"] for i in header["inputs"]]
+        assert sum(sizes) == len(body) - length, f"{name}: binary_data_size vs the body"
+    else:
+        assert headers.get("Content-Type") == "application/json", name
+        json.loads(body)
 
 
 def check_v2(name: str, event: dict[str, Any]) -> None:
@@ -114,9 +130,9 @@ def check_v2(name: str, event: dict[str, Any]) -> None:
     assert http["path"] == event["rawPath"], name
     query = event.get("queryStringParameters") or {}
     assert event["rawQueryString"] == "&".join(f"{k}={v}" for k, v in query.items()), name
-    text = body_text(event)
-    if text is not None:
-        json.loads(text)
+    body = body_bytes(event)
+    if body is not None:
+        json.loads(body)
 
 
 def check_sqs(name: str, event: dict[str, Any]) -> None:
@@ -185,6 +201,30 @@ def test_the_template_has_every_function() -> None:
     for name, props in functions.items():
         if props.get("PackageType") != "Image":
             assert props["CodeUri"] == f"functions/{name}", name
+
+
+def api_events(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["Properties"] for e in (props.get("Events") or {}).values() if e["Type"] == "Api"]
+
+
+def test_the_template_routes_are_the_functions_routes() -> None:
+    """Each function's API events are its routes.py routes, and the public routes (the health
+    checks) are the ones without an API key."""
+    from infra.local.server import routes_of
+
+    for name, props in template_functions().items():
+        declared = {(r.method, re.sub(r"{(\w+):path}", r"{\1+}", r.path)): r.public
+                    for r in routes_of(name)}
+        events = {(p["Method"].upper(), p["Path"]): p.get("Auth", {}).get("ApiKeyRequired", True)
+                  is False for p in api_events(props)}
+        assert events == declared, name
+
+
+def test_every_body_reaches_the_functions_base64_encoded() -> None:
+    """tritonclient sends binary tensors with no Content-Type: only */* keeps them intact."""
+    api = template()["Resources"]["MlfnApi"]["Properties"]
+    assert api["BinaryMediaTypes"] == ["*~1*"]
+    assert api["Auth"]["ApiKeyRequired"] is True
 
 
 def test_every_api_route_has_an_event_and_every_event_a_route() -> None:

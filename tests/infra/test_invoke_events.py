@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from common import context
@@ -15,13 +18,19 @@ from infra.local.cli import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted((ROOT / "events").glob("*.json"))
+# The inference protocol's routes other than infer (events/inference.json) and their events.
+INFERENCE_EVENTS = ("inference_binary", "inference_version", "inference_server", "inference_live",
+                    "inference_ready", "inference_metadata", "inference_version_metadata",
+                    "inference_model_ready", "inference_version_ready")
 # Which function handles each event file (the file's stem, unless it names a second event).
-FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forward_v2": "forward"}
+FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forward_v2": "forward",
+            **dict.fromkeys(INFERENCE_EVENTS, "inference")}
 EXPECTED = {
     "add_data": 200, "artifacts": 200, "create_model": 201, "delete_experiment": 409,
     "deploy": 200, "deployments": 200, "evaluate": 200, "experiments": 200, "forward": 200,
-    "forward_batch": 200, "forward_v2": 200, "health": 200, "inference_log": 200, "metadata": 200,
-    "metrics": 200, "model_classes": 200, "models": 200, "retrain": 202,
+    "forward_batch": 200, "forward_v2": 200, "health": 200, "inference": 200,
+    "inference_log": 200, "metadata": 200, "metrics": 200, "model_classes": 200, "models": 200,
+    "retrain": 202, **dict.fromkeys(INFERENCE_EVENTS, 200),
 }
 
 
@@ -40,7 +49,55 @@ def test_function_answers_its_event(demo_env: Path, path: Path) -> None:
     assert out["statusCode"] == EXPECTED[path.stem], body[:500]
     if path.stem.startswith("forward"):
         assert json.loads(body)["model"] == "iris"
+    if path.stem in ("inference", "inference_version"):
+        assert json.loads(body)["model_name"] == "iris"
     context.wait_for_jobs()
+
+
+def binary_outputs(body: bytes, header_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON header of a binary infer answer and its outputs, decoded as tritonclient does:
+    each output's ``binary_data_size`` bytes in order, BYTES as 4-byte-length-prefixed items."""
+    header = json.loads(body[:header_length])
+    pos, values = header_length, {}
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        blob, pos = body[pos:pos + size], pos + size
+        if output["datatype"] == "BYTES":
+            items, i = [], 0
+            while i < len(blob):
+                (n,) = struct.unpack_from("<I", blob, i)
+                items.append(blob[i + 4:i + 4 + n].decode())
+                i += 4 + n
+            values[output["name"]] = items
+        else:
+            assert output["datatype"] == "FP32", output
+            values[output["name"]] = np.frombuffer(blob, "<f4").reshape(output["shape"]).tolist()
+    assert pos == len(body), "bytes after the last output"
+    return header, values
+
+
+def test_the_binary_tensor_event_is_answered_in_binary(demo_env: Path) -> None:
+    """tritonclient's default request (base64 through API Gateway, no Content-Type): a binary
+    answer whose JSON header length is in Inference-Header-Content-Length, with the predictions
+    of the same rows sent as JSON (events/inference.json)."""
+    event = json.loads((ROOT / "events" / "inference_binary.json").read_text())
+    assert event["isBase64Encoded"] is True
+    assert not {"content-type", "accept"} & {k.lower() for k in event["headers"]}
+    out = invoke(None, event)
+    assert out["statusCode"] == 200, out["body"][:500]
+    assert out["isBase64Encoded"] is True
+    headers = {k.lower(): v for k, v in out["headers"].items()}
+    assert headers["content-type"] == "application/octet-stream"
+    body = base64.b64decode(out["body"])
+    header, values = binary_outputs(body, int(headers["inference-header-content-length"]))
+    assert header["model_name"] == "iris"
+    assert values["label"] == ["setosa", "versicolor", "virginica"]
+
+    as_json = invoke("inference", json.loads((ROOT / "events" / "inference.json").read_text()))
+    expected = {o["name"]: o["data"] for o in json.loads(as_json["body"])["outputs"]}
+    assert values["label"] == expected["label"]
+    np.testing.assert_allclose(np.reshape(values["probabilities"], -1), expected["probabilities"],
+                               rtol=1e-6)
 
 
 def test_mlfn_invoke_command(demo_env: Path) -> None:
