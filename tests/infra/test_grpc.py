@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TABULAR = ("breast-cancer", "iris", "diabetes", "wine")
 
 
-@pytest.fixture(scope="module")
-def server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def start(demo_store: Path, tmp_path_factory: pytest.TempPathFactory,
+          api_key: str) -> Iterator[dict[str, str]]:
+    """`mlfn serve` on a copy of the demo store, HTTP and gRPC on free ports."""
     data = tmp_path_factory.mktemp("grpc") / "data"
     shutil.copytree(demo_store, data)
     http_port, grpc_port = free_port(), free_port()
     env = {**os.environ, "MLFN_DATA_DIR": str(data), "MLFN_EMF": "false",
-           "MLFN_API_KEY": "s3cret", "MLFN_JOB_POLL_SECONDS": "0.2"}
+           "MLFN_API_KEY": api_key, "MLFN_JOB_POLL_SECONDS": "0.2"}
     for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE"):
         env.pop(key, None)
     proc = subprocess.Popen(
@@ -57,9 +58,21 @@ def server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             pass
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    yield {"http": url, "grpc": f"127.0.0.1:{grpc_port}", "key": "s3cret"}
+    yield {"http": url, "grpc": f"127.0.0.1:{grpc_port}", "key": api_key}
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """With an API key."""
+    yield from start(demo_store, tmp_path_factory, "s3cret")
+
+
+@pytest.fixture(scope="module")
+def open_server(demo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Without an API key, as the README's examples assume."""
+    yield from start(demo_store, tmp_path_factory, "")
 
 
 def key(server: dict[str, str]) -> list[tuple[str, str]]:
@@ -217,3 +230,26 @@ def test_health_and_reflection(server: dict[str, str]) -> None:
         list_services="")]))
     listed = {s.name for r in replies for s in r.list_services_response.service}
     assert {"inference.GRPCInferenceService", "mlfn.v1.Mlfn", "grpc.health.v1.Health"} <= listed
+
+
+def test_the_readme_examples_of_the_protocol_section_run(open_server: dict[str, str]) -> None:
+    """The README's Python snippets of the protocol section, each in a process of its own."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Triton, KServe and MLServer clients", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    port = open_server["http"].rsplit(":", 1)[1]
+    grpc_port = open_server["grpc"].rsplit(":", 1)[1]
+    outputs = []
+    for block in blocks:
+        code = block.replace("127.0.0.1:3000", f"127.0.0.1:{port}").replace(
+            "127.0.0.1:8081", f"127.0.0.1:{grpc_port}")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout)
+    assert "[b'setosa' b'virginica']" in outputs[0] and "['setosa' 'virginica']" in outputs[0]
+    assert outputs[1].split()[:3] == ["queued", "running", "succeeded"] or "succeeded" in outputs[1]
+    assert "'prediction': 'setosa'" in outputs[1]
