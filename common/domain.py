@@ -94,6 +94,9 @@ class Experiment(BaseModel):
     finished_at: datetime | None = None
     error: str | None = None
     attempts: int = 0
+    # While running: the attempt holds the job until then, renewed by its heartbeat (None on
+    # records claimed by something that does not heartbeat).
+    lease_until: datetime | None = None
 
 
 class Deployment(BaseModel):

@@ -3,12 +3,20 @@
 Items: ``MODEL#name/META`` (schema, deployed pointer, counters), ``MODEL#name/DEPLOY#seq``,
 ``MODEL#name/PART#version``, ``EXP#id/META`` (indexed by model through the ``by_model`` GSI) and
 ``COUNTER/experiments`` (the atomic counter that hands out experiment ids).
+
+Values go through boto3's ``TypeSerializer``/``TypeDeserializer`` (strings as ``S``, integers as
+``N``; JSON documents are strings) and reads through boto3's paginators; the conditional
+experiment writes check their expectations in :mod:`common.storage.expectations`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from common.domain import (
     DatasetPart,
@@ -20,8 +28,26 @@ from common.domain import (
     utcnow,
 )
 from common.errors import Conflict, NotFound, SchemaConflict
+from common.storage.expectations import ConditionalExperimentWrites
 
 BY_MODEL = "by_model"
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Python values as DynamoDB attribute values; a None value leaves its attribute out."""
+    return {name: _SERIALIZER.serialize(v) for name, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as Python values; numbers as int (the table holds no other)."""
+    values = {name: _DESERIALIZER.deserialize(v) for name, v in item.items()}
+    return {name: int(v) if isinstance(v, Decimal) else v for name, v in values.items()}
+
+
+def _key(pk: str, sk: str = "META") -> dict[str, Any]:
+    return _attrs({"pk": pk, "sk": sk})
 
 
 def _model_pk(name: str) -> str:
@@ -32,7 +58,7 @@ def _exp_pk(experiment_id: int) -> str:
     return f"EXP#{int(experiment_id)}"
 
 
-class DynamoExperimentStore:
+class DynamoExperimentStore(ConditionalExperimentWrites):
     def __init__(self, table: str, client: Any = None) -> None:
         if client is None:
             import boto3
@@ -76,26 +102,22 @@ class DynamoExperimentStore:
         self._db.get_waiter("table_exists").wait(TableName=self.table)
 
     def _get(self, pk: str, sk: str = "META") -> dict[str, Any] | None:
-        item = self._db.get_item(
-            TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
-        ).get("Item")
-        return item
+        item = self._db.get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True).get("Item")
+        return None if item is None else _plain(item)
+
+    def _pages(self, operation: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item a query or scan returns, as Python values."""
+        pages = self._db.get_paginator(operation).paginate(TableName=self.table, **kwargs)
+        return [_plain(item) for page in pages for item in page.get("Items", [])]
 
     def _query(self, pk: str, prefix: str, descending: bool = False) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": prefix}},
-            "ConsistentRead": True,
-            "ScanIndexForward": not descending,
-        }
-        while True:
-            page = self._db.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._pages(
+            "query",
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_attrs({":pk": pk, ":prefix": prefix}),
+            ConsistentRead=True,
+            ScanIndexForward=not descending,
+        )
 
     def _is_conditional_failure(self, exc: Exception) -> bool:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
@@ -105,32 +127,31 @@ class DynamoExperimentStore:
     @staticmethod
     def _model(item: dict[str, Any]) -> ModelRecord:
         return ModelRecord(
-            name=item["name"]["S"],
-            task=item["task"]["S"],
-            target=item["target"]["S"],
-            input=item["input"]["S"],
-            image=json.loads(item["image"]["S"]) if "image" in item else None,
-            features=json.loads(item["features"]["S"]) if "features" in item else None,
-            deployed_experiment_id=int(item["deployed"]["N"]) if "deployed" in item else None,
-            created_at=item["created_at"]["S"],
+            name=item["name"],
+            task=item["task"],
+            target=item["target"],
+            input=item["input"],
+            image=json.loads(item["image"]) if "image" in item else None,
+            features=json.loads(item["features"]) if "features" in item else None,
+            deployed_experiment_id=item.get("deployed"),
+            created_at=item["created_at"],
         )
 
     def create_model(self, model: ModelRecord) -> None:
-        item: dict[str, Any] = {
-            "pk": {"S": _model_pk(model.name)},
-            "sk": {"S": "META"},
-            "name": {"S": model.name},
-            "task": {"S": model.task.value},
-            "target": {"S": model.target},
-            "input": {"S": model.input},
-            "deploy_seq": {"N": "0"},
-            "dataset_version": {"N": "0"},
-            "created_at": {"S": model.created_at.isoformat()},
-        }
-        if model.image is not None:
-            item["image"] = {"S": model.image.model_dump_json()}
-        if model.features is not None:
-            item["features"] = {"S": json.dumps([f.model_dump(mode="json") for f in model.features])}
+        item = _attrs({
+            "pk": _model_pk(model.name),
+            "sk": "META",
+            "name": model.name,
+            "task": model.task.value,
+            "target": model.target,
+            "input": model.input,
+            "deploy_seq": 0,
+            "dataset_version": 0,
+            "created_at": model.created_at.isoformat(),
+            "image": None if model.image is None else model.image.model_dump_json(),
+            "features": None if model.features is None
+            else json.dumps([f.model_dump(mode="json") for f in model.features]),
+        })
         try:
             self._db.put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
@@ -145,83 +166,70 @@ class DynamoExperimentStore:
         return self._model(item)
 
     def list_models(self) -> list[ModelRecord]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "begins_with(pk, :p) AND sk = :meta",
-            "ExpressionAttributeValues": {":p": {"S": "MODEL#"}, ":meta": {"S": "META"}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._db.scan(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._pages(
+            "scan",
+            FilterExpression="begins_with(pk, :p) AND sk = :meta",
+            ExpressionAttributeValues=_attrs({":p": "MODEL#", ":meta": "META"}),
+            ConsistentRead=True,
+        )
         return sorted((self._model(i) for i in items), key=lambda m: m.name)
 
     def deployed_experiment(self, name: str) -> int | None:
         item = self._db.get_item(
             TableName=self.table,
-            Key={"pk": {"S": _model_pk(name)}, "sk": {"S": "META"}},
+            Key=_key(_model_pk(name)),
             ProjectionExpression="deployed, pk",
             ConsistentRead=True,
         ).get("Item")
         if item is None:
             raise NotFound(f"model {name!r} does not exist")
-        return int(item["deployed"]["N"]) if "deployed" in item else None
+        deployed: int | None = _plain(item).get("deployed")
+        return deployed
 
     def deploy(self, name: str, experiment_id: int, expected_previous: int | None) -> Deployment:
         item = self._get(_model_pk(name))
         if item is None:
             raise NotFound(f"model {name!r} does not exist")
-        current = int(item["deployed"]["N"]) if "deployed" in item else None
+        current = item.get("deployed")
         if current != expected_previous:
             raise Conflict(f"model {name!r} is now deployed at experiment {current}")
-        seq = int(item["deploy_seq"]["N"])
+        seq = item["deploy_seq"]
         deployment = Deployment(model=name, seq=seq + 1, experiment_id=experiment_id, previous=current)
-        values: dict[str, Any] = {
-            ":new": {"N": str(experiment_id)},
-            ":seq": {"N": str(seq)},
-            ":next": {"N": str(seq + 1)},
-        }
+        values: dict[str, Any] = {":new": experiment_id, ":seq": seq, ":next": seq + 1}
         condition = "deploy_seq = :seq"
         if current is None:
             condition += " AND attribute_not_exists(deployed)"
         else:
             condition += " AND deployed = :prev"
-            values[":prev"] = {"N": str(current)}
-        deploy_item: dict[str, Any] = {
-            "pk": {"S": _model_pk(name)},
-            "sk": {"S": f"DEPLOY#{deployment.seq:010d}"},
-            "experiment_id": {"N": str(experiment_id)},
-            "seq": {"N": str(deployment.seq)},
-            "deployed_at": {"S": deployment.deployed_at.isoformat()},
-        }
-        if current is not None:
-            deploy_item["previous"] = {"N": str(current)}
+            values[":prev"] = current
+        deploy_item = _attrs({
+            "pk": _model_pk(name),
+            "sk": f"DEPLOY#{deployment.seq:010d}",
+            "experiment_id": experiment_id,
+            "seq": deployment.seq,
+            "deployed_at": deployment.deployed_at.isoformat(),
+            "previous": current,
+        })
         try:
             self._db.transact_write_items(
                 TransactItems=[
                     {
                         "Update": {
                             "TableName": self.table,
-                            "Key": {"pk": {"S": _model_pk(name)}, "sk": {"S": "META"}},
+                            "Key": _key(_model_pk(name)),
                             "UpdateExpression": "SET deployed = :new, deploy_seq = :next",
                             "ConditionExpression": condition,
-                            "ExpressionAttributeValues": values,
+                            "ExpressionAttributeValues": _attrs(values),
                         }
                     },
                     {
                         "ConditionCheck": {
                             "TableName": self.table,
-                            "Key": {"pk": {"S": _exp_pk(experiment_id)}, "sk": {"S": "META"}},
+                            "Key": _key(_exp_pk(experiment_id)),
                             "ConditionExpression": "#s = :ok AND model = :model",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": {
-                                ":ok": {"S": ExperimentStatus.succeeded.value},
-                                ":model": {"S": name},
-                            },
+                            "ExpressionAttributeValues": _attrs(
+                                {":ok": ExperimentStatus.succeeded.value, ":model": name}),
                         }
                     },
                     {"Put": {"TableName": self.table, "Item": deploy_item}},
@@ -242,36 +250,36 @@ class DynamoExperimentStore:
         return [
             Deployment(
                 model=name,
-                seq=int(i["seq"]["N"]),
-                experiment_id=int(i["experiment_id"]["N"]),
-                previous=int(i["previous"]["N"]) if "previous" in i else None,
-                deployed_at=i["deployed_at"]["S"],
+                seq=i["seq"],
+                experiment_id=i["experiment_id"],
+                previous=i.get("previous"),
+                deployed_at=i["deployed_at"],
             )
             for i in self._query(_model_pk(name), "DEPLOY#", descending=True)
         ]
 
     # -- experiments -----------------------------------------------------------------------
     def _exp_item(self, exp: Experiment, rev: int) -> dict[str, Any]:
-        return {
-            "pk": {"S": _exp_pk(exp.id)},
-            "sk": {"S": "META"},
-            "model": {"S": exp.model},
-            "exp_id": {"N": str(exp.id)},
-            "status": {"S": exp.status.value},
-            "rev": {"N": str(rev)},
-            "doc": {"S": exp.model_dump_json()},
-        }
+        return _attrs({
+            "pk": _exp_pk(exp.id),
+            "sk": "META",
+            "model": exp.model,
+            "exp_id": exp.id,
+            "status": exp.status.value,
+            "rev": rev,
+            "doc": exp.model_dump_json(),
+        })
 
     def create_experiment(self, fields: dict[str, Any]) -> Experiment:
         out = self._db.update_item(
             TableName=self.table,
-            Key={"pk": {"S": "COUNTER"}, "sk": {"S": "experiments"}},
+            Key=_key("COUNTER", "experiments"),
             UpdateExpression="ADD #v :one",
             ExpressionAttributeNames={"#v": "value"},
-            ExpressionAttributeValues={":one": {"N": "1"}},
+            ExpressionAttributeValues=_attrs({":one": 1}),
             ReturnValues="UPDATED_NEW",
         )
-        exp = Experiment(id=int(out["Attributes"]["value"]["N"]), **fields)
+        exp = Experiment(id=_plain(out["Attributes"])["value"], **fields)
         self._db.put_item(
             TableName=self.table,
             Item=self._exp_item(exp, 0),
@@ -283,38 +291,24 @@ class DynamoExperimentStore:
         item = self._get(_exp_pk(experiment_id))
         if item is None:
             raise NotFound(f"experiment {experiment_id} does not exist")
-        return Experiment.model_validate_json(item["doc"]["S"]), int(item["rev"]["N"])
+        return Experiment.model_validate_json(item["doc"]), item["rev"]
 
     def get_experiment(self, experiment_id: int) -> Experiment:
         return self._read_experiment(experiment_id)[0]
 
-    def update_experiment(
-        self,
-        experiment_id: int,
-        fields: dict[str, Any],
-        expected_status: ExperimentStatus | None = None,
-        expected_attempts: int | None = None,
+    def _change_experiment(
+        self, experiment_id: int, change: Callable[[Experiment], Experiment]
     ) -> Experiment:
         # Optimistic concurrency on a revision number: retry lost races, never lose a write.
         for _ in range(20):
             current, rev = self._read_experiment(experiment_id)
-            if expected_status is not None and current.status is not expected_status:
-                raise Conflict(
-                    f"experiment {experiment_id} has status {current.status.value}, "
-                    f"expected {expected_status.value}"
-                )
-            if expected_attempts is not None and current.attempts != expected_attempts:
-                raise Conflict(
-                    f"experiment {experiment_id} is on attempt {current.attempts}, "
-                    f"not {expected_attempts}: a later attempt took the job over"
-                )
-            updated = Experiment.model_validate({**current.model_dump(), **fields})
+            updated = change(current)
             try:
                 self._db.put_item(
                     TableName=self.table,
                     Item=self._exp_item(updated, rev + 1),
                     ConditionExpression="rev = :rev",
-                    ExpressionAttributeValues={":rev": {"N": str(rev)}},
+                    ExpressionAttributeValues=_attrs({":rev": rev}),
                 )
                 return updated
             except self._db.exceptions.ConditionalCheckFailedException:
@@ -324,32 +318,25 @@ class DynamoExperimentStore:
     def list_experiments(
         self, model: str | None = None, status: ExperimentStatus | None = None
     ) -> list[Experiment]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table}
+        kwargs: dict[str, Any] = {}
         values: dict[str, Any] = {}
         filters = []
         if status is not None:
             filters.append("#s = :status")
-            values[":status"] = {"S": status.value}
+            values[":status"] = status.value
             kwargs["ExpressionAttributeNames"] = {"#s": "status"}
         if model is not None:
             kwargs.update(IndexName=BY_MODEL, KeyConditionExpression="model = :m", ScanIndexForward=False)
-            values[":m"] = {"S": model}
-            op = self._db.query
+            values[":m"] = model
+            operation = "query"
         else:
             filters.append("begins_with(pk, :exp)")
-            values[":exp"] = {"S": "EXP#"}
-            op = self._db.scan
+            values[":exp"] = "EXP#"
+            operation = "scan"
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
-        kwargs["ExpressionAttributeValues"] = values
-        while True:
-            page = op(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        exps = [Experiment.model_validate_json(i["doc"]["S"]) for i in items]
+        items = self._pages(operation, ExpressionAttributeValues=_attrs(values), **kwargs)
+        exps = [Experiment.model_validate_json(i["doc"]) for i in items]
         return sorted(exps, key=lambda e: e.id, reverse=True)
 
     def delete_experiment(self, experiment_id: int) -> None:
@@ -361,15 +348,15 @@ class DynamoExperimentStore:
                         {
                             "ConditionCheck": {
                                 "TableName": self.table,
-                                "Key": {"pk": {"S": _model_pk(exp.model)}, "sk": {"S": "META"}},
+                                "Key": _key(_model_pk(exp.model)),
                                 "ConditionExpression": "attribute_not_exists(deployed) OR deployed <> :id",
-                                "ExpressionAttributeValues": {":id": {"N": str(experiment_id)}},
+                                "ExpressionAttributeValues": _attrs({":id": experiment_id}),
                             }
                         },
                         {
                             "Delete": {
                                 "TableName": self.table,
-                                "Key": {"pk": {"S": _exp_pk(experiment_id)}, "sk": {"S": "META"}},
+                                "Key": _key(_exp_pk(experiment_id)),
                             }
                         },
                     ]
@@ -399,45 +386,45 @@ class DynamoExperimentStore:
             item = self._get(_model_pk(model))
             if item is None:
                 raise NotFound(f"model {model!r} does not exist")
-            current = int(item["dataset_version"]["N"])
+            current = item["dataset_version"]
             update = "SET dataset_version = :next"
             condition = "dataset_version = :current"
-            values = {":current": {"N": str(current)}}
+            values: dict[str, Any] = {":current": current}
             if features is not None:
                 if "features" in item:
-                    stored = [Feature.model_validate(f) for f in json.loads(item["features"]["S"])]
+                    stored = [Feature.model_validate(f) for f in json.loads(item["features"])]
                     if stored != features:
                         raise SchemaConflict(model, stored)
                 else:
                     doc = json.dumps([f.model_dump(mode="json") for f in features])
                     update += ", features = :f"
                     condition += " AND attribute_not_exists(features)"
-                    values[":f"] = {"S": doc}
+                    values[":f"] = doc
             part = DatasetPart(model=model, version=current + 1, key=key, rows=rows, created_at=utcnow())
-            values[":next"] = {"N": str(part.version)}
+            values[":next"] = part.version
             try:
                 self._db.transact_write_items(
                     TransactItems=[
                         {
                             "Update": {
                                 "TableName": self.table,
-                                "Key": {"pk": {"S": _model_pk(model)}, "sk": {"S": "META"}},
+                                "Key": _key(_model_pk(model)),
                                 "UpdateExpression": update,
                                 "ConditionExpression": condition,
-                                "ExpressionAttributeValues": values,
+                                "ExpressionAttributeValues": _attrs(values),
                             }
                         },
                         {
                             "Put": {
                                 "TableName": self.table,
-                                "Item": {
-                                    "pk": {"S": _model_pk(model)},
-                                    "sk": {"S": f"PART#{part.version:010d}"},
-                                    "version": {"N": str(part.version)},
-                                    "key": {"S": key},
-                                    "rows": {"N": str(rows)},
-                                    "created_at": {"S": part.created_at.isoformat()},
-                                },
+                                "Item": _attrs({
+                                    "pk": _model_pk(model),
+                                    "sk": f"PART#{part.version:010d}",
+                                    "version": part.version,
+                                    "key": key,
+                                    "rows": rows,
+                                    "created_at": part.created_at.isoformat(),
+                                }),
                                 "ConditionExpression": "attribute_not_exists(pk)",
                             }
                         },
@@ -452,11 +439,8 @@ class DynamoExperimentStore:
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
         parts = [
             DatasetPart(
-                model=model,
-                version=int(i["version"]["N"]),
-                key=i["key"]["S"],
-                rows=int(i["rows"]["N"]),
-                created_at=i["created_at"]["S"],
+                model=model, version=i["version"], key=i["key"], rows=i["rows"],
+                created_at=i["created_at"],
             )
             for i in self._query(_model_pk(model), "PART#")
         ]

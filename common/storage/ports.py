@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from common.domain import (
@@ -12,6 +13,7 @@ from common.domain import (
     Feature,
     ModelRecord,
 )
+from common.storage.expectations import UNSET, LeaseExpectation
 
 
 class ObjectStore(Protocol):
@@ -74,10 +76,19 @@ class ExperimentStore(Protocol):
         fields: dict[str, Any],
         expected_status: ExperimentStatus | None = None,
         expected_attempts: int | None = None,
+        expected_lease_until: LeaseExpectation = UNSET,
     ) -> Experiment:
-        """Conflict if ``expected_status`` is given and the stored status differs, or if
+        """Conflict if ``expected_status`` is given and the stored status differs, if
         ``expected_attempts`` is given and the stored attempt count differs (a fencing token: a
-        worker whose job was taken over by a later attempt can no longer write its outcome)."""
+        worker whose job was taken over by a later attempt can no longer write its outcome), or
+        if ``expected_lease_until`` is given and the stored lease differs (a worker taking over
+        a lapsed lease loses to a heartbeat that renewed it meanwhile). The checks are
+        :class:`common.storage.expectations.Expectation`'s, shared by every adapter."""
+        ...
+
+    def renew_lease(self, experiment_id: int, attempt: int, until: datetime) -> Experiment:
+        """Extend a running job's lease to ``until``: Conflict unless the experiment is
+        ``running`` on ``attempt`` (a worker whose job was taken over cannot renew it)."""
         ...
 
     def list_experiments(

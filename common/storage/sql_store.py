@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,12 +23,13 @@ from common.domain import (
     utcnow,
 )
 from common.errors import Conflict, NotFound, SchemaConflict
+from common.storage.expectations import ConditionalExperimentWrites
 
 # The flat table dashboards and existing users query: one row per metric of an experiment.
 FLAT_METRICS_COLUMNS = "id, model_id, problem, model_name, h_tune, metric, metric_value"
 
 
-class SqlExperimentStore:
+class SqlExperimentStore(ConditionalExperimentWrites):
     """Dialect-neutral logic; subclasses provide connections, placeholders and DDL."""
 
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -227,32 +228,18 @@ class SqlExperimentStore:
         with self._transaction(write=False) as cur:
             return self._get_experiment(cur, experiment_id)
 
-    def update_experiment(
-        self,
-        experiment_id: int,
-        fields: dict[str, Any],
-        expected_status: ExperimentStatus | None = None,
-        expected_attempts: int | None = None,
+    def _change_experiment(
+        self, experiment_id: int, change: Callable[[Experiment], Experiment]
     ) -> Experiment:
         with self._transaction(write=True) as cur:
-            current = self._get_experiment(cur, experiment_id)
-            if expected_status is not None and current.status is not expected_status:
-                raise Conflict(
-                    f"experiment {experiment_id} has status {current.status.value}, "
-                    f"expected {expected_status.value}"
-                )
-            if expected_attempts is not None and current.attempts != expected_attempts:
-                raise Conflict(
-                    f"experiment {experiment_id} is on attempt {current.attempts}, "
-                    f"not {expected_attempts}: a later attempt took the job over"
-                )
-            updated = Experiment.model_validate({**current.model_dump(), **fields})
+            current = self._get_experiment(cur, experiment_id)  # locked until the commit
+            updated = change(current)
             self._exec(
                 cur,
                 "UPDATE experiments SET status = ?, doc = ? WHERE id = ?",
                 (updated.status.value, updated.model_dump_json(), experiment_id),
             )
-            if "metrics" in fields:
+            if updated.metrics != current.metrics:
                 self._write_flat_metrics(cur, updated)
         return updated
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from common.domain import ExperimentStatus, Feature, ModelRecord, Task
+from common.domain import Experiment, ExperimentStatus, Feature, ModelRecord, Task, utcnow
 from common.errors import Conflict, NotFound, SchemaConflict
 from common.storage.ports import ExperimentStore
 
@@ -152,6 +153,75 @@ def test_update_experiment_is_fenced_by_the_attempt(store: ExperimentStore) -> N
     done = store.update_experiment(exp.id, {"status": ExperimentStatus.succeeded},
                                    expected_status=ExperimentStatus.running, expected_attempts=2)
     assert done.status is ExperimentStatus.succeeded and done.attempts == 2
+
+
+def running(store: ExperimentStore, attempt: int = 1, lease_seconds: float = 60.0) -> Experiment:
+    exp = store.create_experiment({"model": "m1", "model_class": "svm"})
+    return store.update_experiment(
+        exp.id, {"status": ExperimentStatus.running, "attempts": attempt, "started_at": utcnow(),
+                 "lease_until": utcnow() + timedelta(seconds=lease_seconds)},
+        expected_status=ExperimentStatus.queued)
+
+
+def test_renew_lease_is_fenced_by_the_attempt(store: ExperimentStore) -> None:
+    store.create_model(model())
+    first = running(store)
+    later = utcnow() + timedelta(seconds=120)
+    renewed = store.renew_lease(first.id, 1, later)
+    assert renewed.lease_until == later and store.get_experiment(first.id).lease_until == later
+    assert renewed.status is ExperimentStatus.running and renewed.attempts == 1
+    # The lease ran out and a second attempt took the job over: the first can no longer renew.
+    store.update_experiment(first.id, {"attempts": 2}, expected_status=ExperimentStatus.running,
+                            expected_attempts=1, expected_lease_until=later)
+    with pytest.raises(Conflict, match="later attempt"):
+        store.renew_lease(first.id, 1, later + timedelta(seconds=60))
+    assert store.get_experiment(first.id).lease_until == later
+    store.update_experiment(first.id, {"status": ExperimentStatus.succeeded})
+    with pytest.raises(Conflict, match="status succeeded"):
+        store.renew_lease(first.id, 2, later)  # a finished job is never leased again
+    with pytest.raises(NotFound):
+        store.renew_lease(999_999, 1, later)
+
+
+def test_a_takeover_loses_to_a_heartbeat_that_renewed_the_lease(store: ExperimentStore) -> None:
+    """Two workers read a lapsed lease; the holder's heartbeat renews it before either takes
+    over: both takeovers, conditional on the lease they read, are refused."""
+    store.create_model(model())
+    exp = running(store, lease_seconds=-1)  # lapsed
+    seen = exp.lease_until
+    store.renew_lease(exp.id, 1, utcnow() + timedelta(seconds=60))
+    for _ in range(2):
+        with pytest.raises(Conflict, match="lease was renewed"):
+            store.update_experiment(exp.id, {"attempts": 2}, expected_status=ExperimentStatus.running,
+                                    expected_attempts=1, expected_lease_until=seen)
+    assert store.get_experiment(exp.id).attempts == 1
+    queued = store.create_experiment({"model": "m1", "model_class": "svm"})
+    claimed = store.update_experiment(queued.id, {"status": ExperimentStatus.running},
+                                      expected_status=ExperimentStatus.queued,
+                                      expected_lease_until=None)  # no lease yet
+    assert claimed.status is ExperimentStatus.running
+
+
+def test_concurrent_takeovers_of_a_lapsed_lease_give_one_attempt(store: ExperimentStore) -> None:
+    store.create_model(model())
+    exp = running(store, lease_seconds=-1)
+
+    def take_over(i: int) -> str:
+        try:
+            store.update_experiment(
+                exp.id, {"attempts": 2, "lease_until": utcnow() + timedelta(seconds=60),
+                         "error": f"taker {i}"},
+                expected_status=ExperimentStatus.running, expected_attempts=1,
+                expected_lease_until=exp.lease_until)
+            return "took"
+        except Conflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(take_over, range(8)))
+    assert outcomes.count("took") == 1
+    got = store.get_experiment(exp.id)
+    assert got.attempts == 2 and got.error == f"taker {outcomes.index('took')}"
 
 
 def test_list_experiments_filters_by_status(store: ExperimentStore) -> None:
