@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve ui test lint typecheck unit bench aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench bench-server aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ unit: install
 
 bench: install
 	$(PY) bench/bench_forward.py
+
+## The local server under HTTP load against a bare FastAPI + ONNX Runtime floor (wrk, ~4 min).
+bench-server: install
+	$(PY) bench/bench_server.py
 
 ## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
 aws-check: install

@@ -1,12 +1,18 @@
-"""The JobQueue port and its adapters: in-process (embedded default) and SQS."""
+"""The JobQueue port and its adapters: in-process (embedded default) and SQS, and the heartbeat
+that keeps an SQS message invisible while its job trains."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from common.jobstate import Heartbeat
+    from common.settings import Settings
 
 log = logging.getLogger("mlfn.jobs")
 
@@ -14,6 +20,11 @@ log = logging.getLogger("mlfn.jobs")
 class JobQueue(Protocol):
     def submit(self, experiment_id: int) -> None:
         """Queue the training of ``experiment_id``; returns at once."""
+
+    def recover(self) -> list[int]:
+        """On start-up: have the jobs left behind by a stopped process trained; returns the ids
+        this queue will train now."""
+        ...
 
 
 class InProcessQueue:
@@ -53,6 +64,15 @@ class InProcessQueue:
         with self._wake:
             self._signals += 1
             self._wake.notify_all()
+
+    def recover(self) -> list[int]:
+        """Start the workers, which train what is queued and retry a ``running`` job once its
+        lease lapses (now, or at a later poll); returns the ids claimable now."""
+        ids = self._find()
+        self.start()
+        if ids:
+            self.submit(ids[0])  # wake a worker: it trains every claimable job
+        return ids
 
     def _loop(self) -> None:
         from common.errors import Conflict
@@ -121,3 +141,70 @@ class SqsQueue:
         self._sqs.send_message(
             QueueUrl=self.queue_url, MessageBody=json.dumps({"experiment_id": experiment_id})
         )
+
+    def recover(self) -> list[int]:
+        """Nothing to do: SQS redelivers the message of a job whose worker stopped once its
+        visibility timeout runs out (see :func:`visibility_heartbeat`)."""
+        return []
+
+
+def _queue_arn(queue_arn: str) -> tuple[str, str, str]:
+    """(region, account, queue name) of an SQS queue ARN."""
+    parts = queue_arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
+        raise ValueError(f"not an SQS queue ARN: {queue_arn!r}")
+    return parts[3], parts[4], parts[5]
+
+
+def queue_url(queue_arn: str, configured: str, client: Any) -> str:
+    """The URL of the queue ``queue_arn`` names: ``configured`` (MLFN_QUEUE_URL) if it is that
+    queue's, else asked of SQS (which knows the URL an emulator answers on)."""
+    _, account, name = _queue_arn(queue_arn)
+    if configured and configured.rstrip("/").rsplit("/", 1)[-1] == name:
+        return configured
+    return str(client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+
+
+def visibility_heartbeat(receipt_handle: str, queue_arn: str, settings: Settings,
+                         client: Any = None) -> Heartbeat:
+    """Keep one received SQS message invisible while its job trains (a context manager).
+
+    Every ``job_heartbeat_seconds`` its visibility timeout is set to one job lease and one
+    heartbeat from now (ChangeMessageVisibility), so SQS hands it to another worker only once
+    this one stopped (died, or its invocation timed out), when the job's lease has lapsed too
+    and that worker can take the job over. Nothing is extended once the handler returns: a
+    message that keeps failing comes back after the queue's visibility timeout each time and
+    reaches the dead-letter queue after its maxReceiveCount. SQS keeps a message invisible for
+    at most 12 hours after its receipt; past that the heartbeat stops (logged) and the message
+    may be redelivered, to a worker that finds the job running under a live lease and hands the
+    message back.
+    """
+    from botocore.exceptions import ClientError
+
+    from common.jobstate import Heartbeat
+
+    timeout = min(math.ceil(settings.job_lease_seconds + settings.job_heartbeat_seconds),
+                  43_200)  # SQS's limit: 12 hours
+    target: dict[str, Any] = {}  # resolved on the first beat: a short job makes no SQS call
+
+    def extend() -> bool:
+        if not target:
+            try:
+                sqs = client
+                if sqs is None:
+                    import boto3
+
+                    sqs = boto3.client("sqs", region_name=_queue_arn(queue_arn)[0] or None)
+                target.update(sqs=sqs, url=queue_url(queue_arn, settings.queue_url, sqs))
+            except (ValueError, ClientError) as exc:  # no such queue here: nothing to extend
+                log.warning("message of %s: no visibility heartbeat: %s", queue_arn, exc)
+                return False
+        try:
+            target["sqs"].change_message_visibility(
+                QueueUrl=target["url"], ReceiptHandle=receipt_handle, VisibilityTimeout=timeout)
+        except ClientError as exc:  # the message is gone, its receipt expired, the 12 h are up
+            log.warning("message of %s: the visibility heartbeat stops: %s", queue_arn, exc)
+            return False
+        return True  # an outage (no answer) is logged by the heartbeat, which tries again
+
+    return Heartbeat(settings.job_heartbeat_seconds, extend, "mlfn-sqs-visibility")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import timedelta
 from typing import Any
 
 from common.backends import Backends
@@ -38,12 +37,19 @@ from common.errors import (
     ServiceUnavailable,
 )
 from common.jobs import JobQueue
-from common.names import artifact_prefix, model_key, model_name
+from common.jobstate import JobState
+from common.names import (
+    artifact_prefix,
+    experiment_files_prefix,
+    is_experiment_file,
+    model_key,
+    model_name,
+    recorded_artifact_prefix,
+)
 from common.serving import Serving
 
 log = logging.getLogger("mlfn.lifecycle")
 
-MAX_ATTEMPTS = 2
 # Lifecycle.deploy(expected_previous=ANY): whatever is deployed now may be replaced.
 ANY: Any = object()
 DEPLOY_RETRIES = 10
@@ -69,6 +75,7 @@ class Lifecycle:
         self.store = backends.experiments
         self.serving = serving
         self.jobs = jobs
+        self.job_state = JobState(self.store, backends.settings)
 
     def close(self) -> None:
         """Release what this object holds (nothing today: the job worker belongs to the queue,
@@ -214,8 +221,8 @@ class Lifecycle:
     def train_now(self, name: str, body: Any) -> Experiment:
         """Record and train an experiment in this process (demo models, benchmarks, scripts).
 
-        It is recorded already claimed (``running``, attempt 1), so no job worker of this or
-        another process can take it in between."""
+        It is recorded already claimed (``running``, attempt 1, leased and then heartbeating
+        like any job), so no job worker of this or another process can take it in between."""
         exp = self.new_experiment(name, body, claimed=True)
         return self._run_claimed(exp)
 
@@ -265,62 +272,21 @@ class Lifecycle:
                 "primary_metric": metric,
                 "dataset_version": parts[-1].version,
                 "rows": sum(p.rows for p in parts),
-                **({"status": ExperimentStatus.running, "attempts": 1, "started_at": utcnow()}
-                   if claimed else {}),
+                **(self.job_state.claimed() if claimed else {}),
             }
         )
 
+    # The job state machine (common.jobstate) runs the jobs; these are its entry points.
     def _claim(self, experiment_id: int) -> Experiment | None:
         """Move a job to ``running`` (retrying one whose worker died); None if not ours to run."""
-        exp = self.store.get_experiment(experiment_id)
-        now = utcnow()
-        lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
-        if exp.status is ExperimentStatus.running:
-            if exp.started_at is not None and now - exp.started_at < lease:
-                raise Conflict(f"experiment {experiment_id} is running elsewhere")
-            if exp.attempts >= MAX_ATTEMPTS:
-                self.store.update_experiment(
-                    experiment_id,
-                    {"status": ExperimentStatus.failed, "finished_at": now,
-                     "error": f"the worker stopped {exp.attempts} times before finishing"},
-                    expected_status=ExperimentStatus.running,
-                    expected_attempts=exp.attempts,
-                )
-                return None
-        elif exp.status is not ExperimentStatus.queued:
-            return None  # already finished: a duplicate delivery
-        return self.store.update_experiment(
-            experiment_id,
-            {"status": ExperimentStatus.running, "started_at": now, "attempts": exp.attempts + 1,
-             "error": None},
-            # Two workers taking over the same expired lease: only one gets the next attempt.
-            expected_status=exp.status,
-            expected_attempts=exp.attempts,
-        )
+        return self.job_state.claim(experiment_id)
 
     def run_experiment(self, experiment_id: int) -> Experiment:
         """Train a queued experiment to ``succeeded`` or ``failed``. Called by the workers."""
-        exp = self._claim(experiment_id)
-        if exp is None:
-            return self.store.get_experiment(experiment_id)
-        return self._run_claimed(exp)
+        return self.job_state.run(experiment_id, self._train)
 
     def _run_claimed(self, exp: Experiment) -> Experiment:
-        experiment_id = exp.id
-        try:
-            return self._train(exp)
-        except Exception as exc:
-            detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
-            log.warning("experiment %s failed: %s", experiment_id, detail)
-            try:
-                return self.store.update_experiment(
-                    experiment_id,
-                    {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
-                    expected_status=ExperimentStatus.running,
-                    expected_attempts=exp.attempts,
-                )
-            except Conflict:  # a later attempt took the job over: its outcome stands
-                return self.store.get_experiment(experiment_id)
+        return self.job_state.run_claimed(exp, self._train)
 
     def _train(self, exp: Experiment) -> Experiment:
         from common.training.datasets import load_dataset
@@ -361,74 +327,70 @@ class Lifecycle:
         """Store a trained model and its TensorBoard logs, then mark the experiment succeeded.
 
         ``tensorboard_dir`` holds event files already written for this run (the DVC pipeline keeps
-        them as outputs); otherwise they are written here. On failure nothing is left behind.
+        them as outputs); otherwise they are written here. The files go under keys of this
+        attempt's own, so an attempt whose job was taken over cannot overwrite a later attempt's;
+        on failure (also when its outcome is refused) this attempt's files are removed.
         """
         import tempfile
         from pathlib import Path
 
         from common.training.tensorboard import write_events
 
-        key = model_key(exp.model, exp.id)
+        key = model_key(exp.model, exp.id, exp.attempts)
         written: list[str] = []
-        # The keys are the experiment's, not the attempt's: write only while this attempt holds
-        # the job, and never delete what a later attempt may have written.
-        self._check_attempt(exp)
+        self.job_state.check(exp)  # no use writing files if a later attempt holds the job
         try:
+            written.append(key)  # before the write: a put that fails midway may have landed
             self.backends.models.put(key, trained.onnx_bytes)
-            written.append(key)
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tensorboard_dir or tmp)
                 files = (sorted(p for p in root.rglob("*") if p.is_file()) if tensorboard_dir
                          else write_events(trained, root, f"{exp.model}-{exp.id}"))
-                prefix = artifact_prefix(exp.model, exp.id) + "tensorboard/"
+                prefix = artifact_prefix(exp.model, exp.id, exp.attempts) + "tensorboard/"
                 for path in files:
                     name = prefix + path.relative_to(root).as_posix()
-                    self.backends.models.put(name, path.read_bytes())
                     written.append(name)
-            return self.store.update_experiment(
-                exp.id,
-                {
-                    "status": ExperimentStatus.succeeded,
-                    "finished_at": utcnow(),
-                    "metrics": trained.metrics,
-                    "hyperparameters": trained.hyperparameters,
-                    "artifact_key": key,
-                    "rows": trained.rows,
-                },
-                expected_status=ExperimentStatus.running,
-                expected_attempts=exp.attempts,
-            )
-        except Conflict:
-            # A later attempt took the job over and owns these keys (it writes the same model
-            # from the same data and seed): leave its files in place.
-            raise
+                    self.backends.models.put(name, path.read_bytes())
+            return self.job_state.succeed(exp, {
+                "metrics": trained.metrics,
+                "hyperparameters": trained.hyperparameters,
+                "artifact_key": key,
+                "rows": trained.rows,
+            })
         except BaseException:
-            if self._holds_attempt(exp):
+            if not self._recorded(exp, key):
                 for name in written:
-                    self.backends.models.delete(name)
+                    with contextlib.suppress(Exception):  # a leftover is harmless; report the cause
+                        self.backends.models.delete(name)
             raise
 
-    def _holds_attempt(self, exp: Experiment) -> bool:
+    def _recorded(self, exp: Experiment, key: str) -> bool:
+        """Whether ``key`` is the recorded model of ``exp`` (a success write that failed after
+        the store applied it), or that cannot be told now: its files are then kept."""
         try:
             current = self.store.get_experiment(exp.id)
         except NotFound:
             return False
-        return current.status is ExperimentStatus.running and current.attempts == exp.attempts
+        except Exception:
+            return True
+        return current.status is ExperimentStatus.succeeded and current.artifact_key == key
+
+    def _holds_attempt(self, exp: Experiment) -> bool:
+        return self.job_state.holds(exp)
 
     def _check_attempt(self, exp: Experiment) -> None:
-        if not self._holds_attempt(exp):
-            raise Conflict(
-                f"experiment {exp.id}: attempt {exp.attempts} no longer holds the job (its lease "
-                "ran out and a later attempt took over, or it was finished or deleted)"
-            )
+        self.job_state.check(exp)
 
     def artifacts(self, exp: Experiment) -> list[dict[str, Any]]:
-        """The experiment's files: its ONNX model and its other artefacts (TensorBoard logs)."""
+        """The experiment's files: the ONNX model of the attempt that succeeded and that
+        attempt's other artefacts (TensorBoard logs)."""
         out = []
         if exp.artifact_key:
             out.append({"name": "model.onnx", "key": exp.artifact_key})
-        prefix = artifact_prefix(exp.model, exp.id)
-        out.extend({"name": key[len(prefix):], "key": key} for key in self.backends.models.list(prefix))
+        prefix = recorded_artifact_prefix(exp.model, exp.id, exp.artifact_key)
+        if prefix is not None:
+            out.extend({"name": key[len(prefix):], "key": key}
+                       for key in self.backends.models.list(prefix))
         for item in out:
             item["url"] = f"/artifacts/{exp.id}/{item['name']}"
         return out
@@ -482,26 +444,13 @@ class Lifecycle:
 
     def claimable(self) -> list[int]:
         """Jobs a worker may claim now, oldest first: ``queued`` ones, and ``running`` ones whose
-        lease has run out (their worker died: they are retried, or failed after
-        ``MAX_ATTEMPTS``)."""
-        now = utcnow()
-        lease = timedelta(seconds=self.backends.settings.job_lease_seconds)
-        ids = [e.id for e in self.store.list_experiments(status=ExperimentStatus.queued)]
-        ids += [e.id for e in self.store.list_experiments(status=ExperimentStatus.running)
-                if e.started_at is None or now - e.started_at >= lease]
-        return sorted(ids)
+        lease lapsed (their worker died: they are retried, or failed after ``MAX_ATTEMPTS``)."""
+        return self.job_state.claimable()
 
     def recover(self) -> list[int]:
         """On start-up: start the embedded job worker, which trains what is queued and retries
-        a ``running`` job once its lease runs out. Returns the ids claimable now."""
-        start = getattr(self.jobs, "start", None)
-        if start is None:
-            return []
-        ids = self.claimable()
-        start()
-        if ids and self.jobs is not None:
-            self.jobs.submit(ids[0])  # wake the worker: it trains every claimable job
-        return ids
+        a ``running`` job once its lease lapses. Returns the ids claimable now."""
+        return self.jobs.recover() if self.jobs is not None else []
 
     # -- deployments -----------------------------------------------------------------------
     def experiment(self, experiment_id: int, model: str | None = None) -> Experiment:
@@ -574,5 +523,9 @@ class Lifecycle:
         if exp.status in (ExperimentStatus.queued, ExperimentStatus.running):
             raise Conflict(f"experiment {experiment_id} is {exp.status.value}; wait until it ends")
         self.store.delete_experiment(experiment_id)
-        for item in self.artifacts(exp):
-            self.backends.models.delete(item["key"])
+        # Every attempt's files (a stale attempt's may have landed after it was taken over).
+        keys = {item["key"] for item in self.artifacts(exp)}
+        keys.update(k for k in self.backends.models.list(experiment_files_prefix(exp.model, exp.id))
+                    if is_experiment_file(k, exp.model, exp.id))
+        for key in sorted(keys):
+            self.backends.models.delete(key)

@@ -1,4 +1,12 @@
-"""Validated names and the only place object keys are built (no path traversal possible)."""
+"""Validated names and the only place object keys are built (no path traversal possible).
+
+An experiment's files are per training attempt: its ONNX model at
+``<model>/<id:010d>-a<attempt>.onnx`` and its other artefacts (TensorBoard logs) under
+``<model>/<id:010d>/a<attempt>/``. Attempts never share a key, so an attempt whose job was taken
+over can never overwrite what a later attempt wrote; the experiment records the key of the
+attempt that succeeded (``artifact_key``). Experiments trained before keys were per attempt
+keep their files at ``<model>/<id:010d>.onnx`` and under ``<model>/<id:010d>/``.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +27,54 @@ def model_name(value: object) -> str:
     return value
 
 
-def model_key(model: str, experiment_id: int) -> str:
-    return f"{model_name(model)}/{int(experiment_id):010d}.onnx"
+def _stem(model: str, experiment_id: int) -> str:
+    return f"{model_name(model)}/{int(experiment_id):010d}"
 
 
-def artifact_prefix(model: str, experiment_id: int) -> str:
-    return f"{model_name(model)}/{int(experiment_id):010d}/"
+def _attempt(attempt: int) -> int:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"an attempt number starts at 1, not {attempt!r}")
+    return attempt
+
+
+def model_key(model: str, experiment_id: int, attempt: int = 1) -> str:
+    """The ONNX file one attempt writes (the first attempt's unless ``attempt`` says)."""
+    return f"{_stem(model, experiment_id)}-a{_attempt(attempt)}.onnx"
+
+
+def artifact_prefix(model: str, experiment_id: int, attempt: int = 1) -> str:
+    """Where one attempt writes its other artefacts (``tensorboard/...`` below it)."""
+    return f"{_stem(model, experiment_id)}/a{_attempt(attempt)}/"
+
+
+def legacy_model_key(model: str, experiment_id: int) -> str:
+    """The model file of an experiment trained before keys were per attempt."""
+    return f"{_stem(model, experiment_id)}.onnx"
+
+
+def recorded_artifact_prefix(model: str, experiment_id: int, artifact_key: str | None) -> str | None:
+    """The artefact prefix of the attempt whose model file is ``artifact_key``: that attempt's,
+    or the experiment's whole prefix for an experiment trained before keys were per attempt;
+    None without a model file."""
+    if artifact_key is None:
+        return None
+    stem = _stem(model, experiment_id)
+    found = re.fullmatch(re.escape(stem) + r"-a([0-9]{1,9})\.onnx", artifact_key)
+    if found is not None and int(found[1]) >= 1:
+        return artifact_prefix(model, experiment_id, int(found[1]))
+    return f"{stem}/"
+
+
+def experiment_files_prefix(model: str, experiment_id: int) -> str:
+    """A prefix every file of the experiment starts with (filter with
+    :func:`is_experiment_file`: it also starts the keys of experiment ids with more digits)."""
+    return _stem(model, experiment_id)
+
+
+def is_experiment_file(key: str, model: str, experiment_id: int) -> bool:
+    """Whether ``key`` is one of the experiment's files, of any attempt or layout."""
+    stem = _stem(model, experiment_id)
+    return key.startswith(stem) and (key[len(stem):len(stem) + 1] in ("/", "-", "."))
 
 
 def dataset_part_key(model: str, part_id: str) -> str:

@@ -80,9 +80,11 @@ class Serving:
             return self._session(model, current)
 
     def _session(self, model: str, experiment_id: int) -> OnnxModel:
-        key = model_key(model, experiment_id)
-
         def load() -> OnnxModel:
+            # Only on a cache miss: the model file is the one its succeeded attempt recorded
+            # (an experiment recorded without one, by hand, is read at its first attempt's key).
+            key = (self.backends.experiments.get_experiment(experiment_id).artifact_key
+                   or model_key(model, experiment_id))
             start = time.perf_counter()
             loaded = OnnxModel(self.backends.models.get(key), self.settings.ort_intra_op_threads)
             self.monitor.model_loaded(model, experiment_id, time.perf_counter() - start,

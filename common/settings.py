@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_shared_port: bool = False
 
+    # How long an Idempotency-Key is remembered (add_data, retrain, POST /models, deploy).
+    idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
+
     api_key: str = ""
     cors_origins: str = ""
 

@@ -83,10 +83,18 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
     return endpoint
 
 
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "a retry with the same key and request returns the first answer "
+                                  "and writes nothing (kept 24 h)", "schema": {"type": "string"}}
+
+
 def openapi_of(route: Route) -> dict[str, Any]:
     extra: dict[str, Any] = dict(route.openapi)
-    if route.params:
-        extra["parameters"] = [p.openapi() for p in route.params]
+    parameters = [p.openapi() for p in route.params]
+    if route.idempotent:
+        parameters.append(IDEMPOTENCY_KEY)
+    if parameters:
+        extra["parameters"] = parameters
     return extra
 
 

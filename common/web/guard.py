@@ -129,6 +129,12 @@ def unexpected_reply(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, error_body("internal error", f"{type(exc).__name__}; see the service log")
 
 
+def answer(route: Route, request: Request) -> Reply:
+    """The route's answer to a request that passed the checks (ServiceError when refused)."""
+    result = route.endpoint(request, **route.arguments(request))
+    return result if isinstance(result, Reply) else Reply(route.status, dumps(result))
+
+
 def serve(route: Route, request: Request, settings: Settings, admitted: bool = False) -> Reply:
     """Answer ``request`` with ``route``: checks, parameters, endpoint, error mapping
     (``admitted``: the adapter has made the ``admit`` checks already)."""
@@ -137,8 +143,13 @@ def serve(route: Route, request: Request, settings: Settings, admitted: bool = F
         if not admitted:
             admit(route, request, settings)
         check_received_length(settings.max_body_bytes, len(request.body))
-        result = route.endpoint(request, **route.arguments(request))
-        reply = result if isinstance(result, Reply) else Reply(route.status, dumps(result))
+        if route.idempotent and "idempotency-key" in request.headers:
+            from common import context
+            from common.idempotency import once
+
+            reply = once(request, settings, context.backends(), lambda: answer(route, request))
+        else:
+            reply = answer(route, request)
     except ServiceError as exc:
         reply = error_reply(exc, route.error_style)
     except Exception as exc:  # answered as JSON, without a stack trace

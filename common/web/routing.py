@@ -102,6 +102,8 @@ class Route:
     work: Work = "pool"
     public: bool = False  # answered without the API key (health checks)
     error_style: ErrorStyle = "mlfn"
+    # A write that honours an Idempotency-Key header (common/idempotency.py).
+    idempotent: bool = False
     tags: tuple[str, ...] = ()
     # OpenAPI only: the request body and extra answers /docs shows.
     openapi: dict[str, Any] = field(default_factory=dict)

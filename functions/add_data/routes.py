@@ -20,7 +20,7 @@ def add_data(request: Request, model: str) -> Any:
     return context.lifecycle().add_frame_or_archive(model, kind, data)
 
 
-ROUTES = [Route("PUT", "/add_data", add_data, (model_query(),), tags=("data",),
+ROUTES = [Route("PUT", "/add_data", add_data, (model_query(),), idempotent=True, tags=("data",),
                 openapi=docs.body(EXAMPLE, "tenure,charges,plan,churned\n1,95.5,basic,yes\n"
                                   "40,20.0,premium,no\n", zip_upload=True,
                                   multipart_field="file"))]

@@ -13,4 +13,5 @@ def deploy(request: Request, experiment_id: int, model: str | None) -> Any:
 
 
 ROUTES = [Route("POST", "/deploy/{experiment_id}", deploy,
-                (experiment_id(), model_query(required=False)), tags=("experiments",))]
+                (experiment_id(), model_query(required=False)), tags=("experiments",),
+                idempotent=True)]

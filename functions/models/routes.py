@@ -22,6 +22,6 @@ def create_model(request: Request) -> Any:
 
 ROUTES = [
     Route("GET", "/models", list_models, tags=("models",)),
-    Route("POST", "/models", create_model, status=201, tags=("models",),
+    Route("POST", "/models", create_model, status=201, idempotent=True, tags=("models",),
           openapi=docs.body({"name": "churn", "task": "classification", "target": "churned"})),
 ]

@@ -15,7 +15,7 @@ def retrain(request: Request, model: str) -> Any:
     return {"experiment_id": exp.id, "status": exp.status.value}
 
 
-ROUTES = [Route("PUT", "/retrain", retrain, (model_query(),), status=202, tags=("experiments",),
+ROUTES = [Route("PUT", "/retrain", retrain, (model_query(),), status=202, idempotent=True, tags=("experiments",),
                 openapi=docs.body({"model_class": "random_forest",
                                    "hyperparameters": {"n_estimators": 51}, "tune": False,
                                    "deploy": "if_better"}))]

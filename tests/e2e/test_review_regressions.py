@@ -246,6 +246,7 @@ def test_an_attempt_whose_lease_was_taken_over_writes_nothing(embedded: Callable
 
     from common.domain import utcnow
     from common.errors import Conflict
+    from common.names import model_key
 
     _fence_model("fence")
     life = context.lifecycle()
@@ -253,17 +254,17 @@ def test_an_attempt_whose_lease_was_taken_over_writes_nothing(embedded: Callable
     exp = life.retrain("fence", {"model_class": "logistic_regression", "deploy": "always"})
     first = life._claim(exp.id)
     assert first is not None and first.attempts == 1
-    lease = context.backends().settings.job_lease_seconds
-    life.store.update_experiment(exp.id, {"started_at": utcnow() - timedelta(seconds=lease + 1)})
+    life.store.update_experiment(exp.id, {"lease_until": utcnow() - timedelta(seconds=1)})
     second = life.run_experiment(exp.id)
     assert second.status is ExperimentStatus.succeeded and second.attempts == 2
     assert life.store.deployed_experiment("fence") == exp.id
     key = second.artifact_key
-    assert key is not None
+    assert key == model_key("fence", exp.id, 2)
     digest = hashlib.sha256(context.backends().models.get(key)).hexdigest()
     with pytest.raises(Conflict, match="no longer holds the job"):
         life._train(first)  # the stale attempt finishes its training now
     assert hashlib.sha256(context.backends().models.get(key)).hexdigest() == digest
+    assert not context.backends().models.exists(model_key("fence", exp.id, 1))
     after = life.store.get_experiment(exp.id)
     assert after.status is ExperimentStatus.succeeded and after.attempts == 2
     reply = invoke(forward.handler, "v1", "POST", "/forward", {"model": "fence"}, {"a": 1.0, "b": 1.0})
@@ -431,6 +432,7 @@ def test_a_job_inside_its_lease_is_retried_once_when_the_lease_runs_out(
     from common.domain import utcnow
 
     monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLFN_JOB_HEARTBEAT_SECONDS", "0.5")
     monkeypatch.setenv("MLFN_JOB_POLL_SECONDS", "0.1")
     context.reset()
     _fence_model("timers")
@@ -438,8 +440,9 @@ def test_a_job_inside_its_lease_is_retried_once_when_the_lease_runs_out(
     queued = life.jobs
     life.jobs = None
     exp = life.retrain("timers", {"model_class": "svm"})
-    life._claim(exp.id)
-    life.store.update_experiment(exp.id, {"started_at": utcnow()})
+    claimed = life._claim(exp.id)  # by a worker that dies at once: its lease is never renewed
+    assert claimed is not None and claimed.lease_until is not None
+    assert claimed.lease_until > utcnow()
     life.jobs = queued
     assert life.recover() == [] and life.recover() == []
     time.sleep(0.5)
