@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.archives import ArchiveLimits
@@ -28,7 +28,11 @@ class Settings(BaseSettings):
 
     job_queue: Literal["inprocess", "sqs"] = "inprocess"
     queue_url: str = ""
-    job_lease_seconds: float = 900.0
+    # A running job holds its experiment for this long after its last heartbeat; its worker
+    # renews the lease every job_heartbeat_seconds while it trains. A job whose lease ran out
+    # (its worker died) is retried by the next worker, so about one lease after a crash.
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_heartbeat_seconds: float = Field(default=20.0, gt=0)
 
     ort_intra_op_threads: int = Field(default=1, ge=1)
     # How long a warm instance trusts its cached "which experiment is deployed" answer.
@@ -76,6 +80,15 @@ class Settings(BaseSettings):
     cors_origins: str = ""
 
     demo_models: bool = True
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_the_lease(self) -> Settings:
+        if self.job_heartbeat_seconds >= self.job_lease_seconds:
+            raise ValueError(
+                f"MLFN_JOB_HEARTBEAT_SECONDS ({self.job_heartbeat_seconds}) must be shorter than "
+                f"MLFN_JOB_LEASE_SECONDS ({self.job_lease_seconds}): a lease must be renewed "
+                "before it runs out (a third of it is a good heartbeat)")
+        return self
 
     @property
     def archive_limits(self) -> ArchiveLimits:
