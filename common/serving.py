@@ -14,7 +14,8 @@ from common.backends import Backends
 from common.domain import Task
 from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
-from common.monitoring import Monitor, summarize
+from common.monitoring import Monitor
+from common.payloads import check_top_k
 from common.names import model_key, model_name
 
 log = logging.getLogger("mlfn")
@@ -150,8 +151,6 @@ class Serving:
     # -- use cases -------------------------------------------------------------------------
     def forward(self, model: str, record: Any, k: int | None = None) -> dict[str, Any]:
         """One record; ``k`` (X-Top-K): the most probable classes to return (all when None)."""
-        from common.payloads import check_top_k
-
         with self.monitor.observe("forward", model) as obs:
             if not isinstance(record, dict):
                 raise BadRequest("body must be one JSON object of feature -> value")
@@ -160,7 +159,7 @@ class Serving:
             check_top_k(k, onnx_model.task, model)
             out = onnx_model.predict([record])
             obs.rows = 1
-            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+            obs.predictions(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
@@ -206,13 +205,11 @@ class Serving:
     def forward_batch(self, model: str, records: Any, k: int | None = None) -> dict[str, Any]:
         """``records`` may be a callable that parses them, so that a refused body is monitored;
         ``k`` (X-Top-K): the most probable classes to return per row (all when None)."""
-        from common.payloads import check_top_k
-
         with self.monitor.observe("forward_batch", model) as obs:
             onnx_model, out = self.predict_batch(model, records() if callable(records) else records)
             obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
             check_top_k(k, onnx_model.task, model)
-            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+            obs.predictions(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
@@ -337,13 +334,14 @@ class Serving:
 
         with self.monitor.observe("forward", model) as obs:
             onnx_model = self._image_model(model)
+            check_top_k(k, onnx_model.task, model)
             obs.experiment_id = onnx_model.experiment_id
             spec = onnx_model.image
             assert spec is not None
             pixels = preprocess(data, spec)
             out = onnx_model.predict_feeds({INPUT_NAME: pixels[None, :]})
             obs.rows = 1
-            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+            obs.predictions(out.predictions, onnx_model.task is Task.regression)
         prediction = out.predictions[0]
         answer: dict[str, Any] = {"model": model, "experiment_id": onnx_model.experiment_id,
                                   "prediction": prediction}
@@ -376,10 +374,11 @@ class Serving:
         """A zip of images: predictions in archive order, each next to its file name."""
         with self.monitor.observe("forward_batch", model) as obs:
             onnx_model = self._image_model(model)
+            check_top_k(k, onnx_model.task, model)
             obs.experiment_id = onnx_model.experiment_id
             images, out = self._archive_predictions(onnx_model, archive, labelled=False)
             obs.rows = len(images)
-            obs.summary = summarize(out.predictions, onnx_model.task is Task.regression)
+            obs.predictions(out.predictions, onnx_model.task is Task.regression)
         answer: dict[str, Any] = {"model": model, "experiment_id": onnx_model.experiment_id,
                                   "files": [i.name for i in images], "predictions": out.predictions}
         if out.probabilities is not None:

@@ -160,6 +160,14 @@ def test_image_model_regression_and_labels_csv(demo_env: Path) -> None:
     done = context.lifecycle().store.get_experiment(exp.id)
     assert done.status.value == "succeeded", done.error
     assert done.metrics["r2"] > 0.5
+    # X-Top-K picks classes: on a regression model it is refused, image or tabular alike.
+    body, headers = multipart({"image": ("d.png", digits_png(3), "image/png")})
+    refused = invoke(forward.handler, "v1", "POST", "/forward", {"model": "ink"}, body,
+                     {**headers, "X-Top-K": "2"})
+    assert refused.status == 400 and "applies to classification" in refused.json()["detail"]
+    refused = invoke(forward_batch.handler, "v2", "POST", "/forward_batch", {"model": "ink"},
+                     buf.getvalue(), {"Content-Type": "application/zip", "X-Top-K": "1"})
+    assert refused.status == 400 and "applies to classification" in refused.json()["detail"]
 
 
 # -- hostile archives: 400 with the reason, storage unchanged -----------------------------------
