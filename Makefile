@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve ui test lint typecheck unit bench bench-server aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,13 @@ bench: install
 bench-server: install
 	$(PY) bench/bench_server.py
 
+## MLServer 1.7 vs mlfn serve through the same tritonclient (creates .bench-venvs/mlserver on first run), ~2.5 min.
+bench-oip: install
+	$(PY) bench/bench_oip.py
+
 ## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
 aws-check: install
 	bash infra/aws/check.sh
 
 clean:
-	rm -rf $(VENV) .venv-aws-tools .mlfn .aws-sam
+	rm -rf $(VENV) .venv-aws-tools .mlfn .aws-sam .bench-venvs

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import BadRequest, NotFound
+
+TEMPORARY = ".tmp-"  # the prefix of a write in progress (renamed into place when complete)
 
 
 class LocalObjectStore:
@@ -23,7 +27,7 @@ class LocalObjectStore:
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -46,15 +50,35 @@ class LocalObjectStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> list[str]:
-        keys = []
+    def _files(self, prefix: str) -> list[Path]:
         # Walk only below the prefix's directory, not the whole store.
         start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not start.resolve().is_relative_to(self.root) or not start.is_dir():
             return []
-        for path in start.rglob("*"):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+        return [path for path in start.rglob("*")
+                if path.is_file() and path.relative_to(self.root).as_posix().startswith(prefix)]
+
+    def listing(self, prefix: str) -> list[tuple[str, datetime]]:
+        out = []
+        for path in self._files(prefix):
+            if path.name.startswith(TEMPORARY):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                out.append((path.relative_to(self.root).as_posix(), modified))
+        return sorted(out)
+
+    def remove_temporary(self, older_than: datetime) -> list[str]:
+        """The temp files of writes a crash interrupted (``put`` writes one, then renames it)."""
+        removed = []
+        for path in self._files(""):
+            if path.name.startswith(TEMPORARY):
+                with contextlib.suppress(FileNotFoundError):
+                    if datetime.fromtimestamp(path.stat().st_mtime, UTC) < older_than:
+                        path.unlink()
+                        removed.append(path.relative_to(self.root).as_posix())
+        return removed
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self._files(prefix)
+                      if not p.name.startswith(TEMPORARY))

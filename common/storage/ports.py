@@ -31,6 +31,15 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Delete if present; deleting a missing key is not an error."""
 
+    def listing(self, prefix: str) -> list[tuple[str, datetime]]:
+        """Keys starting with ``prefix`` with the time each was last written (UTC), sorted."""
+        ...
+
+    def remove_temporary(self, older_than: datetime) -> list[str]:
+        """Remove what interrupted writes left behind before ``older_than`` (a local store's
+        temp files; S3 writes are atomic and leave none) and return what was removed."""
+        ...
+
     def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from common.errors import NotFound
@@ -39,6 +40,18 @@ class S3ObjectStore:
 
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def listing(self, prefix: str) -> list[tuple[str, datetime]]:
+        out: list[tuple[str, datetime]] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            out.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        return sorted(out)
+
+    def remove_temporary(self, older_than: datetime) -> list[str]:
+        """Nothing: a PUT is atomic (abandoned multipart uploads expire by the bucket's rule)."""
+        return []
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
     samples = sub.add_parser("sample-images", help="write digit PNGs and zips to try image models")
     samples.add_argument("out", type=Path, help="output directory")
+    sweep = sub.add_parser("gc", help="remove what crashes left behind (orphan files, temp files)")
+    sweep.add_argument("--min-age", type=float, default=3600.0,
+                       help="only files older than this many seconds (default 3600: a write in "
+                            "progress looks like an orphan until its row is written)")
+    sweep.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    sweep.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
     work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue")
     work.add_argument("--once", action="store_true", help="one receive, then exit")
     args = parser.parse_args(argv)
@@ -141,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "sample-images":
         write_samples(args.out)
+        return 0
+
+    if args.command == "gc":
+        from datetime import timedelta
+
+        from common import context
+        from common.gc import collect
+
+        found = collect(context.backends(), timedelta(seconds=args.min_age), args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for kind, keys in (("temp file", found.temporary), ("dataset part", found.parts),
+                           ("model file", found.models)):
+            for key in keys:
+                print(f"{verb} {kind} {key}")
+        print(f"{verb} {found.total} files")
         return 0
 
     if args.command == "worker":

@@ -52,10 +52,14 @@ def all_routes() -> list[Route]:
 
 
 def prepare_store(settings: Settings) -> None:
-    """Once per store, before serving: emulator resources and the demo models."""
+    """Once per store, before serving: emulator resources, what earlier crashes left behind
+    (files older than an hour without their rows: ``common/gc.py``) and the demo models."""
+    from common.gc import collect
+
     backends = context.backends()
     if settings.object_store == "s3" or settings.experiment_store == "dynamodb":
         backends.ensure_cloud_resources()
+    collect(backends)
     if settings.demo_models:
         from common.demo import ensure_demo_models
 
