@@ -30,6 +30,9 @@ NAMESPACE = "mlfn"
 SERVICE = "mlfn"
 
 log = logging.getLogger("mlfn.monitoring")
+PRUNE_SECONDS = 60.0  # how often the writer applies the inference log's retention
+METRICS = (("Latency", "Milliseconds"), ("Rows", "Count"), ("Errors", "Count"), ("ColdStart", "Count"))
+METRIC_NAMES = frozenset(name for name, _ in METRICS)
 
 
 @dataclass
@@ -69,6 +72,8 @@ def summarize(predictions: list[Any], regression: bool) -> dict[str, Any]:
     if regression:
         values = [float(v) for v in predictions]
         return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+    if len(predictions) == 1:
+        return {str(predictions[0]): 1}
     return {str(k): v for k, v in Counter(str(p) for p in predictions).items()}
 
 
@@ -138,12 +143,12 @@ class Monitor:
         self._events: deque[tuple[InferenceEvent, bool]] = deque()
         self._retention = timedelta(days=retention_days)
         self._keep_rows = keep_rows
-        self._written = 0
+        self._pruned = 0.0  # time.monotonic() of the last retention prune
         self._interval = interval
         self._cold_start = True
         self._lock = threading.Lock()  # the cold-start flag
         self._drain_lock = threading.Lock()  # one writer at a time, in queue order
-        self._directives: dict[tuple[str, str], dict[str, Any]] = {}
+        self._directives: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -197,9 +202,9 @@ class Monitor:
         if self.sink is not None:
             try:
                 self.sink.log_inference([event for event, _ in batch])
-                self._written += len(batch)
-                if self._written >= 1000:
-                    self._written = 0
+                now = time.monotonic()
+                if now - self._pruned >= PRUNE_SECONDS:
+                    self._pruned = now
                     self.sink.prune_inference(utcnow() - self._retention, self._keep_rows)
             except Exception:
                 log.exception("could not write %d inference events", len(batch))
@@ -234,9 +239,10 @@ class Monitor:
             metrics.add_metric(name="ModelSize", unit=MetricUnit.Bytes, value=size_bytes)
             metrics.flush_metrics()
 
-    def _directive(self, model: str, experiment: str) -> dict[str, Any]:
-        """The EMF metadata for one (model, experiment), as Powertools serialises it; built once
-        per key, because building a metric set per request costs more than the prediction."""
+    def _directive(self, model: str, experiment: str) -> tuple[str, dict[str, Any]]:
+        """The EMF metadata for one (model, experiment), as Powertools serialises it: the
+        metric directive as JSON text and the dimension fields; built once per key, because
+        building a metric set per request costs more than the prediction."""
         key = (model, experiment)
         cached = self._directives.get(key)
         if cached is None:
@@ -245,36 +251,37 @@ class Monitor:
             metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
             metrics.add_dimension(name="model", value=model)
             metrics.add_dimension(name="experiment", value=experiment)
-            for name, unit in (("Latency", MetricUnit.Milliseconds), ("Rows", MetricUnit.Count),
-                               ("Errors", MetricUnit.Count), ("ColdStart", MetricUnit.Count)):
+            for name, unit in METRICS:
                 metrics.add_metric(name=name, unit=unit, value=0)
             serialized: dict[str, Any] = dict(metrics.serialize_metric_set())
+            directive = orjson.dumps(serialized.pop("_aws")["CloudWatchMetrics"]).decode()
+            fields = {k: v for k, v in serialized.items() if k not in METRIC_NAMES}
+            cached = (directive, fields)
             if len(self._directives) < 1024:
-                self._directives[key] = serialized
-            return serialized
+                self._directives[key] = cached
         return cached
 
     def _emf_line(self, event: InferenceEvent, cold: bool) -> str:
         """One line per call: an EMF document CloudWatch turns into metrics, which is also the
         structured log record of the call (request id, route, status, prediction summary)."""
-        experiment = str(event.experiment_id or "none")
-        doc = dict(self._directive(event.model, experiment))
-        doc["_aws"] = {**doc["_aws"], "Timestamp": int(event.time.timestamp() * 1000)}
-        doc.update(
-            Latency=[event.latency_ms],
-            Rows=[float(event.rows)],
-            Errors=[float(event.status >= 400)],
-            ColdStart=[float(cold)],
-            level="INFO" if event.status < 500 else "ERROR",
-            message="inference",
-            timestamp=event.time.isoformat(timespec="milliseconds"),
-            request_id=event.request_id,
-            route=event.route,
-            experiment_id=event.experiment_id,
-            rows=event.rows,
-            latency_ms=round(event.latency_ms, 3),
-            status=event.status,
-            cold_start=cold,
-            prediction_summary=event.prediction_summary,
-        )
-        return orjson.dumps(doc).decode() + "\n"
+        directive, fields = self._directive(event.model, str(event.experiment_id or "none"))
+        record = orjson.dumps({
+            **fields,
+            "Latency": [event.latency_ms],
+            "Rows": [float(event.rows)],
+            "Errors": [float(event.status >= 400)],
+            "ColdStart": [float(cold)],
+            "level": "INFO" if event.status < 500 else "ERROR",
+            "message": "inference",
+            "timestamp": event.time.isoformat(timespec="milliseconds"),
+            "request_id": event.request_id,
+            "route": event.route,
+            "experiment_id": event.experiment_id,
+            "rows": event.rows,
+            "latency_ms": round(event.latency_ms, 3),
+            "status": event.status,
+            "cold_start": cold,
+            "prediction_summary": event.prediction_summary,
+        }).decode()
+        timestamp = int(event.time.timestamp() * 1000)
+        return f'{{"_aws":{{"Timestamp":{timestamp},"CloudWatchMetrics":{directive}}},{record[1:]}\n'

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
+
 from common.domain import (
     DatasetPart,
     Deployment,
@@ -93,6 +95,8 @@ class SqlExperimentStore(ConditionalExperimentWrites):
                 latency_ms DOUBLE PRECISION NOT NULL, status INTEGER NOT NULL,
                 prediction_summary {self.json_type}, request_id TEXT)""",
             "CREATE INDEX IF NOT EXISTS inference_log_model_time ON inference_log (model, time)",
+            # Retention deletes by time alone: without it every prune scans the whole log.
+            "CREATE INDEX IF NOT EXISTS inference_log_time ON inference_log (time)",
         ]
         with self._transaction(write=True) as cur:
             self._before_ddl(cur)
@@ -341,15 +345,12 @@ class SqlExperimentStore(ConditionalExperimentWrites):
     _LOG_COLUMNS = "time, model, experiment_id, route, rows, latency_ms, status, prediction_summary"
 
     def log_inference(self, events: list[Any]) -> None:
+        rows = [(e.time.isoformat(), e.model, e.experiment_id, e.route, e.rows, e.latency_ms,
+                 e.status, orjson.dumps(e.prediction_summary).decode(), e.request_id)
+                for e in events]
         with self._transaction(write=True) as cur:
-            for e in events:
-                self._exec(
-                    cur,
-                    f"INSERT INTO inference_log ({self._LOG_COLUMNS}, request_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.time.isoformat(), e.model, e.experiment_id, e.route, e.rows, e.latency_ms,
-                     e.status, json.dumps(e.prediction_summary), e.request_id),
-                )
+            cur.executemany(self._sql(f"INSERT INTO inference_log ({self._LOG_COLUMNS}, request_id) "
+                                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), rows)
 
     def prune_inference(self, older_than: Any, keep_rows: int) -> None:
         with self._transaction(write=True) as cur:
