@@ -15,6 +15,7 @@ together: the stores (``common.backends``), the trainer with its ONNX export and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -231,43 +232,45 @@ def train_model(params: Params) -> dict[str, Any]:
     registration = Registration.start(params, info) if params.register else None
     experiment_id = NOT_REGISTERED if registration is None else registration.experiment_id
     try:
-        spec = TrainingSpec(
-            model=params.model,
-            experiment_id=experiment_id,
-            model_class=params.model_class,
-            task=task,
-            target=info["target"],
-            features=features,
-            image=image,
-            hyperparameters=params.hyperparameters,
-            tune=params.tune,
-            seed=params.seed,
-            extra_metadata={"dataset_version": info["dataset_version"], "tune": params.tune,
-                            "trained_by": "dvc pipeline"},
-        )
-        trained = train(frame, spec)
-        run = f"{params.model}-{experiment_id}" if registration else f"{params.model}-pipeline"
-        events = write_training_outputs(trained, spec, run)
-        summary = {
-            "model": params.model,
-            "experiment_id": None if registration is None else experiment_id,
-            "model_class": params.model_class,
-            "task": task.value,
-            "dataset_version": info["dataset_version"],
-            "rows": trained.rows,
-            "hyperparameters": trained.hyperparameters,
-            "tune": params.tune,
-            "grid_scores": trained.grid_scores,
-            "classes": trained.classes,
-            "split": trained.split,
-            "parity": trained.parity,
-            "metrics": trained.metrics,
-            "onnx": {"bytes": len(trained.onnx_bytes),
-                     "sha256": hashlib.sha256(trained.onnx_bytes).hexdigest()},
-            "tensorboard": [p.relative_to(HERE).as_posix() for p in events],
-        }
-        if registration is not None:
-            summary["registered"] = registration.finish(trained, TENSORBOARD / run)
+        # Renew the run's lease while it trains (a long training is never taken over).
+        with registration.heartbeat() if registration is not None else contextlib.nullcontext():
+            spec = TrainingSpec(
+                model=params.model,
+                experiment_id=experiment_id,
+                model_class=params.model_class,
+                task=task,
+                target=info["target"],
+                features=features,
+                image=image,
+                hyperparameters=params.hyperparameters,
+                tune=params.tune,
+                seed=params.seed,
+                extra_metadata={"dataset_version": info["dataset_version"], "tune": params.tune,
+                                "trained_by": "dvc pipeline"},
+            )
+            trained = train(frame, spec)
+            run = f"{params.model}-{experiment_id}" if registration else f"{params.model}-pipeline"
+            events = write_training_outputs(trained, spec, run)
+            summary = {
+                "model": params.model,
+                "experiment_id": None if registration is None else experiment_id,
+                "model_class": params.model_class,
+                "task": task.value,
+                "dataset_version": info["dataset_version"],
+                "rows": trained.rows,
+                "hyperparameters": trained.hyperparameters,
+                "tune": params.tune,
+                "grid_scores": trained.grid_scores,
+                "classes": trained.classes,
+                "split": trained.split,
+                "parity": trained.parity,
+                "metrics": trained.metrics,
+                "onnx": {"bytes": len(trained.onnx_bytes),
+                         "sha256": hashlib.sha256(trained.onnx_bytes).hexdigest()},
+                "tensorboard": [p.relative_to(HERE).as_posix() for p in events],
+            }
+            if registration is not None:
+                summary["registered"] = registration.finish(trained, TENSORBOARD / run)
     except BaseException as exc:
         if registration is not None:
             registration.fail(exc)
@@ -395,8 +398,9 @@ class Registration:
     @classmethod
     def start(cls, params: Params, info: dict[str, Any]) -> Registration:
         from common.catalog import PRIMARY_METRIC
-        from common.domain import ExperimentStatus, Task, utcnow
+        from common.domain import Task
         from common.errors import BadRequest
+        from common.jobstate import JobState
 
         backends = open_backends(params)
         store = backends.experiments
@@ -405,7 +409,9 @@ class Registration:
             raise BadRequest(
                 f"the extracted data does not match model {record.name!r} in the store: run extract_data"
             )
-        created = store.create_experiment(
+        # Recorded already claimed (running, attempt 1, leased), as the service's train_now
+        # does: no job worker can take it between two writes, and its heartbeat keeps it ours.
+        running = store.create_experiment(
             {
                 "model": record.name,
                 "model_class": params.model_class,
@@ -415,15 +421,17 @@ class Registration:
                 "primary_metric": PRIMARY_METRIC[Task(info["task"])],
                 "dataset_version": info["dataset_version"],
                 "rows": info["rows"],
+                **JobState(store, backends.settings).claimed(),
             }
-        )
-        running = store.update_experiment(
-            created.id,
-            {"status": ExperimentStatus.running, "started_at": utcnow(), "attempts": 1},
-            expected_status=ExperimentStatus.queued,
         )
         log.info("registered as experiment %d of model %s", running.id, record.name)
         return cls(backends, running)
+
+    def heartbeat(self) -> Any:
+        """The lease renewal of the run while it trains (a context manager)."""
+        from common.jobstate import JobState
+
+        return JobState(self.backends.experiments, self.backends.settings).heartbeat(self.experiment)
 
     @property
     def experiment_id(self) -> int:
@@ -448,15 +456,12 @@ class Registration:
         }
 
     def fail(self, exc: BaseException) -> None:
-        from common.domain import ExperimentStatus, utcnow
         from common.errors import ServiceError
+        from common.jobstate import JobState
 
         detail = exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
         try:
-            self.backends.experiments.update_experiment(
-                self.experiment_id,
-                {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
-            )
+            JobState(self.backends.experiments, self.backends.settings).fail(self.experiment, detail)
         except Exception:
             log.exception("could not mark experiment %d failed", self.experiment_id)
 
