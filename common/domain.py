@@ -61,6 +61,9 @@ class ModelRecord(BaseModel):
     image: ImageSpec | None = None
     features: list[Feature] | None = None
     deployed_experiment_id: int | None = None
+    # The current dataset version, kept by the store: every upload and every removal of a part
+    # makes a new one (0: no data yet). Ignored when a model is created.
+    dataset_version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -109,7 +112,15 @@ class Deployment(BaseModel):
     deployed_at: datetime = Field(default_factory=utcnow)
 
 
+PartSource = Literal["csv", "json", "zip", "multipart", "unknown"]
+
+
 class DatasetPart(BaseModel):
+    """One upload, stored as an immutable Parquet file. A dataset version is a set of parts:
+    the part added in ``version`` belongs to every version from it on until the one that
+    removed it (``removed_in``, exclusive), so an experiment's version stays reproducible after
+    a removal. ``version`` also names the part (``DELETE /datasets/parts/{version}``)."""
+
     model_config = LAZY
 
     model: str
@@ -117,3 +128,20 @@ class DatasetPart(BaseModel):
     key: str
     rows: int
     created_at: datetime = Field(default_factory=utcnow)
+    # How it was uploaded: a CSV, JSON or zip body, or a multipart file (``filename``, when
+    # the upload named one); parts registered before this was recorded are "unknown".
+    source: PartSource = "unknown"
+    filename: str | None = None
+    removed_in: int | None = None
+    removed_at: datetime | None = None
+
+    def in_version(self, version: int) -> bool:
+        """Whether dataset version ``version`` contains this part."""
+        return self.version <= version and (self.removed_in is None or version < self.removed_in)
+
+    def as_of(self, version: int) -> DatasetPart:
+        """The part as dataset version ``version`` saw it: not yet removed if the removal came
+        later."""
+        if self.removed_in is not None and self.removed_in > version:
+            return self.model_copy(update={"removed_in": None, "removed_at": None})
+        return self

@@ -1,4 +1,5 @@
-"""The model life cycle: create, add data, retrain (queued), train (worker), deploy, evaluate.
+"""The model life cycle: create, add and remove data, retrain (queued), train (worker), deploy,
+evaluate, delete.
 
 Training libraries are imported inside the methods that need them, so the handlers that only
 record or queue work stay light.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast, get_args
 
 from common.backends import Backends
 from common.catalog import (
@@ -20,11 +21,13 @@ from common.catalog import (
     model_class,
 )
 from common.domain import (
+    DatasetPart,
     Experiment,
     ExperimentStatus,
     Feature,
     ImageSpec,
     ModelRecord,
+    PartSource,
     Task,
     utcnow,
 )
@@ -40,6 +43,7 @@ from common.jobs import JobQueue
 from common.jobstate import JobState
 from common.names import (
     artifact_prefix,
+    check_text,
     experiment_files_prefix,
     is_experiment_file,
     model_key,
@@ -53,6 +57,8 @@ log = logging.getLogger("mlfn.lifecycle")
 # Lifecycle.deploy(expected_previous=ANY): whatever is deployed now may be replaced.
 ANY: Any = object()
 DEPLOY_RETRIES = 10
+PART_SOURCES = get_args(PartSource)
+MAX_FILENAME = 255  # characters of an upload's file name kept with its part
 
 
 def image_spec(body: dict[str, Any]) -> ImageSpec:
@@ -102,12 +108,7 @@ class Lifecycle:
         target = body["target"]
         if not isinstance(target, str) or not target or len(target) > 256:
             raise BadRequest("target must be a non-empty column name")
-        # The rule add_data applies to column names (common.training.datasets.CONTROL_CHARACTERS,
-        # not imported: it would load pandas into every handler that creates a model).
-        control = next((c for c in target if c < "\x20" or c == "\x7f"), None)
-        if control is not None:
-            raise BadRequest(f"field 'target' contains the control character U+{ord(control):04X}; "
-                             "a column name must be printable text")
+        check_text("field 'target'", target, "a column name")  # the rule add_data applies
         image = image_spec(body) if kind == "image" else None
         if kind == "tabular" and ("image_size" in body or "color" in body):
             raise BadRequest("image_size and color apply to models with \"input\": \"image\"")
@@ -115,7 +116,8 @@ class Lifecycle:
         self.store.create_model(record)
         return record
 
-    def add_images(self, name: str, archive: bytes) -> dict[str, Any]:
+    def add_images(self, name: str, archive: bytes, source: PartSource = "zip",
+                   filename: str | None = None) -> dict[str, Any]:
         """Append a labelled zip of images to an image model's dataset; all or nothing."""
         from common.archives import read_images
         from common.images import preprocess
@@ -134,15 +136,22 @@ class Lifecycle:
             [i.name for i in images],
             model,
         )
-        return self._store_part(model, datasets.part_bytes(frame), len(frame))
+        return self._store_part(model, datasets.part_bytes(frame), len(frame), None, source,
+                                filename)
 
-    def add_frame_or_archive(self, name: str, kind: str, data: bytes) -> dict[str, Any]:
-        """An add_data upload: a zip for image models, CSV or JSON records for tabular ones."""
+    def add_frame_or_archive(self, name: str, kind: str, data: bytes, source: PartSource | None = None,
+                             filename: str | None = None) -> dict[str, Any]:
+        """An add_data upload: a zip for image models, CSV or JSON records for tabular ones.
+        ``source`` (``kind`` by default; ``multipart`` for a multipart file, with its
+        ``filename``) is recorded with the part."""
         from common.payloads import records_of
         from common.training.datasets import frame_from_csv, frame_from_records
 
+        if kind not in ("csv", "json", "zip"):
+            raise BadRequest(f"unknown upload format {kind!r}")
+        source = source or cast(PartSource, kind)
         if kind == "zip":
-            return self.add_images(name, data)
+            return self.add_images(name, data, source, filename)
         model = self.store.get_model(model_name(name))
         if model.image is not None:
             raise BadRequest(
@@ -150,18 +159,23 @@ class Lifecycle:
                 "multipart field 'file')"
             )
         frame = frame_from_csv(data) if kind == "csv" else frame_from_records(records_of(data))
-        return self.add_frame(name, frame)
+        return self.add_frame(name, frame, source, filename)
 
     def _store_part(self, model: ModelRecord, data: bytes, rows: int,
-                    features: list[Feature] | None = None) -> dict[str, Any]:
+                    features: list[Feature] | None = None, source: PartSource = "unknown",
+                    filename: str | None = None) -> dict[str, Any]:
         """Store the part's bytes, then register it (fixing ``features`` as the schema of a
         first upload in the same write); on any failure the bytes are removed again."""
         from common.training import datasets
 
+        if source not in PART_SOURCES:
+            raise ValueError(f"a part's source is one of {PART_SOURCES}, not {source!r}")
+        filename = None if filename is None else filename[:MAX_FILENAME]
         key = datasets.new_part_key(model.name)
         self.backends.datasets.put(key, data)
         try:
-            registered = self.store.add_dataset_part(model.name, key, rows, features)
+            registered = self.store.add_dataset_part(model.name, key, rows, features, source,
+                                                     filename)
         except ServiceError:  # refused (unknown model, schema conflict): nothing registered
             self.backends.datasets.delete(key)
             raise
@@ -170,7 +184,7 @@ class Lifecycle:
             # the part is known not to be registered (an orphan file is harmless, a registered
             # part without its file would break every later training).
             with contextlib.suppress(Exception):
-                if all(p.key != key for p in self.store.dataset_parts(model.name)):
+                if all(p.key != key for p in self.store.all_dataset_parts(model.name)):
                     self.backends.datasets.delete(key)
             raise
         total = sum(p.rows for p in self.store.dataset_parts(model.name, registered.version))
@@ -184,11 +198,33 @@ class Lifecycle:
     def model_classes(self) -> list[dict[str, Any]]:
         return [c.describe() for c in CATALOG.values()]
 
+    def delete_model(self, name: str) -> None:
+        """Delete a model with its data, experiments, deployments and files; Conflict (nothing
+        deleted) while one of its jobs is queued or running.
+
+        The rows go first, then the files, so a crash in between leaves only files without
+        rows (``common/gc.py`` removes them), never a row without its file. The files are
+        listed before the rows go: once they have, the name may be created again, and that new
+        model's files must not be touched. A file written in between (an upload racing the
+        delete, refused once the model is gone) is an orphan for the collector too.
+        """
+        name = model_name(name)
+        stores = (self.backends.models, self.backends.datasets)
+        files = [(store, key) for store in stores for key in store.list(f"{name}/")]
+        self.store.delete_model(name)
+        self.serving.forget_pointer(name)
+        for store, key in files:
+            store.delete(key)
+
     # -- data ------------------------------------------------------------------------------
-    def add_frame(self, name: str, frame: Any) -> dict[str, Any]:
-        """Append ``frame`` (a pandas DataFrame) as one immutable part; all or nothing."""
+    def add_frame(self, name: str, frame: Any, source: PartSource | None = None,
+                  filename: str | None = None) -> dict[str, Any]:
+        """Append ``frame`` (a pandas DataFrame) as one immutable part; all or nothing.
+        ``source``: how it was uploaded (by default what parsed it: ``frame.attrs["source"]``,
+        csv or json, else unknown)."""
         from common.training import datasets
 
+        origin: PartSource = source or frame.attrs.get("source", "unknown")
         model = self.store.get_model(model_name(name))
         if model.image is not None:
             raise BadRequest(f"model {model.name!r} takes images: upload a zip archive")
@@ -198,10 +234,66 @@ class Lifecycle:
             part = datasets.conform(frame, model, features)
             data = datasets.part_bytes(part)
             try:
-                return self._store_part(model, data, len(part), features if first else None)
+                return self._store_part(model, data, len(part), features if first else None,
+                                        origin, filename)
             except SchemaConflict as exc:  # another first upload fixed a different schema
                 features, first = exc.stored, False
         raise Conflict(f"model {model.name!r}: the feature schema is being set concurrently; retry")
+
+    def datasets(self, name: str) -> dict[str, Any]:
+        """The model's dataset versions and their parts: every part with where it came from
+        and, if it was removed, the version that removed it; every version with the parts it
+        contains, its rows and the experiments trained on it (both in version order)."""
+        model = self.store.get_model(model_name(name))
+        current = model.dataset_version
+        # Read after the model: what was added or removed since belongs to a later version.
+        parts = [p.as_of(current) for p in self.store.all_dataset_parts(model.name)
+                 if p.version <= current]
+        trained: dict[int, list[int]] = {}
+        for exp in self.store.list_experiments(model.name):
+            trained.setdefault(exp.dataset_version, []).append(exp.id)
+        docs = {p.version: p.model_dump(mode="json", exclude={"model", "key"}) for p in parts}
+        added = {p.version: p for p in parts}
+        removed = {p.removed_in: p for p in parts if p.removed_in is not None}
+        members: list[DatasetPart] = []
+        versions = []
+        for version in range(1, current + 1):
+            change: dict[str, Any] = {"change": None, "part": None, "created_at": None}
+            if version in added:
+                members.append(added[version])
+                change = {"change": "added", "part": version,
+                          "created_at": docs[version]["created_at"]}
+            elif version in removed:
+                gone = removed[version].version
+                members = [p for p in members if p.version != gone]
+                change = {"change": "removed", "part": gone,
+                          "created_at": docs[gone]["removed_at"]}
+            versions.append({"version": version, **change, "parts": [p.version for p in members],
+                             "rows": sum(p.rows for p in members),
+                             "experiments": sorted(trained.get(version, []))})
+        return {
+            "model": model.name,
+            "dataset_version": current,
+            "rows_total": sum(p.rows for p in members),
+            "parts": list(docs.values()),
+            "versions": versions,
+        }
+
+    def remove_part(self, name: str, version: int) -> dict[str, Any]:
+        """Remove the part added in dataset version ``version``: a new dataset version without
+        it. Earlier versions keep it, and its file stays, so the experiments trained on them
+        stay reproducible. NotFound for an unknown part, Conflict if it was removed already."""
+        model = self.store.get_model(model_name(name))
+        removed = self.store.remove_dataset_part(model.name, version)
+        assert removed.removed_in is not None
+        parts = self.store.dataset_parts(model.name, removed.removed_in)
+        return {
+            "model": model.name,
+            "removed": version,
+            "dataset_version": removed.removed_in,
+            "rows_total": sum(p.rows for p in parts),
+            "parts": [p.version for p in parts],
+        }
 
     # -- experiments -----------------------------------------------------------------------
     def retrain(self, name: str, body: Any) -> Experiment:
@@ -253,9 +345,14 @@ class Lifecycle:
                 f"primary_metric {metric!r} is not a {model.task.value} metric; "
                 f"choose one of {', '.join(TASK_METRICS[model.task])}"
             )
-        parts = self.store.dataset_parts(model.name)
+        # The model's counter is its current version (a removal makes one without adding a
+        # part); the experiment trains on exactly the parts of that version.
+        version = model.dataset_version
+        parts = self.store.dataset_parts(model.name, version)
         if not parts:
-            raise BadRequest(f"model {model.name!r} has no data yet; upload some with add_data")
+            detail = "no data yet" if version == 0 else (
+                f"no data in its dataset version {version} (every part was removed)")
+            raise BadRequest(f"model {model.name!r} has {detail}; upload some with add_data")
         rows = sum(p.rows for p in parts)
         if rows < MIN_TRAINING_ROWS:
             raise BadRequest(
@@ -270,8 +367,8 @@ class Lifecycle:
                 "tune": tune,
                 "deploy": deploy,
                 "primary_metric": metric,
-                "dataset_version": parts[-1].version,
-                "rows": sum(p.rows for p in parts),
+                "dataset_version": version,
+                "rows": rows,
                 **(self.job_state.claimed() if claimed else {}),
             }
         )

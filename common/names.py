@@ -6,6 +6,10 @@ An experiment's files are per training attempt: its ONNX model at
 over can never overwrite what a later attempt wrote; the experiment records the key of the
 attempt that succeeded (``artifact_key``). Experiments trained before keys were per attempt
 keep their files at ``<model>/<id:010d>.onnx`` and under ``<model>/<id:010d>/``.
+
+It also holds the rule for free text that becomes a name (a target or column name, a class
+label): no control characters. It imports nothing heavy, so the handlers that create a model and
+the training code that parses uploads check the same rule.
 """
 
 from __future__ import annotations
@@ -15,6 +19,27 @@ import re
 from common.errors import BadRequest
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+"""Refused in target and column names and class labels: they end up in the schema, the model's
+metadata and every response, where a NUL or a line break is never meant."""
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` as ``U+XXXX``, or None."""
+    found = CONTROL_CHARACTERS.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def check_text(field: str, value: str, what: str = "names") -> str:
+    """Return ``value`` unless it contains a control character (U+0000-U+001F, U+007F); then
+    raise :class:`BadRequest`: "<field> contains the control character U+XXXX; <what> must be
+    printable text"."""
+    char = control_character(value)
+    if char is not None:
+        raise BadRequest(f"{field} contains the control character {char}; {what} must be "
+                         "printable text")
+    return value
 
 
 def model_name(value: object) -> str:

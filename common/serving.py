@@ -15,8 +15,8 @@ from common.domain import Task
 from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
 from common.monitoring import Monitor
-from common.payloads import check_top_k
 from common.names import model_key, model_name
+from common.payloads import check_top_k
 
 log = logging.getLogger("mlfn")
 
@@ -416,7 +416,7 @@ class Serving:
         store = self.backends.experiments
         out = []
         for m in store.list_models():
-            parts = store.dataset_parts(m.name)
+            parts = store.dataset_parts(m.name, m.dataset_version)
             out.append({
                 "name": m.name,
                 "task": m.task.value,
@@ -425,7 +425,7 @@ class Serving:
                 "image": None if m.image is None else m.image.model_dump(),
                 "features": [f.model_dump(mode="json") for f in m.features or []],
                 "deployed_experiment_id": m.deployed_experiment_id,
-                "dataset_version": parts[-1].version if parts else 0,
+                "dataset_version": m.dataset_version,
                 "rows_total": sum(p.rows for p in parts),
             })
         return out

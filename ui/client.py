@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote
 
 import requests
 
@@ -119,6 +120,42 @@ class DataAdded(TypedDict):
     rows_added: int
     rows_total: int
     dataset_version: int
+
+
+class DatasetPart(TypedDict):
+    version: int  # the dataset version that added it: the part's name
+    rows: int
+    source: Literal["csv", "json", "zip", "multipart", "unknown"]
+    filename: str | None
+    created_at: str
+    removed_in: int | None
+    removed_at: str | None
+
+
+class DatasetVersion(TypedDict):
+    version: int
+    change: Literal["added", "removed"] | None
+    part: int | None
+    created_at: str | None
+    parts: list[int]
+    rows: int
+    experiments: list[int]
+
+
+class Datasets(TypedDict):
+    model: str
+    dataset_version: int
+    rows_total: int
+    parts: list[DatasetPart]
+    versions: list[DatasetVersion]
+
+
+class PartRemoved(TypedDict):
+    model: str
+    removed: int
+    dataset_version: int
+    rows_total: int
+    parts: list[int]
 
 
 class InferenceLogRow(TypedDict):
@@ -247,6 +284,10 @@ class MlfnClient:
             body["color"] = color
         return cast(Model, self._request("POST", "/models", json=body))
 
+    def delete_model(self, name: str) -> None:
+        """Delete a model with its data, experiments, deployments and files."""
+        self._request("DELETE", f"/models/{quote(name, safe='')}")
+
     def model_classes(self) -> list[ModelClass]:
         return cast(list[ModelClass], self._request("GET", "/model_classes"))
 
@@ -258,6 +299,15 @@ class MlfnClient:
         """Upload a labelled CSV or zip as the multipart field ``file``."""
         files = {"file": (filename, content, _content_type(filename))}
         return cast(DataAdded, self._request("PUT", "/add_data", params={"model": model}, files=files))
+
+    def datasets(self, model: str) -> Datasets:
+        """The model's dataset versions and parts."""
+        return cast(Datasets, self._request("GET", "/datasets", params={"model": model}))
+
+    def remove_part(self, model: str, version: int) -> PartRemoved:
+        """Remove the part added in dataset version ``version`` (a new version without it)."""
+        return cast(PartRemoved, self._request("DELETE", f"/datasets/parts/{int(version)}",
+                                               params={"model": model}))
 
     def retrain(
         self,

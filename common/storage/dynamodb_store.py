@@ -1,8 +1,17 @@
 """ExperimentStore on one DynamoDB table (pk/sk), with conditional writes and transactions.
 
 Items: ``MODEL#name/META`` (schema, deployed pointer, counters), ``MODEL#name/DEPLOY#seq``,
-``MODEL#name/PART#version``, ``EXP#id/META`` (indexed by model through the ``by_model`` GSI) and
-``COUNTER/experiments`` (the atomic counter that hands out experiment ids).
+``MODEL#name/PART#version``, ``MODEL#name/EXP#id`` (a pointer to each experiment created since
+pointers exist, so a model's experiments can be read consistently), ``EXP#id/META`` (indexed by
+model through the ``by_model`` GSI) and ``COUNTER/experiments`` (the atomic counter that hands
+out experiment ids).
+
+Every write that depends on a model changes a counter of its META item in the same transaction
+(``deploy_seq``, ``dataset_version``, ``exp_seq``), so deleting a model is one conditional delete
+of its META item on the counters it read: whatever was written meanwhile makes it read again,
+and whatever comes after finds the model gone. The model's other items are deleted after it, in
+batches; until they are all gone, its name cannot be created again (and a delete that a crash
+interrupted is finished by deleting the model again).
 
 Values go through boto3's ``TypeSerializer``/``TypeDeserializer`` (strings as ``S``, integers as
 ``N``; JSON documents are strings) and reads through boto3's paginators; the conditional
@@ -12,7 +21,9 @@ experiment writes check their expectations in :mod:`common.storage.expectations`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +36,20 @@ from common.domain import (
     ExperimentStatus,
     Feature,
     ModelRecord,
+    PartSource,
     utcnow,
 )
 from common.errors import Conflict, NotFound, SchemaConflict
-from common.storage.expectations import ConditionalExperimentWrites
+from common.storage.expectations import (
+    ConditionalExperimentWrites,
+    check_deletable,
+    check_removable,
+)
 
 BY_MODEL = "by_model"
+RACE_ATTEMPTS = 50
+BATCH_GET = 100  # keys per BatchGetItem
+BATCH_WRITE = 25  # requests per BatchWriteItem
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 
@@ -56,6 +75,24 @@ def _model_pk(name: str) -> str:
 
 def _exp_pk(experiment_id: int) -> str:
     return f"EXP#{int(experiment_id)}"
+
+
+def _part_sk(version: int) -> str:
+    return f"PART#{int(version):010d}"
+
+
+def _pointer_sk(experiment_id: int) -> str:
+    return f"EXP#{int(experiment_id):020d}"
+
+
+def _reasons(exc: Exception) -> list[str]:
+    """The cancellation reason of each item of a cancelled transaction, in order."""
+    return [r.get("Code", "") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+
+
+def _backoff(attempt: int) -> None:
+    """A short, jittered pause before trying a lost race again."""
+    time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
 
 
 class DynamoExperimentStore(ConditionalExperimentWrites):
@@ -119,6 +156,42 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
             ScanIndexForward=not descending,
         )
 
+    def _partition(self, pk: str) -> list[dict[str, Any]]:
+        """Every item of one partition (a model's META and the rest), read consistently."""
+        return self._pages(
+            "query",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=_attrs({":pk": pk}),
+            ConsistentRead=True,
+        )
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items of ``keys`` that exist, read consistently."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), BATCH_GET):
+            pending: dict[str, Any] = {self.table: {"Keys": keys[start:start + BATCH_GET],
+                                                    "ConsistentRead": True}}
+            attempt = 0
+            while pending:
+                out = self._db.batch_get_item(RequestItems=pending)
+                found.extend(_plain(i) for i in out.get("Responses", {}).get(self.table, []))
+                pending = out.get("UnprocessedKeys") or {}
+                if pending:
+                    _backoff(attempt)
+                    attempt += 1
+        return found
+
+    def _batch_delete(self, keys: Iterable[dict[str, Any]]) -> None:
+        requests = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for start in range(0, len(requests), BATCH_WRITE):
+            pending: dict[str, Any] = {self.table: requests[start:start + BATCH_WRITE]}
+            attempt = 0
+            while pending:
+                pending = self._db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+                if pending:
+                    _backoff(attempt)
+                    attempt += 1
+
     def _is_conditional_failure(self, exc: Exception) -> bool:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
@@ -135,6 +208,7 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
             features=json.loads(item["features"]) if "features" in item else None,
             deployed_experiment_id=item.get("deployed"),
             created_at=item["created_at"],
+            dataset_version=item.get("dataset_version", 0),
         )
 
     def create_model(self, model: ModelRecord) -> None:
@@ -152,6 +226,16 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
             "features": None if model.features is None
             else json.dumps([f.model_dump(mode="json") for f in model.features]),
         })
+        # A deleted model's items go after its META item: a name is free again once they have.
+        if self._get(_model_pk(model.name)) is not None:
+            raise Conflict(f"model {model.name!r} already exists")
+        leftover = self._db.query(
+            TableName=self.table, KeyConditionExpression="pk = :pk", Limit=1, ConsistentRead=True,
+            ExpressionAttributeValues=_attrs({":pk": _model_pk(model.name)}),
+        ).get("Items", [])
+        if leftover and _plain(leftover[0])["sk"] != "META":
+            raise Conflict(f"model {model.name!r} is still being deleted; retry in a moment (or "
+                           "delete it again to finish a deletion that was interrupted)")
         try:
             self._db.put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
@@ -280,12 +364,38 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
             ReturnValues="UPDATED_NEW",
         )
         exp = Experiment(id=_plain(out["Attributes"])["value"], **fields)
-        self._db.put_item(
-            TableName=self.table,
-            Item=self._exp_item(exp, 0),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        return exp
+        # With its model's exp_seq counter and its pointer: a model being deleted either sees
+        # this experiment or is gone first, and then this write is refused.
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                self._db.transact_write_items(TransactItems=[
+                    {"Update": {
+                        "TableName": self.table,
+                        "Key": _key(_model_pk(exp.model)),
+                        "UpdateExpression": "ADD exp_seq :one",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeValues": _attrs({":one": 1}),
+                    }},
+                    {"Put": {
+                        "TableName": self.table,
+                        "Item": self._exp_item(exp, 0),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }},
+                    {"Put": {
+                        "TableName": self.table,
+                        "Item": _attrs({"pk": _model_pk(exp.model), "sk": _pointer_sk(exp.id),
+                                        "experiment_id": exp.id}),
+                    }},
+                ])
+                return exp
+            except Exception as exc:
+                if not self._is_conditional_failure(exc):
+                    raise
+                reasons = _reasons(exc)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    raise NotFound(f"model {exp.model!r} does not exist") from None
+                _backoff(attempt)  # a concurrent write on the model: try again
+        raise Conflict(f"model {exp.model!r} is being changed concurrently; retry")
 
     def _read_experiment(self, experiment_id: int) -> tuple[Experiment, int]:
         item = self._get(_exp_pk(experiment_id))
@@ -359,6 +469,12 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
                                 "Key": _key(_exp_pk(experiment_id)),
                             }
                         },
+                        {
+                            "Delete": {
+                                "TableName": self.table,
+                                "Key": _key(_model_pk(exp.model), _pointer_sk(experiment_id)),
+                            }
+                        },
                     ]
                 )
                 return
@@ -375,9 +491,61 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
                 ) from None
         raise Conflict(f"model {exp.model!r} is being changed concurrently; retry the delete")
 
+    def delete_model(self, name: str) -> None:
+        pk = _model_pk(name)
+        for attempt in range(RACE_ATTEMPTS):
+            meta = self._get(pk)
+            if meta is None:
+                if not self._partition(pk):
+                    raise NotFound(f"model {name!r} does not exist")
+                break  # a deletion interrupted after its META item went: finish it
+            check_deletable(name, self._experiments_of(name))
+            # Nothing written since the counters were read (an experiment, a part, a removal,
+            # a deployment), else read again. succeeded and failed are final, so the
+            # experiments just read cannot become unfinished before this applies.
+            values: dict[str, Any] = {":deploy": meta["deploy_seq"],
+                                      ":data": meta["dataset_version"]}
+            condition = "deploy_seq = :deploy AND dataset_version = :data AND "
+            if "exp_seq" in meta:
+                condition += "exp_seq = :exps"
+                values[":exps"] = meta["exp_seq"]
+            else:
+                condition += "attribute_not_exists(exp_seq)"
+            try:
+                self._db.delete_item(TableName=self.table, Key=_key(pk),
+                                     ConditionExpression=condition,
+                                     ExpressionAttributeValues=_attrs(values))
+                break
+            except self._db.exceptions.ConditionalCheckFailedException:
+                _backoff(attempt)
+        else:
+            raise Conflict(f"model {name!r} is being changed concurrently; retry the delete")
+        # The experiments first, then the model's own items: while any of those is left the
+        # name cannot be created again, so a crash here leaves nothing a new model would see.
+        self._batch_delete(_key(_exp_pk(e.id)) for e in self._experiments_of(name))
+        self._batch_delete(_key(pk, i["sk"]) for i in self._partition(pk))
+
+    def _experiments_of(self, name: str) -> list[Experiment]:
+        """The model's experiments as stored now: those its pointers name (read consistently)
+        and, for experiments created before pointers, those the by_model index lists."""
+        ids = {i["experiment_id"] for i in self._query(_model_pk(name), "EXP#")}
+        ids.update(e.id for e in self.list_experiments(name))
+        items = self._batch_get([_key(_exp_pk(i)) for i in sorted(ids)])
+        return [e for e in (Experiment.model_validate_json(i["doc"]) for i in items) if e.model == name]
+
     # -- datasets --------------------------------------------------------------------------
+    @staticmethod
+    def _part(model: str, item: dict[str, Any]) -> DatasetPart:
+        return DatasetPart(
+            model=model, version=item["version"], key=item["key"], rows=item["rows"],
+            created_at=item["created_at"], source=item.get("source", "unknown"),
+            filename=item.get("filename"), removed_in=item.get("removed_in"),
+            removed_at=item.get("removed_at"),
+        )
+
     def add_dataset_part(
-        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None,
+        source: PartSource = "unknown", filename: str | None = None,
     ) -> DatasetPart:
         # One transaction moves the model's version counter (and, for a first upload, fixes the
         # feature schema) and writes the part, so a version never exists without its part nor
@@ -400,7 +568,8 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
                     update += ", features = :f"
                     condition += " AND attribute_not_exists(features)"
                     values[":f"] = doc
-            part = DatasetPart(model=model, version=current + 1, key=key, rows=rows, created_at=utcnow())
+            part = DatasetPart(model=model, version=current + 1, key=key, rows=rows,
+                               created_at=utcnow(), source=source, filename=filename)
             values[":next"] = part.version
             try:
                 self._db.transact_write_items(
@@ -419,11 +588,13 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
                                 "TableName": self.table,
                                 "Item": _attrs({
                                     "pk": _model_pk(model),
-                                    "sk": f"PART#{part.version:010d}",
+                                    "sk": _part_sk(part.version),
                                     "version": part.version,
                                     "key": key,
                                     "rows": rows,
                                     "created_at": part.created_at.isoformat(),
+                                    "source": source,
+                                    "filename": filename,
                                 }),
                                 "ConditionExpression": "attribute_not_exists(pk)",
                             }
@@ -436,12 +607,55 @@ class DynamoExperimentStore(ConditionalExperimentWrites):
                     raise
         raise Conflict(f"model {model!r} is receiving too many uploads at once; retry")
 
+    def remove_dataset_part(self, model: str, version: int) -> DatasetPart:
+        # One transaction moves the version counter and marks the part removed in the new
+        # version: a lost race (an upload, another removal) reads both again.
+        for _ in range(100):
+            meta = self._get(_model_pk(model))
+            if meta is None:
+                raise NotFound(f"model {model!r} does not exist")
+            item = self._get(_model_pk(model), _part_sk(version))
+            part = check_removable(model, version, None if item is None else self._part(model, item))
+            current, at = meta["dataset_version"], utcnow()
+            removed = part.model_copy(update={"removed_in": current + 1, "removed_at": at})
+            try:
+                self._db.transact_write_items(TransactItems=[
+                    {"Update": {
+                        "TableName": self.table,
+                        "Key": _key(_model_pk(model)),
+                        "UpdateExpression": "SET dataset_version = :next",
+                        "ConditionExpression": "dataset_version = :current",
+                        "ExpressionAttributeValues": _attrs({":current": current,
+                                                             ":next": removed.removed_in}),
+                    }},
+                    {"Update": {
+                        "TableName": self.table,
+                        "Key": _key(_model_pk(model), _part_sk(version)),
+                        "UpdateExpression": "SET removed_in = :next, removed_at = :at",
+                        "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(removed_in)",
+                        "ExpressionAttributeValues": _attrs({":next": removed.removed_in,
+                                                             ":at": at.isoformat()}),
+                    }},
+                ])
+                return removed
+            except Exception as exc:
+                if not self._is_conditional_failure(exc):
+                    raise
+        raise Conflict(f"model {model!r} is receiving too many changes at once; retry")
+
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
-        parts = [
-            DatasetPart(
-                model=model, version=i["version"], key=i["key"], rows=i["rows"],
-                created_at=i["created_at"],
-            )
-            for i in self._query(_model_pk(model), "PART#")
-        ]
-        return [p for p in parts if up_to_version is None or p.version <= up_to_version]
+        version = up_to_version
+        if version is None:
+            item = self._db.get_item(
+                TableName=self.table, Key=_key(_model_pk(model)),
+                ProjectionExpression="dataset_version", ConsistentRead=True,
+            ).get("Item")
+            if item is None:
+                return []
+            version = int(_plain(item).get("dataset_version", 0))
+        # Read after the version: a part added or removed since has a later version, so what is
+        # read here is exactly that version's set.
+        return [p.as_of(version) for p in self.all_dataset_parts(model) if p.in_version(version)]
+
+    def all_dataset_parts(self, model: str) -> list[DatasetPart]:
+        return [self._part(model, i) for i in self._query(_model_pk(model), "PART#")]

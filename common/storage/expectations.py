@@ -1,22 +1,29 @@
-"""The checks a conditional experiment write makes, in one place for every ExperimentStore.
+"""The checks a conditional write makes, in one place for every ExperimentStore.
 
 An adapter implements only how to read an experiment and write it back atomically
 (:meth:`ConditionalExperimentWrites._change_experiment`: a locked transaction in SQL, a
 revision-checked put in DynamoDB). What a write expects of the stored record — its status, its
 attempt number (the fencing token of a training attempt) and its lease — is checked here, so
-every adapter refuses the same writes with the same :class:`Conflict`.
+every adapter refuses the same writes with the same :class:`Conflict`. So are the conditions of
+removing a dataset part (:func:`check_removable`) and of deleting a model
+(:func:`check_deletable`), which each adapter checks on what it read inside its transaction (SQL)
+or before its conditional write (DynamoDB).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Final, Literal
 
-from common.domain import Experiment, ExperimentStatus
-from common.errors import Conflict
+from common.domain import DatasetPart, Experiment, ExperimentStatus
+from common.errors import Conflict, NotFound
+
+# A job of the model is still to run or running: deleting the model now would pull its data and
+# rows away under it. (succeeded and failed are final: nothing moves an experiment out of them.)
+UNFINISHED = (ExperimentStatus.queued, ExperimentStatus.running)
 
 
 class _Unset(Enum):
@@ -90,3 +97,25 @@ class ConditionalExperimentWrites:
             experiment_id, {"lease_until": until},
             expected_status=ExperimentStatus.running, expected_attempts=attempt,
         )
+
+
+def check_removable(model: str, version: int, part: DatasetPart | None) -> DatasetPart:
+    """The part added in dataset version ``version``, if it can be removed: NotFound if there
+    is none, Conflict if a later version removed it already."""
+    if part is None:
+        raise NotFound(f"model {model!r} has no dataset part {version} (a part is named by the "
+                       "dataset version that added it: see GET /datasets)")
+    if part.removed_in is not None:
+        raise Conflict(f"dataset part {version} of model {model!r} was removed already, in "
+                       f"dataset version {part.removed_in}")
+    return part
+
+
+def check_deletable(model: str, experiments: Iterable[Experiment]) -> None:
+    """Conflict, naming the oldest one, if an experiment of the model is queued or running."""
+    unfinished = sorted((e for e in experiments if e.status in UNFINISHED), key=lambda e: e.id)
+    if unfinished:
+        first = unfinished[0]
+        more = f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
+        raise Conflict(f"model {model!r} has experiment {first.id} {first.status.value}{more}; "
+                       "delete the model when its jobs have ended")

@@ -12,6 +12,7 @@ from common.domain import (
     ExperimentStatus,
     Feature,
     ModelRecord,
+    PartSource,
 )
 from common.storage.expectations import UNSET, LeaseExpectation
 
@@ -74,7 +75,9 @@ class ExperimentStore(Protocol):
         ...
 
     def create_experiment(self, fields: dict[str, Any]) -> Experiment:
-        """Allocate a unique integer id and record the experiment."""
+        """Allocate a unique integer id and record the experiment; NotFound unless its model
+        exists (checked atomically with the write, so an experiment never outlives a model
+        deleted meanwhile)."""
         ...
 
     def get_experiment(self, experiment_id: int) -> Experiment: ...
@@ -109,15 +112,36 @@ class ExperimentStore(Protocol):
     def delete_experiment(self, experiment_id: int) -> None:
         """Conflict if it is deployed."""
 
+    def delete_model(self, name: str) -> None:
+        """Delete the model's rows: the model, its experiments, deployments and dataset parts
+        (not their files: the caller deletes those afterwards). Conflict, naming the
+        experiment, while one of them is queued or running; NotFound for an unknown model. A
+        model created later under the same name starts empty."""
+
     def add_dataset_part(
-        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None,
+        source: PartSource = "unknown", filename: str | None = None,
     ) -> DatasetPart:
         """Register an uploaded part; its version is the new dataset version. With
         ``features`` (a first upload), the model's feature schema is fixed to them in the same
         atomic write; SchemaConflict (carrying the stored schema, nothing written) if the model
-        already has a different one."""
+        already has a different one. ``source`` and ``filename`` say how it was uploaded."""
+        ...
+
+    def remove_dataset_part(self, model: str, version: int) -> DatasetPart:
+        """Make a new dataset version without the part added in ``version`` and return the
+        part, ``removed_in`` the new version. Earlier versions keep it (its file stays). NotFound
+        for an unknown model or part, Conflict if it was removed already."""
         ...
 
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
-        """Parts in version order."""
+        """The parts of dataset version ``up_to_version`` (the current one when None), in
+        version order: those added in it or before and not removed by it, as that version
+        saw them (:meth:`DatasetPart.as_of`). Empty for an unknown model."""
+        ...
+
+    def all_dataset_parts(self, model: str) -> list[DatasetPart]:
+        """Every part the model has had, removed ones included, in version order (a removed
+        part's files are needed while an experiment uses a version in its
+        :meth:`DatasetPart.in_version` range). Empty for an unknown model."""
         ...

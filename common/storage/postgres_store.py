@@ -14,6 +14,7 @@ _DDL_LOCK = 872301  # advisory lock id: concurrent start-ups create the schema o
 class PostgresExperimentStore(SqlExperimentStore):
     serial = "BIGSERIAL PRIMARY KEY"
     lock_suffix = " FOR UPDATE"
+    share_lock_suffix = " FOR SHARE"
     timestamp_type = "TIMESTAMPTZ"
     json_type = "JSONB"
 
@@ -32,6 +33,11 @@ class PostgresExperimentStore(SqlExperimentStore):
 
     def _before_ddl(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        self._exec(cur, "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema = current_schema() AND table_name = ?", (table,))
+        return {row[0] for row in cur.fetchall()}
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:

@@ -2,7 +2,9 @@
 
 Experiments are kept as a JSON document beside the indexed columns; every racing change runs in
 a transaction that locks the rows it reads (``BEGIN IMMEDIATE`` in SQLite, ``FOR UPDATE`` in
-PostgreSQL), so a conditional write either applies or raises :class:`Conflict`.
+PostgreSQL), so a conditional write either applies or raises :class:`Conflict`. The writes that
+depend on a model (a new experiment, part, removal or deployment, and deleting the model) lock
+its row first, so a model deleted meanwhile is seen as gone, never written under.
 """
 
 from __future__ import annotations
@@ -22,13 +24,29 @@ from common.domain import (
     ExperimentStatus,
     Feature,
     ModelRecord,
+    PartSource,
     utcnow,
 )
 from common.errors import Conflict, NotFound, SchemaConflict
-from common.storage.expectations import ConditionalExperimentWrites
+from common.storage.expectations import (
+    UNFINISHED,
+    ConditionalExperimentWrites,
+    check_deletable,
+    check_removable,
+)
 
 # The flat table dashboards and existing users query: one row per metric of an experiment.
 FLAT_METRICS_COLUMNS = "id, model_id, problem, model_name, h_tune, metric, metric_value"
+PART_COLUMNS = "model, version, key, rows, created_at, source, filename, removed_in, removed_at"
+# Columns added to tables of earlier releases (created without them): name -> declaration.
+ADDED_COLUMNS = {
+    "dataset_parts": {
+        "source": "TEXT NOT NULL DEFAULT 'unknown'",
+        "filename": "TEXT",
+        "removed_in": "BIGINT",
+        "removed_at": "TEXT",
+    },
+}
 
 
 class SqlExperimentStore(ConditionalExperimentWrites):
@@ -36,6 +54,8 @@ class SqlExperimentStore(ConditionalExperimentWrites):
 
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
     lock_suffix = ""
+    # A lock that keeps a row from being changed or deleted but lets other readers share it.
+    share_lock_suffix = ""
     timestamp_type = "TEXT"
     json_type = "TEXT"
 
@@ -56,6 +76,10 @@ class SqlExperimentStore(ConditionalExperimentWrites):
 
     def _before_ddl(self, cur: Any) -> None:
         """Hook: serialise concurrent schema creation where the database needs it."""
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        """The columns ``table`` has now."""
+        raise NotImplementedError
 
     # -- plumbing --------------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -84,7 +108,9 @@ class SqlExperimentStore(ConditionalExperimentWrites):
                 previous BIGINT, deployed_at TEXT NOT NULL, PRIMARY KEY (model, seq))""",
             """CREATE TABLE IF NOT EXISTS dataset_parts (
                 model TEXT NOT NULL, version BIGINT NOT NULL, key TEXT NOT NULL,
-                rows BIGINT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (model, version))""",
+                rows BIGINT NOT NULL, created_at TEXT NOT NULL,
+                source TEXT NOT NULL DEFAULT 'unknown', filename TEXT, removed_in BIGINT,
+                removed_at TEXT, PRIMARY KEY (model, version))""",
             """CREATE TABLE IF NOT EXISTS experiment_metrics (
                 id BIGINT NOT NULL, model_id TEXT NOT NULL, problem TEXT NOT NULL,
                 model_name TEXT NOT NULL, h_tune BOOLEAN NOT NULL, metric TEXT NOT NULL,
@@ -102,11 +128,16 @@ class SqlExperimentStore(ConditionalExperimentWrites):
             self._before_ddl(cur)
             for statement in statements:
                 self._exec(cur, statement)
+            for table, columns in ADDED_COLUMNS.items():
+                present = self._columns(cur, table)
+                for name, declaration in columns.items():
+                    if name not in present:
+                        self._exec(cur, f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     # -- models ----------------------------------------------------------------------------
     @staticmethod
     def _model(row: Any) -> ModelRecord:
-        name, task, target, input_kind, image, features, deployed, created_at = row
+        name, task, target, input_kind, image, features, deployed, created_at, version = row
         return ModelRecord(
             name=name,
             task=task,
@@ -116,9 +147,12 @@ class SqlExperimentStore(ConditionalExperimentWrites):
             features=None if features is None else json.loads(features),
             deployed_experiment_id=deployed,
             created_at=created_at,
+            dataset_version=version,
         )
 
-    _MODEL_COLUMNS = "name, task, target, input, image, features, deployed_experiment_id, created_at"
+    _MODEL_COLUMNS = ("name, task, target, input, image, features, deployed_experiment_id, "
+                      "created_at, dataset_version")
+    _NEW_MODEL_COLUMNS = _MODEL_COLUMNS.removesuffix(", dataset_version")
 
     def create_model(self, model: ModelRecord) -> None:
         features = None
@@ -128,7 +162,7 @@ class SqlExperimentStore(ConditionalExperimentWrites):
             # One statement: two concurrent creates cannot both pass a read-then-insert check.
             self._exec(
                 cur,
-                f"INSERT INTO models ({self._MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO models ({self._NEW_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
                 (model.name, model.task.value, model.target, model.input,
                  None if model.image is None else model.image.model_dump_json(), features,
@@ -217,6 +251,12 @@ class SqlExperimentStore(ConditionalExperimentWrites):
     def create_experiment(self, fields: dict[str, Any]) -> Experiment:
         draft = Experiment(id=0, **fields)
         with self._transaction(write=True) as cur:
+            # The model row, shared-locked: delete_model either sees this experiment or comes
+            # first, and then this one finds the model gone.
+            self._exec(cur, f"SELECT name FROM models WHERE name = ?{self.share_lock_suffix}",
+                       (draft.model,))
+            if cur.fetchone() is None:
+                raise NotFound(f"model {draft.model!r} does not exist")
             self._exec(
                 cur,
                 "INSERT INTO experiments (model, status, created_at, doc) VALUES (?, ?, ?, ?) "
@@ -297,9 +337,34 @@ class SqlExperimentStore(ConditionalExperimentWrites):
             self._exec(cur, "DELETE FROM experiments WHERE id = ?", (experiment_id,))
             self._exec(cur, "DELETE FROM experiment_metrics WHERE id = ?", (experiment_id,))
 
+    def delete_model(self, name: str) -> None:
+        with self._transaction(write=True) as cur:
+            # The model row first, as every write that depends on the model locks it: an
+            # experiment, part or deployment being written now either commits before this
+            # (and is seen and deleted, or refuses the delete) or finds the model gone.
+            self._exec(cur, f"SELECT name FROM models WHERE name = ?{self.lock_suffix}", (name,))
+            if cur.fetchone() is None:
+                raise NotFound(f"model {name!r} does not exist")
+            self._exec(cur, "SELECT doc FROM experiments WHERE model = ? AND status IN (?, ?)",
+                       (name, *(s.value for s in UNFINISHED)))
+            check_deletable(name, [Experiment.model_validate_json(r[0]) for r in cur.fetchall()])
+            self._exec(cur, "DELETE FROM experiment_metrics WHERE id IN "
+                            "(SELECT id FROM experiments WHERE model = ?)", (name,))
+            for table in ("experiments", "deployments", "dataset_parts"):
+                self._exec(cur, f"DELETE FROM {table} WHERE model = ?", (name,))
+            self._exec(cur, "DELETE FROM models WHERE name = ?", (name,))
+
     # -- datasets --------------------------------------------------------------------------
+    @staticmethod
+    def _part(row: Any) -> DatasetPart:
+        model, version, key, rows, created_at, source, filename, removed_in, removed_at = row
+        return DatasetPart(model=model, version=version, key=key, rows=rows, created_at=created_at,
+                           source=source, filename=filename, removed_in=removed_in,
+                           removed_at=removed_at)
+
     def add_dataset_part(
-        self, model: str, key: str, rows: int, features: list[Feature] | None = None
+        self, model: str, key: str, rows: int, features: list[Feature] | None = None,
+        source: PartSource = "unknown", filename: str | None = None,
     ) -> DatasetPart:
         with self._transaction(write=True) as cur:
             self._exec(
@@ -318,28 +383,62 @@ class SqlExperimentStore(ConditionalExperimentWrites):
                     stored = [Feature.model_validate(f) for f in json.loads(row[1])]
                     if stored != features:
                         raise SchemaConflict(model, stored)
-            part = DatasetPart(model=model, version=int(row[0]) + 1, key=key, rows=rows, created_at=utcnow())
+            part = DatasetPart(model=model, version=int(row[0]) + 1, key=key, rows=rows,
+                               created_at=utcnow(), source=source, filename=filename)
             self._exec(cur, "UPDATE models SET dataset_version = ? WHERE name = ?", (part.version, model))
             self._exec(
                 cur,
-                "INSERT INTO dataset_parts (model, version, key, rows, created_at) VALUES (?, ?, ?, ?, ?)",
-                (model, part.version, key, rows, part.created_at.isoformat()),
+                "INSERT INTO dataset_parts (model, version, key, rows, created_at, source, filename) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (model, part.version, key, rows, part.created_at.isoformat(), source, filename),
             )
         return part
 
+    def remove_dataset_part(self, model: str, version: int) -> DatasetPart:
+        with self._transaction(write=True) as cur:
+            self._exec(cur, f"SELECT dataset_version FROM models WHERE name = ?{self.lock_suffix}",
+                       (model,))
+            row = cur.fetchone()
+            if row is None:
+                raise NotFound(f"model {model!r} does not exist")
+            self._exec(cur, f"SELECT {PART_COLUMNS} FROM dataset_parts WHERE model = ? AND version = ?",
+                       (model, version))
+            found = cur.fetchone()
+            part = check_removable(model, version, None if found is None else self._part(found))
+            new_version, at = int(row[0]) + 1, utcnow()
+            self._exec(cur, "UPDATE models SET dataset_version = ? WHERE name = ?",
+                       (new_version, model))
+            self._exec(cur, "UPDATE dataset_parts SET removed_in = ?, removed_at = ? "
+                            "WHERE model = ? AND version = ?",
+                       (new_version, at.isoformat(), model, version))
+        return part.model_copy(update={"removed_in": new_version, "removed_at": at})
+
     def dataset_parts(self, model: str, up_to_version: int | None = None) -> list[DatasetPart]:
-        limit = up_to_version if up_to_version is not None else 2**62
         with self._transaction(write=False) as cur:
+            version = up_to_version
+            if version is None:
+                self._exec(cur, "SELECT dataset_version FROM models WHERE name = ?", (model,))
+                row = cur.fetchone()
+                if row is None:
+                    return []
+                version = int(row[0])
+            # Read after the version: a part added or removed since has a later version, so
+            # what is read here is exactly that version's set even without one snapshot.
             self._exec(
                 cur,
-                "SELECT model, version, key, rows, created_at FROM dataset_parts "
-                "WHERE model = ? AND version <= ? ORDER BY version",
-                (model, limit),
+                f"SELECT {PART_COLUMNS} FROM dataset_parts WHERE model = ? AND version <= ? "
+                "AND (removed_in IS NULL OR removed_in > ?) ORDER BY version",
+                (model, version, version),
             )
             rows = cur.fetchall()
-        return [
-            DatasetPart(model=r[0], version=r[1], key=r[2], rows=r[3], created_at=r[4]) for r in rows
-        ]
+        return [self._part(r).as_of(version) for r in rows]
+
+    def all_dataset_parts(self, model: str) -> list[DatasetPart]:
+        with self._transaction(write=False) as cur:
+            self._exec(cur, f"SELECT {PART_COLUMNS} FROM dataset_parts WHERE model = ? "
+                            "ORDER BY version", (model,))
+            rows = cur.fetchall()
+        return [self._part(r) for r in rows]
 
     # -- inference log (monitoring sink) ------------------------------------------------------
     _LOG_COLUMNS = "time, model, experiment_id, route, rows, latency_ms, status, prediction_summary"

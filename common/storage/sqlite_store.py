@@ -25,6 +25,10 @@ class SqliteExperimentStore(SqlExperimentStore):
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        self._exec(cur, f"PRAGMA table_info({table})")
+        return {row[1] for row in cur.fetchall()}
+
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:
         conn = self._conn()

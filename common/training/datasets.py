@@ -2,14 +2,14 @@
 them as immutable Parquet parts in the object store.
 
 Every feature value is checked by the functions /forward uses (``common.inference.inputs``), so
-a value that is stored can also be trained on and served: a part, once stored, is never removed,
-and one value the model cannot take would fail every later training.
+a value that is stored can also be trained on and served: a part, once stored, stays in every
+dataset version that contains it (removing it makes a new version without it), and one value the
+model cannot take would fail every training on those versions.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,19 +20,9 @@ import pandas as pd
 from common.domain import Feature, FeatureKind, ModelRecord, Task
 from common.errors import BadRequest, NotFound
 from common.inference.inputs import FLOAT32_MAX, categorical_value, numeric_value, parse_csv_cell
-from common.names import dataset_part_key
+from common.names import CONTROL_CHARACTERS, check_text, dataset_part_key
 from common.storage.ports import ExperimentStore, ObjectStore
 from common.training.frames import infer_features
-
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
-"""Refused in column names and class labels: they end up in the schema, the model's metadata
-and every response, where a NUL or a line break is never meant."""
-
-
-def _control_character(text: str) -> str | None:
-    """The first control character of ``text`` as ``U+XXXX``, or None."""
-    found = CONTROL_CHARACTERS.search(text)
-    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 def frame_from_records(records: Any) -> pd.DataFrame:
@@ -49,12 +39,9 @@ def frame_from_records(records: Any) -> pd.DataFrame:
     frame = pd.DataFrame(records, dtype=object)
     frame.attrs["source"] = "json"  # JSON says what is text: the schema checks each value's type
     for name in frame.columns:
-        if (char := _control_character(name)) is not None:
+        if CONTROL_CHARACTERS.search(name):
             row = next(i for i, rec in enumerate(records) if name in rec)
-            raise BadRequest(
-                f"column {name!r} (row {row}): the name contains the control character {char}; "
-                "column names must be printable text"
-            )
+            check_text(f"column {name!r} (row {row}): the name", name, "column names")
     columns = set(frame.columns)
     for i, rec in enumerate(records):
         if set(rec) != columns:
@@ -77,11 +64,7 @@ def frame_from_csv(body: bytes) -> pd.DataFrame:
     if any(not name.strip() for name in header):
         raise BadRequest("the CSV header has an empty column name")
     for name in header:
-        if (char := _control_character(name)) is not None:
-            raise BadRequest(
-                f"column {name!r} of the CSV header contains the control character {char}; "
-                "column names must be printable text"
-            )
+        check_text(f"column {name!r} of the CSV header", name, "column names")
     frame = pd.DataFrame(
         [[cell if cell != "" else None for cell in row] for row in rows], columns=header, dtype=object
     )
@@ -164,11 +147,9 @@ def _check_labels(target: str, labels: Sequence[Any]) -> None:
     texts = [v for v in labels if isinstance(v, str)]
     if not CONTROL_CHARACTERS.search("".join(texts)):
         return
-    row, label = next((i, v) for i, v in enumerate(labels) if isinstance(v, str) and _control_character(v))
-    raise BadRequest(
-        f"target {target!r} (row {row}): the label {label!r} contains the control character "
-        f"{_control_character(label)}; labels must be printable text"
-    )
+    row, label = next((i, v) for i, v in enumerate(labels)
+                      if isinstance(v, str) and CONTROL_CHARACTERS.search(v))
+    check_text(f"target {target!r} (row {row}): the label {label!r}", label, "labels")
 
 
 def conform(frame: pd.DataFrame, model: ModelRecord, features: list[Feature]) -> pd.DataFrame:
@@ -254,7 +235,8 @@ def new_part_key(model: str) -> str:
 def load_dataset(
     objects: ObjectStore, experiments: ExperimentStore, model: ModelRecord, version: int
 ) -> pd.DataFrame:
-    """All parts up to ``version`` concatenated in upload order."""
+    """The parts of dataset version ``version`` (those added up to it and not removed by it)
+    concatenated in upload order."""
     parts = experiments.dataset_parts(model.name, version)
     if not parts:
         raise NotFound(f"model {model.name!r} has no data; upload some with add_data")

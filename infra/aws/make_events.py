@@ -122,6 +122,12 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
     "experiments": ("GET", "/experiments", None, {"model": "iris"}, None),
     "delete_experiment": ("DELETE", "/experiments/{experiment_id}", {"experiment_id": "1"},
                           None, None),
+    # Each undoes another event: the model events/create_model.json creates, the part that
+    # events/add_data.json adds to the demo iris model (dataset version 2); 404 without it.
+    "delete_model": ("DELETE", "/models/{name}", {"name": "churn"}, None, None),
+    "datasets": ("GET", "/datasets", None, {"model": "iris"}, None),
+    "delete_dataset_part": ("DELETE", "/datasets/parts/{version}", {"version": "2"},
+                            {"model": "iris"}, None),
     # The Open Inference Protocol v2 (functions/inference).
     "inference": ("POST", "/v2/models/{model}/infer", MODEL, None, infer_json(FEATURES[::2])),
     "inference_binary": ("POST", "/v2/models/{model}/infer", MODEL, None,

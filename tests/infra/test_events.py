@@ -23,14 +23,14 @@ EVENTS = ROOT / "events"
 FUNCTIONS = (
     "health", "models", "model_classes", "forward", "forward_batch", "metadata", "evaluate",
     "add_data", "retrain", "metrics", "artifacts", "deploy", "deployments", "experiments",
-    "inference", "train_worker",
+    "datasets", "inference", "train_worker",
 )
 # Served by the local server and docker-compose only, not deployed by template.yaml: the
 # inference log lives in the SQL experiment store, which the AWS stack does not use.
 LOCAL_ONLY = {"inference_log"}
 # Routes that name their model in the query string (?model=NAME).
 MODEL_SCOPED = {"/forward", "/forward_batch", "/metadata", "/evaluate", "/add_data", "/retrain",
-                "/deployments", "/experiments"}
+                "/deployments", "/experiments", "/datasets", "/datasets/parts/{version}"}
 HTTP_METHODS = {"GET", "POST", "PUT", "DELETE"}
 # tritonclient's binary tensors: the JSON header is the body's first this many bytes.
 HEADER_LENGTH = "Inference-Header-Content-Length"

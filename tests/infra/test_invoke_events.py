@@ -24,9 +24,14 @@ INFERENCE_EVENTS = ("inference_binary", "inference_version", "inference_server",
                     "inference_model_ready", "inference_version_ready")
 # Which function handles each event file (the file's stem, unless it names a second event).
 FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forward_v2": "forward",
+            "delete_model": "models", "delete_dataset_part": "datasets",
             **dict.fromkeys(INFERENCE_EVENTS, "inference")}
+# Events that undo another one, which is run first: the model events/create_model.json creates
+# and the part events/add_data.json adds.
+AFTER = {"delete_model": "create_model", "delete_dataset_part": "add_data"}
 EXPECTED = {
     "add_data": 200, "artifacts": 200, "create_model": 201, "delete_experiment": 409,
+    "datasets": 200, "delete_dataset_part": 200, "delete_model": 204,
     "deploy": 200, "deployments": 200, "evaluate": 200, "experiments": 200, "forward": 200,
     "forward_batch": 200, "forward_v2": 200, "health": 200, "inference": 200,
     "inference_log": 200, "metadata": 200, "metrics": 200, "model_classes": 200, "models": 200,
@@ -41,6 +46,10 @@ def test_function_answers_its_event(demo_env: Path, path: Path) -> None:
     if path.stem == "delete_experiment":
         # Experiment 1 is the deployed breast-cancer model: deleting it must be refused.
         assert context.backends().experiments.deployed_experiment("breast-cancer") == 1
+    if path.stem in AFTER:
+        first = AFTER[path.stem]
+        done = invoke(FUNCTION.get(first, first), json.loads((ROOT / "events" / f"{first}.json").read_text()))
+        assert done["statusCode"] == EXPECTED[first], done["body"][:500]
     out = invoke(name, event)
     if name == "train_worker":
         assert out == {"batchItemFailures": []}
@@ -51,6 +60,10 @@ def test_function_answers_its_event(demo_env: Path, path: Path) -> None:
         assert json.loads(body)["model"] == "iris"
     if path.stem in ("inference", "inference_version"):
         assert json.loads(body)["model_name"] == "iris"
+    if path.stem == "delete_model":
+        assert [m.name for m in context.backends().experiments.list_models()].count("churn") == 0
+    if path.stem == "delete_dataset_part":
+        assert json.loads(body)["parts"] == [1]  # the demo part is all that is left
     context.wait_for_jobs()
 
 

@@ -57,3 +57,31 @@ def test_add_a_zip_of_images(open_page, api_url):
     by_label(at.button, "Add to digits2").click().run()
     assert_clean(at)
     assert "Added 40 rows to **digits2**" in texts(at.success)
+
+
+def test_the_dataset_and_removing_a_part(open_page, api_url):
+    api(api_url, "POST", "/models", json={"name": "churn", "task": "classification", "target": "churned"})
+    rows = churn_rows(60)
+    for name, chunk in (("first.csv", rows[:40]), ("second.csv", rows[40:])):
+        api(api_url, "PUT", "/add_data", params={"model": "churn"},
+            files={"file": (name, to_csv(chunk).encode(), "text/csv")})
+    at = open_page("views/data.py", model="churn")
+    assert "Dataset version **2**: 60 rows in 2 part(s)." in texts(at.markdown)
+    parts = at.dataframe[0].value
+    assert list(parts["part"]) == [1, 2] and list(parts["rows"]) == [40, 20]
+    picker = by_label(at.selectbox, "Part to remove")
+    assert [o.split(" · ")[:2] for o in picker.options] == [["#1", "40 rows"], ["#2", "20 rows"]]
+    picker.set_value(1).run()
+    by_label(at.button, "Remove part #1").click().run()
+    assert_clean(at)
+    assert "Removed part #1 from **churn**: dataset version 3 has 20 rows." in texts(at.success)
+    assert "Dataset version **3**: 20 rows in 1 part(s)." in texts(at.markdown)
+    assert list(at.dataframe[0].value["removed in version"].fillna(0)) == [3, 0]
+    versions = at.dataframe[1].value  # newest first
+    assert list(versions["version"]) == [3, 2, 1]
+    assert versions.iloc[0]["change"] == "removed part #1" and versions.iloc[0]["parts"] == "#2"
+    data = api(api_url, "GET", "/datasets", params={"model": "churn"})
+    assert data["dataset_version"] == 3 and data["rows_total"] == 20
+    assert [(p["version"], p["removed_in"]) for p in data["parts"]] == [(1, 3), (2, None)]
+    # Only the part that is left can be removed now.
+    assert [o.split(" · ")[0] for o in by_label(at.selectbox, "Part to remove").options] == ["#2"]

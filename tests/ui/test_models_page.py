@@ -62,3 +62,23 @@ def test_delete_experiments_of_the_current_model(open_page, api_url):
     assert f"Deleted experiment(s) #{extra['experiment_id']}" in texts(at.success)
     gone = requests.get(f"{api_url}/metrics/{extra['experiment_id']}", timeout=10)
     assert gone.status_code == 404
+
+
+def test_delete_a_model_after_confirming(open_page, api_url):
+    deployed = {m["name"]: m["deployed_experiment_id"] for m in api(api_url, "GET", "/models")}["wine"]
+    at = open_page(model="wine")
+    by_label(at.button, "Delete model wine").click().run()
+    assert_clean(at)
+    assert "Delete **wine** with its 1 experiment(s)" in texts(at.warning)
+    by_label(at.button, "Cancel").click().run()  # nothing happens
+    assert not at.warning and "wine" in {m["name"] for m in api(api_url, "GET", "/models")}
+
+    by_label(at.button, "Delete model wine").click().run()
+    by_label(at.button, "Yes, delete wine").click().run()
+    assert_clean(at)
+    assert "Deleted model **wine** with its data, experiments and files." in texts(at.success)
+    assert "wine" not in {m["name"] for m in api(api_url, "GET", "/models")}
+    assert requests.get(f"{api_url}/metrics/{deployed}", timeout=10).status_code == 404
+    assert requests.get(f"{api_url}/datasets", params={"model": "wine"}, timeout=10).status_code == 404
+    assert "wine" not in at.sidebar.selectbox[0].options
+    assert "wine" not in set(at.dataframe[0].value["model"])

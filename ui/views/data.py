@@ -1,5 +1,6 @@
-"""Data: look at a labelled CSV (target, features, correlations, missing values), then add it to
-the chosen model's dataset (a zip of images goes up as it is)."""
+"""Data: the chosen model's dataset versions and parts (remove a part: a new version without it);
+look at a labelled CSV (target, features, correlations, missing values), then add it to the
+model's dataset (a zip of images goes up as it is)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,67 @@ import pandas as pd
 import streamlit as st
 
 from ui import datasets, plots, session
-from ui.client import Model
+from ui.client import DatasetPart, Datasets, Model
 
 api = session.client()
 st.title("Data")
 model = session.require_model()
+
+
+def part_label(part: DatasetPart) -> str:
+    origin = part["source"] + (f" {part['filename']}" if part.get("filename") else "")
+    return f"#{part['version']} · {part['rows']} rows · {origin}"
+
+
+def versions_table(data: Datasets) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "version": v["version"],
+        "change": f"{v['change']} part #{v['part']}" if v["change"] else "",
+        "parts": ", ".join(f"#{i}" for i in v["parts"]),
+        "rows": v["rows"],
+        "experiments": ", ".join(f"#{i}" for i in v["experiments"]),
+        "when": v["created_at"],
+    } for v in reversed(data["versions"])])  # newest first
+
+
+def dataset_section(model: Model) -> None:
+    """The model's parts and versions, and removing a part."""
+    name = model["name"]
+    st.subheader(f"Dataset of {name}")
+    data = session.call("Reading the dataset", api.datasets, name)
+    if data is None:
+        return
+    if not data["parts"]:
+        st.caption("No data yet: upload some below.")
+        return
+    active = [p for p in data["parts"] if p["removed_in"] is None]
+    st.write(f"Dataset version **{data['dataset_version']}**: {data['rows_total']} rows in "
+             f"{len(active)} part(s).")
+    st.dataframe(pd.DataFrame([{
+        "part": p["version"],
+        "rows": p["rows"],
+        "source": p["source"],
+        "file": p.get("filename"),
+        "added": p["created_at"],
+        "removed in version": p["removed_in"],
+    } for p in data["parts"]]), hide_index=True, width="stretch")
+    with st.expander(f"Dataset versions ({len(data['versions'])}) and the experiments trained on them"):
+        st.dataframe(versions_table(data), hide_index=True, width="stretch")
+    if not active:
+        st.caption("Every part was removed: upload data to train again.")
+        return
+    by_version = {p["version"]: p for p in active}
+    chosen = st.selectbox("Part to remove", list(by_version), key=f"remove_part-{name}",
+                          format_func=lambda v: part_label(by_version[v]))
+    st.caption("Removing a part makes a new dataset version without it; the earlier versions, "
+               "and the experiments trained on them, keep it.")
+    if st.button(f"Remove part #{chosen}", icon=":material/delete:"):
+        removed = session.call(f"Removing part #{chosen}", api.remove_part, name, chosen)
+        if removed is not None:
+            session.flash(f"Removed part #{removed['removed']} from **{removed['model']}**: "
+                          f"dataset version {removed['dataset_version']} has "
+                          f"{removed['rows_total']} rows.")
+            st.rerun()
 
 
 def schema_check(frame: pd.DataFrame, model: Model) -> None:
@@ -78,6 +135,9 @@ def explore_archive(content: bytes) -> None:
                  caption=[str(labels.get(name) or name.rsplit("/", 1)[-1]) for name, _ in samples])
 
 
+dataset_section(model)
+
+st.subheader("Add data")
 image_model = model.get("input") == "image"
 st.write(f"Add labelled {'images' if image_model else 'rows'} to **{model['name']}** "
          f"(target `{model['target']}`, {model['task']}).")
@@ -103,6 +163,7 @@ except datasets.UnreadableFile as exc:
 if st.button(f"Add to {model['name']}", type="primary", icon=":material/cloud_upload:"):
     added = session.call("Uploading the data", api.add_data, model["name"], upload.name, content)
     if added is not None:
-        st.success(f"Added {added['rows_added']} rows to **{added['model']}**: "
-                   f"{added['rows_total']} rows in dataset version {added['dataset_version']}. "
-                   "Train on it on the Train page.")
+        session.flash(f"Added {added['rows_added']} rows to **{added['model']}**: "
+                      f"{added['rows_total']} rows in dataset version {added['dataset_version']}. "
+                      "Train on it on the Train page.")
+        st.rerun()  # the dataset above shows the new part

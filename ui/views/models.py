@@ -1,5 +1,5 @@
 """Models: every model with its dataset size and deployed experiment; create a model; delete
-experiments of the chosen one."""
+experiments of the chosen one, or the model itself (after a confirmation)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,40 @@ def delete_form(model: Model, experiments: list[Experiment]) -> None:
         st.rerun()
 
 
+CONFIRM_KEY = "mlfn_delete_model"
+
+
+def delete_model_form(model: Model, experiments: list[Experiment]) -> None:
+    """Delete the model, after a second click that names what goes with it."""
+    name = model["name"]
+    st.subheader(f"Delete {name}")
+    busy = [e["experiment_id"] for e in experiments if e["status"] in ("queued", "running")]
+    if st.session_state.get(CONFIRM_KEY) != name:
+        st.caption("Deletes the model with its data, experiments, deployments and files.")
+        if busy:
+            st.caption(f"Experiments {', '.join(f'#{i}' for i in busy)} are still training: the "
+                       "model can be deleted when they have ended.")
+        if st.button(f"Delete model {name}", icon=":material/delete_forever:", disabled=bool(busy)):
+            st.session_state[CONFIRM_KEY] = name
+            st.rerun()
+        return
+    st.warning(f"Delete **{name}** with its {len(experiments)} experiment(s), its dataset and "
+               "every file? This cannot be undone.", icon=":material/warning:")
+    left, right = st.columns(2)
+    if left.button(f"Yes, delete {name}", type="primary", icon=":material/delete_forever:"):
+        st.session_state.pop(CONFIRM_KEY, None)
+        try:
+            api.delete_model(name)
+        except ApiError as exc:
+            session.show_error(f"Deleting model {name}", exc)
+        else:
+            session.flash(f"Deleted model **{name}** with its data, experiments and files.")
+            st.rerun()
+    if right.button("Cancel", key="delete_model_cancel"):
+        st.session_state.pop(CONFIRM_KEY, None)
+        st.rerun()
+
+
 models = session.models()
 if models:
     all_experiments = overview(models)
@@ -135,3 +169,4 @@ if chosen is not None:
             st.write("An image model: its features are the pixels of the resized image.")
         else:
             st.write("No schema yet: the first upload fixes it.")
+    delete_model_form(chosen, all_experiments.get(chosen["name"], []))

@@ -314,3 +314,202 @@ def test_dataset_parts_versioned_and_concurrent(store: ExperimentStore) -> None:
     assert [p.version for p in store.dataset_parts("m1", 5)] == [1, 2, 3, 4, 5]
     with pytest.raises(NotFound):
         store.add_dataset_part("ghost", "ghost/parts/x.parquet", 1)
+
+
+# -- dataset versions as sets of parts ------------------------------------------------------------
+
+
+def versions_of(store: ExperimentStore, name: str = "m1") -> dict[int, list[int]]:
+    """Every dataset version -> the parts (by the version that added them) it contains."""
+    return {v: [p.version for p in store.dataset_parts(name, v)]
+            for v in range(1, store.get_model(name).dataset_version + 1)}
+
+
+def test_removing_a_part_makes_a_new_version_and_keeps_the_earlier_ones(store: ExperimentStore) -> None:
+    store.create_model(model())
+    for i in range(3):
+        store.add_dataset_part("m1", f"m1/parts/{i}.parquet", 10 * (i + 1))
+    removed = store.remove_dataset_part("m1", 2)
+    assert (removed.version, removed.key, removed.removed_in) == (2, "m1/parts/1.parquet", 4)
+    assert removed.removed_at is not None
+    assert store.get_model("m1").dataset_version == 4
+    assert [p.version for p in store.dataset_parts("m1")] == [1, 3]
+    assert versions_of(store) == {1: [1], 2: [1, 2], 3: [1, 2, 3], 4: [1, 3]}
+    # Version 3 as its experiments saw it: part 2 in it, and not yet removed.
+    assert [(p.key, p.removed_in) for p in store.dataset_parts("m1", 3)] == [
+        ("m1/parts/0.parquet", None), ("m1/parts/1.parquet", None), ("m1/parts/2.parquet", None)]
+    history = store.all_dataset_parts("m1")
+    assert [(p.version, p.removed_in) for p in history] == [(1, None), (2, 4), (3, None)]
+    assert [v for v in range(1, 5) if history[1].in_version(v)] == [2, 3]
+    # An upload after the removal: the next version, and part 2 stays out.
+    assert store.add_dataset_part("m1", "m1/parts/3.parquet", 1).version == 5
+    assert versions_of(store)[5] == [1, 3, 5]
+
+
+def test_removing_an_unknown_or_removed_part_changes_nothing(store: ExperimentStore) -> None:
+    store.create_model(model())
+    store.add_dataset_part("m1", "m1/parts/a.parquet", 5)
+    store.remove_dataset_part("m1", 1)
+    before = (store.get_model("m1").dataset_version, store.all_dataset_parts("m1"))
+    with pytest.raises(Conflict, match="removed already, in dataset version 2"):
+        store.remove_dataset_part("m1", 1)
+    with pytest.raises(NotFound, match="no dataset part 2"):
+        store.remove_dataset_part("m1", 2)  # version 2 removed a part, it added none
+    with pytest.raises(NotFound, match="no dataset part 7"):
+        store.remove_dataset_part("m1", 7)
+    with pytest.raises(NotFound):
+        store.remove_dataset_part("ghost", 1)
+    assert (store.get_model("m1").dataset_version, store.all_dataset_parts("m1")) == before
+    assert store.dataset_parts("m1") == [] and store.dataset_parts("ghost") == []
+    assert store.all_dataset_parts("ghost") == []
+
+
+def test_a_part_records_where_it_came_from(store: ExperimentStore) -> None:
+    store.create_model(model())
+    store.add_dataset_part("m1", "m1/parts/a.parquet", 5)
+    store.add_dataset_part("m1", "m1/parts/b.parquet", 5, source="csv")
+    store.add_dataset_part("m1", "m1/parts/c.parquet", 5, source="multipart", filename="chürn v2.csv")
+    assert [(p.source, p.filename) for p in store.dataset_parts("m1")] == [
+        ("unknown", None), ("csv", None), ("multipart", "chürn v2.csv")]
+
+
+def test_concurrent_removals_and_uploads_never_lose_a_part(store: ExperimentStore) -> None:
+    store.create_model(model())
+    for i in range(8):
+        store.add_dataset_part("m1", f"m1/parts/old{i}.parquet", 1)
+
+    def work(job: tuple[str, int]) -> tuple[str, int, int | None]:
+        kind, n = job
+        if kind == "add":
+            return kind, n, store.add_dataset_part("m1", f"m1/parts/new{n}.parquet", 1).version
+        try:  # every old part is removed twice at once: one removal wins
+            return kind, n, store.remove_dataset_part("m1", n).removed_in
+        except Conflict:
+            return kind, n, None
+
+    jobs = [("add", i) for i in range(8)] + [("remove", v) for v in range(1, 9)] * 2
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(work, jobs))
+    versions = [v for _, _, v in outcomes if v is not None]
+    assert len(versions) == 16 and sorted(versions) == list(range(9, 25))  # one per change
+    assert sorted(n for kind, n, v in outcomes if kind == "remove" and v is not None) == list(range(1, 9))
+    assert store.get_model("m1").dataset_version == 24
+    current = store.dataset_parts("m1")
+    assert sorted(p.key for p in current) == sorted(f"m1/parts/new{i}.parquet" for i in range(8))
+    # Every version is the set the changes before it make, in the order they were applied.
+    members = set(range(1, 9))
+    changes = {v: (kind, n) for kind, n, v in outcomes if v is not None}
+    for version in range(9, 25):
+        kind, n = changes[version]
+        members = members | {version} if kind == "add" else members - {n}
+        assert [p.version for p in store.dataset_parts("m1", version)] == sorted(members), version
+    assert len(store.all_dataset_parts("m1")) == 16
+
+
+# -- deleting a model ------------------------------------------------------------------------------
+
+
+def a_model_with_everything(store: ExperimentStore, name: str = "m1", parts: int = 3) -> list[int]:
+    store.create_model(model(name))
+    for i in range(parts):
+        store.add_dataset_part(name, f"{name}/parts/{i}.parquet", 4, None if i else [
+            Feature(name="a", kind="numeric")])  # type: ignore[list-item]
+    store.remove_dataset_part(name, 1)
+    ids = [succeeded(store, name) for _ in range(3)]
+    store.deploy(name, ids[0], None)
+    store.deploy(name, ids[1], ids[0])
+    store.update_experiment(ids[2], {"status": ExperimentStatus.failed})
+    return ids
+
+
+@pytest.mark.parametrize("status", [ExperimentStatus.queued, ExperimentStatus.running])
+def test_delete_model_is_refused_while_a_job_is_queued_or_running(
+        store: ExperimentStore, status: ExperimentStatus) -> None:
+    ids = a_model_with_everything(store)
+    job = store.create_experiment({"model": "m1", "model_class": "svm"})
+    if status is ExperimentStatus.running:
+        store.update_experiment(job.id, {"status": status, "attempts": 1})
+    before = (store.get_model("m1"), store.list_experiments("m1"), store.list_deployments("m1"),
+              store.all_dataset_parts("m1"))
+    with pytest.raises(Conflict, match=f"experiment {job.id} {status.value}"):
+        store.delete_model("m1")
+    assert (store.get_model("m1"), store.list_experiments("m1"), store.list_deployments("m1"),
+            store.all_dataset_parts("m1")) == before
+    store.update_experiment(job.id, {"status": ExperimentStatus.failed})
+    store.delete_model("m1")
+    with pytest.raises(NotFound):
+        store.get_model("m1")
+    for exp_id in [*ids, job.id]:
+        with pytest.raises(NotFound):
+            store.get_experiment(exp_id)
+    with pytest.raises(NotFound):
+        store.delete_model("m1")
+
+
+def test_a_model_created_again_after_its_deletion_starts_empty(store: ExperimentStore) -> None:
+    a_model_with_everything(store)
+    a_model_with_everything(store, "m2")  # another model is left alone
+    store.delete_model("m1")
+    assert [m.name for m in store.list_models()] == ["m2"]
+    store.create_model(ModelRecord(name="m1", task=Task.regression, target="z"))
+    again = store.get_model("m1")
+    assert (again.task, again.target, again.features, again.deployed_experiment_id,
+            again.dataset_version) == (Task.regression, "z", None, None, 0)
+    assert store.list_experiments("m1") == [] and store.list_deployments("m1") == []
+    assert store.dataset_parts("m1") == [] and store.all_dataset_parts("m1") == []
+    assert store.add_dataset_part("m1", "m1/parts/new.parquet", 2).version == 1
+    assert len(store.list_experiments("m2")) == 3 and len(store.list_deployments("m2")) == 2
+    assert versions_of(store, "m2") == {1: [1], 2: [1, 2], 3: [1, 2, 3], 4: [2, 3]}
+
+
+def test_a_model_with_more_items_than_a_transaction_holds_is_deleted(store: ExperimentStore) -> None:
+    """150 parts, 30 experiments and their deployments: more than the 100 items of one DynamoDB
+    transaction."""
+    store.create_model(model())
+    for i in range(150):
+        store.add_dataset_part("m1", f"m1/parts/{i}.parquet", 1)
+    previous = None
+    for _ in range(30):
+        exp_id = succeeded(store)
+        store.deploy("m1", exp_id, previous)
+        previous = exp_id
+    store.delete_model("m1")
+    assert store.list_models() == [] and store.list_experiments() == []
+    assert store.all_dataset_parts("m1") == [] and store.list_deployments("m1") == []
+    store.create_model(model())
+    assert store.get_model("m1").dataset_version == 0
+
+
+def test_an_experiment_is_never_created_for_a_model_that_is_gone(store: ExperimentStore) -> None:
+    with pytest.raises(NotFound):
+        store.create_experiment({"model": "ghost", "model_class": "svm"})
+    assert store.list_experiments() == []
+    store.create_model(model())
+
+    def retrain(i: int) -> str:
+        try:
+            store.create_experiment({"model": "m1", "model_class": "svm"})
+            return "queued"
+        except NotFound:
+            return "gone"
+
+    def delete() -> str:
+        for _ in range(200):  # until no job is queued at the moment it looks
+            try:
+                store.delete_model("m1")
+                return "deleted"
+            except Conflict:
+                for exp in store.list_experiments("m1", ExperimentStatus.queued):
+                    store.update_experiment(exp.id, {"status": ExperimentStatus.failed})
+        return "refused"
+
+    with ThreadPoolExecutor(4) as pool:
+        deleted = pool.submit(delete)
+        outcomes = list(pool.map(retrain, range(30)))
+        assert deleted.result() == "deleted"
+    # A retrain either landed before the delete (and was then deleted with the model) or found
+    # the model gone: none is left behind.
+    assert store.list_experiments() == []
+    assert set(outcomes) <= {"queued", "gone"}
+    with pytest.raises(NotFound):
+        store.get_model("m1")
