@@ -54,7 +54,8 @@ def collect(backends: Backends, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: b
         out.temporary = backends.models.remove_temporary(cutoff) + \
             backends.datasets.remove_temporary(cutoff)
     store = backends.experiments
-    registered = {p.key for m in store.list_models() for p in store.dataset_parts(m.name)}
+    # Every part of every version (removed parts stay: older versions still hold them).
+    registered = {p.key for m in store.list_models() for p in store.all_dataset_parts(m.name)}
     for key, written in backends.datasets.listing(""):
         if written < cutoff and PART_FILE.fullmatch(key) and key not in registered:
             out.parts.append(key)

@@ -246,7 +246,7 @@ class Monitor:
         key = (model, experiment)
         cached = self._directives.get(key)
         if cached is None:
-            from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+            from aws_lambda_powertools.metrics import EphemeralMetrics
 
             metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
             metrics.add_dimension(name="model", value=model)

@@ -159,15 +159,18 @@ def extract_data(params: Params) -> dict[str, Any]:
     except NotFound as exc:
         raise NotFound(f"{exc.detail}: create it and upload its data through the API (see the "
                        "README), or name an existing model in params.yaml") from None
-    parts = backends.experiments.dataset_parts(record.name, params.dataset_version)
-    if not parts:
+    # The version is the model's counter (a removal makes a version that adds no part).
+    version = record.dataset_version if params.dataset_version is None else params.dataset_version
+    if record.dataset_version == 0:
         raise NotFound(f"model {record.name!r} has no data; upload some with add_data")
-    version = parts[-1].version
-    if params.dataset_version is not None and version != params.dataset_version:
+    if not 1 <= version <= record.dataset_version:
         raise NotFound(
             f"model {record.name!r} has no dataset version {params.dataset_version}; "
-            f"the latest is {version}"
+            f"the latest is {record.dataset_version}"
         )
+    parts = backends.experiments.dataset_parts(record.name, version)
+    if not parts:
+        raise NotFound(f"model {record.name!r} has no data; upload some with add_data")
     frame = load_dataset(backends.datasets, backends.experiments, record, version)
     DATASET.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(DATASET, index=False)

@@ -112,16 +112,22 @@ def read_json(request: Request) -> Any:
 def upload(request: Request) -> tuple[str, bytes]:
     """An upload as (format, bytes), format one of ``json``, ``csv``, ``zip``: a JSON, CSV or zip
     body, or the multipart field ``file`` (its format from its name, type or first bytes)."""
+    kind, data, _ = upload_file(request)
+    return kind, data
+
+
+def upload_file(request: Request) -> tuple[str, bytes, str | None]:
+    """:func:`upload` and the file name of a multipart upload (None for a plain body)."""
     kind = request.media_type
     if kind == "multipart/form-data":
         part = multipart_file(request, "file", "data.csv")
         data, name = bytes(part.data), (part.filename or "").lower()
         if name.endswith(".zip") or part.content_type in ZIP_TYPES or data.startswith(ZIP_MAGIC):
-            return "zip", data
+            return "zip", data, part.filename or ""
         if name.endswith(".json") or part.content_type.startswith("application/json"):
-            return "json", data
-        return "csv", data
-    return upload_format(kind), request.body
+            return "json", data, part.filename or ""
+        return "csv", data, part.filename or ""
+    return upload_format(kind), request.body, None
 
 
 def image_upload(request: Request) -> bytes:

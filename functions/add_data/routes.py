@@ -5,7 +5,7 @@ from typing import Any
 
 from common import context
 from common.web import docs
-from common.web.bodies import upload
+from common.web.bodies import upload_file
 from common.web.request import Request
 from common.web.routing import Route, model_query
 
@@ -16,8 +16,10 @@ EXAMPLE = {"records": [{"tenure": 8, "charges": 66.0, "plan": "basic", "churned"
 def add_data(request: Request, model: str) -> Any:
     """Append labelled rows (JSON records, a CSV body or multipart field `file`), or a labelled
     zip of images, as one new dataset version; all or nothing."""
-    kind, data = upload(request)
-    return context.lifecycle().add_frame_or_archive(model, kind, data)
+    kind, data, filename = upload_file(request)
+    if filename is None:  # a JSON, CSV or zip body
+        return context.lifecycle().add_frame_or_archive(model, kind, data)
+    return context.lifecycle().add_frame_or_archive(model, kind, data, "multipart", filename or None)
 
 
 ROUTES = [Route("PUT", "/add_data", add_data, (model_query(),), idempotent=True, tags=("data",),

@@ -106,3 +106,18 @@ def test_temp_files_of_interrupted_writes(tmp_path: Path, monkeypatch: pytest.Mo
     os.utime(old, (hour_ago, hour_ago))
     done = collect(context.backends())
     assert done.temporary == ["churn/.tmp-abc"] and not old.exists() and fresh.exists()
+
+
+def test_a_removed_part_stays_for_the_versions_that_hold_it(backends: object) -> None:
+    kept_id = trained()
+    import pandas as pd
+
+    life = context.lifecycle()
+    life.add_frame("churn", pd.DataFrame(churn_rows(30, seed=3)))
+    store = context.backends().experiments
+    first = store.dataset_parts("churn", 1)[0]
+    life.remove_part("churn", 1)
+    assert first.key not in {p.key for p in store.dataset_parts("churn")}
+    collect(context.backends(), now=utcnow() + LATER)
+    assert context.backends().datasets.exists(first.key)  # version 1 (experiment's) still has it
+    assert store.get_experiment(kept_id).dataset_version == 1
