@@ -49,3 +49,19 @@ def test_openapi_documents_bodies_and_error_answers(server: str) -> None:
     example = forward["requestBody"]["content"]["application/json"]["example"]
     reply = requests.post(f"{server}/forward?model=iris", json=example, timeout=30)
     assert reply.status_code == 200 and reply.json()["prediction"] == "setosa"
+
+
+def test_docs_and_their_assets_load_with_an_api_key(demo_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   request: pytest.FixtureRequest) -> None:
+    """The key guards the API, not the documentation of it (its CSS and JS included)."""
+    monkeypatch.setenv("MLFN_API_KEY", "s3cret")
+    server = request.getfixturevalue("live_server")
+    page = requests.get(f"{server}/docs", timeout=30)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert assets and all(requests.get(f"{server}{a}", timeout=30).status_code == 200 for a in assets)
+    assert requests.get(f"{server}/openapi.json", timeout=30).status_code == 200
+    assert requests.get(f"{server}/models", timeout=30).status_code == 401
+    # HEAD answers like GET on the GET routes, without a body.
+    head = requests.head(f"{server}/health", timeout=30)
+    assert head.status_code == 200 and head.content == b""
