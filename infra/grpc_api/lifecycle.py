@@ -127,6 +127,22 @@ class LifecycleService(pb_grpc.MlfnServicer):
         return pb.Document(json=struct_of(doc))
 
     @guarded
+    def Datasets(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        return pb.Document(json=struct_of(call(grpc_context, "GET", "/datasets",
+                                               {"model": request.model})))
+
+    @guarded
+    def RemoveDatasetPart(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        doc = call(grpc_context, "DELETE", f"/datasets/parts/{request.version}",
+                   {"model": request.model})
+        return pb.Document(json=struct_of(doc))
+
+    @guarded
+    def DeleteModel(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        call(grpc_context, "DELETE", f"/models/{request.model}")
+        return pb.Empty()
+
+    @guarded
     def Retrain(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
         doc = call(grpc_context, "PUT", "/retrain", {"model": request.model},
                    orjson.dumps(to_json(request.request)))

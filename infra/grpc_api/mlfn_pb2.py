@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infra/grpc_api/mlfn.proto\x12\x07mlfn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x07\n\x05\x45mpty\"1\n\x08\x44ocument\x12%\n\x04json\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\tDocuments\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"\x1d\n\x0cModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"<\n\x12\x43reateModelRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\">\n\tDataChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\x0eRetrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"9\n\x11\x45xperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\"Z\n\nExperiment\x12\x15\n\rexperiment_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12%\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x16ListExperimentsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"W\n\x0e\x46orwardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05top_k\x18\x03 \x01(\x05\"z\n\x0c\x42\x61tchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07records\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x32\xd9\x07\n\x04Mlfn\x12\x32\n\nListModels\x12\x0e.mlfn.v1.Empty\x1a\x12.mlfn.v1.Documents\"\x00\x12?\n\x0b\x43reateModel\x12\x1b.mlfn.v1.CreateModelRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x34\n\x0cModelClasses\x12\x0e.mlfn.v1.Empty\x1a\x12.mlfn.v1.Documents\"\x00\x12\x34\n\x07\x41\x64\x64\x44\x61ta\x12\x12.mlfn.v1.DataChunk\x1a\x11.mlfn.v1.Document\"\x00(\x01\x12\x39\n\x07Retrain\x12\x17.mlfn.v1.RetrainRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x12\x42\n\rGetExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x12\x46\n\x0fWatchExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x30\x01\x12H\n\x0fListExperiments\x12\x1f.mlfn.v1.ListExperimentsRequest\x1a\x12.mlfn.v1.Documents\"\x00\x12\x39\n\x06\x44\x65ploy\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x11.mlfn.v1.Document\"\x00\x12:\n\x0b\x44\x65ployments\x12\x15.mlfn.v1.ModelRequest\x1a\x12.mlfn.v1.Documents\"\x00\x12@\n\x10\x44\x65leteExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x0e.mlfn.v1.Empty\"\x00\x12\x37\n\x07\x46orward\x12\x17.mlfn.v1.ForwardRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x41\n\rForwardStream\x12\x17.mlfn.v1.ForwardRequest\x1a\x11.mlfn.v1.Document\"\x00(\x01\x30\x01\x12:\n\x0c\x46orwardBatch\x12\x15.mlfn.v1.BatchRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x36\n\x08\x45valuate\x12\x15.mlfn.v1.BatchRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x36\n\x08Metadata\x12\x15.mlfn.v1.ModelRequest\x1a\x11.mlfn.v1.Document\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19infra/grpc_api/mlfn.proto\x12\x07mlfn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x07\n\x05\x45mpty\"1\n\x08\x44ocument\x12%\n\x04json\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\tDocuments\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"\x1d\n\x0cModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"-\n\x0bPartRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"<\n\x12\x43reateModelRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\">\n\tDataChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\x0eRetrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07request\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"9\n\x11\x45xperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\"Z\n\nExperiment\x12\x15\n\rexperiment_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12%\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x16ListExperimentsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"W\n\x0e\x46orwardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05top_k\x18\x03 \x01(\x05\"z\n\x0c\x42\x61tchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07records\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\x05\x32\x89\t\n\x04Mlfn\x12\x32\n\nListModels\x12\x0e.mlfn.v1.Empty\x1a\x12.mlfn.v1.Documents\"\x00\x12?\n\x0b\x43reateModel\x12\x1b.mlfn.v1.CreateModelRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x34\n\x0cModelClasses\x12\x0e.mlfn.v1.Empty\x1a\x12.mlfn.v1.Documents\"\x00\x12\x34\n\x07\x41\x64\x64\x44\x61ta\x12\x12.mlfn.v1.DataChunk\x1a\x11.mlfn.v1.Document\"\x00(\x01\x12\x36\n\x08\x44\x61tasets\x12\x15.mlfn.v1.ModelRequest\x1a\x11.mlfn.v1.Document\"\x00\x12>\n\x11RemoveDatasetPart\x12\x14.mlfn.v1.PartRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x36\n\x0b\x44\x65leteModel\x12\x15.mlfn.v1.ModelRequest\x1a\x0e.mlfn.v1.Empty\"\x00\x12\x39\n\x07Retrain\x12\x17.mlfn.v1.RetrainRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x12\x42\n\rGetExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x12\x46\n\x0fWatchExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x13.mlfn.v1.Experiment\"\x00\x30\x01\x12H\n\x0fListExperiments\x12\x1f.mlfn.v1.ListExperimentsRequest\x1a\x12.mlfn.v1.Documents\"\x00\x12\x39\n\x06\x44\x65ploy\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x11.mlfn.v1.Document\"\x00\x12:\n\x0b\x44\x65ployments\x12\x15.mlfn.v1.ModelRequest\x1a\x12.mlfn.v1.Documents\"\x00\x12@\n\x10\x44\x65leteExperiment\x12\x1a.mlfn.v1.ExperimentRequest\x1a\x0e.mlfn.v1.Empty\"\x00\x12\x37\n\x07\x46orward\x12\x17.mlfn.v1.ForwardRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x41\n\rForwardStream\x12\x17.mlfn.v1.ForwardRequest\x1a\x11.mlfn.v1.Document\"\x00(\x01\x30\x01\x12:\n\x0c\x46orwardBatch\x12\x15.mlfn.v1.BatchRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x36\n\x08\x45valuate\x12\x15.mlfn.v1.BatchRequest\x1a\x11.mlfn.v1.Document\"\x00\x12\x36\n\x08Metadata\x12\x15.mlfn.v1.ModelRequest\x1a\x11.mlfn.v1.Document\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,22 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCUMENTS']._serialized_end=179
   _globals['_MODELREQUEST']._serialized_start=181
   _globals['_MODELREQUEST']._serialized_end=210
-  _globals['_CREATEMODELREQUEST']._serialized_start=212
-  _globals['_CREATEMODELREQUEST']._serialized_end=272
-  _globals['_DATACHUNK']._serialized_start=274
-  _globals['_DATACHUNK']._serialized_end=336
-  _globals['_RETRAINREQUEST']._serialized_start=338
-  _globals['_RETRAINREQUEST']._serialized_end=411
-  _globals['_EXPERIMENTREQUEST']._serialized_start=413
-  _globals['_EXPERIMENTREQUEST']._serialized_end=470
-  _globals['_EXPERIMENT']._serialized_start=472
-  _globals['_EXPERIMENT']._serialized_end=562
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=564
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=619
-  _globals['_FORWARDREQUEST']._serialized_start=621
-  _globals['_FORWARDREQUEST']._serialized_end=708
-  _globals['_BATCHREQUEST']._serialized_start=710
-  _globals['_BATCHREQUEST']._serialized_end=832
-  _globals['_MLFN']._serialized_start=835
-  _globals['_MLFN']._serialized_end=1820
+  _globals['_PARTREQUEST']._serialized_start=212
+  _globals['_PARTREQUEST']._serialized_end=257
+  _globals['_CREATEMODELREQUEST']._serialized_start=259
+  _globals['_CREATEMODELREQUEST']._serialized_end=319
+  _globals['_DATACHUNK']._serialized_start=321
+  _globals['_DATACHUNK']._serialized_end=383
+  _globals['_RETRAINREQUEST']._serialized_start=385
+  _globals['_RETRAINREQUEST']._serialized_end=458
+  _globals['_EXPERIMENTREQUEST']._serialized_start=460
+  _globals['_EXPERIMENTREQUEST']._serialized_end=517
+  _globals['_EXPERIMENT']._serialized_start=519
+  _globals['_EXPERIMENT']._serialized_end=609
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=611
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=666
+  _globals['_FORWARDREQUEST']._serialized_start=668
+  _globals['_FORWARDREQUEST']._serialized_end=755
+  _globals['_BATCHREQUEST']._serialized_start=757
+  _globals['_BATCHREQUEST']._serialized_end=879
+  _globals['_MLFN']._serialized_start=882
+  _globals['_MLFN']._serialized_end=2043
 # @@protoc_insertion_point(module_scope)

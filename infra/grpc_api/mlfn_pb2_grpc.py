@@ -54,6 +54,21 @@ class MlfnStub:
                 request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.DataChunk.SerializeToString,
                 response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
                 _registered_method=True)
+        self.Datasets = channel.unary_unary(
+                '/mlfn.v1.Mlfn/Datasets',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.RemoveDatasetPart = channel.unary_unary(
+                '/mlfn.v1.Mlfn/RemoveDatasetPart',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.PartRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/mlfn.v1.Mlfn/DeleteModel',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Empty.FromString,
+                _registered_method=True)
         self.Retrain = channel.unary_unary(
                 '/mlfn.v1.Mlfn/Retrain',
                 request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.RetrainRequest.SerializeToString,
@@ -142,6 +157,25 @@ class MlfnServicer:
         """PUT /add_data: the first chunk names the model and the content type; the data may span
         many chunks (a message is 4 MB at most by default).
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Datasets(self, request, context):
+        """GET /datasets, DELETE /datasets/parts/{version}, DELETE /models/{name}
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDatasetPart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -244,6 +278,21 @@ def add_MlfnServicer_to_server(servicer, server):
                     servicer.AddData,
                     request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.DataChunk.FromString,
                     response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'Datasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.Datasets,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'RemoveDatasetPart': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDatasetPart,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.PartRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Empty.SerializeToString,
             ),
             'Retrain': grpc.unary_unary_rpc_method_handler(
                     servicer.Retrain,
@@ -414,6 +463,87 @@ class Mlfn:
             '/mlfn.v1.Mlfn/AddData',
             infra_dot_grpc__api_dot_mlfn__pb2.DataChunk.SerializeToString,
             infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Datasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/Datasets',
+            infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDatasetPart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/RemoveDatasetPart',
+            infra_dot_grpc__api_dot_mlfn__pb2.PartRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/DeleteModel',
+            infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -214,6 +214,16 @@ def test_the_life_cycle_over_grpc(server: dict[str, str]) -> None:
     seen = triton(server, {"churn-grpc": [record]})
     got = seen["models"]["churn-grpc"]["results"]["grpc"]
     assert got["label"] == [str(forward["prediction"])]
+    # The dataset and the model's deletion, as on REST.
+    datasets = doc_of(stub.Datasets(pb.ModelRequest(model="churn-grpc"), metadata=md).json)
+    assert [p["version"] for p in datasets["parts"]] == [1]
+    with pytest.raises(grpc.RpcError) as running_model:
+        stub.RemoveDatasetPart(pb.PartRequest(model="churn-grpc", version=7), metadata=md)
+    assert running_model.value.code() is grpc.StatusCode.NOT_FOUND
+    stub.DeleteModel(pb.ModelRequest(model="churn-grpc"), metadata=md)
+    with pytest.raises(grpc.RpcError) as gone:
+        stub.Datasets(pb.ModelRequest(model="churn-grpc"), metadata=md)
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 def test_health_and_reflection(server: dict[str, str]) -> None:
