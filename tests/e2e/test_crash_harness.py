@@ -30,8 +30,8 @@ import requests
 from common.backends import Backends
 from common.domain import ExperimentStatus, utcnow
 from common.settings import Settings
-from tests.infra.test_server_workers import free_port
 from tests.lifecycle_data import churn_rows
+from tests.servers import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 1301
@@ -52,30 +52,9 @@ class Acks:
 
 
 def start(data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "MLFN_DATA_DIR": str(data), "MLFN_DEMO_MODELS": "false",
-           "MLFN_EMF": "false", "MLFN_JOB_LEASE_SECONDS": str(LEASE),
-           "MLFN_JOB_HEARTBEAT_SECONDS": str(HEARTBEAT), "MLFN_JOB_POLL_SECONDS": "0.2"}
-    for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE", "MLFN_API_KEY"):
-        env.pop(key, None)
-    log = (data.parent / "server.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "infra.local.cli", "serve", "--port", str(port),
-                             "--grpc-port", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            tail = (data.parent / "server.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"the server died while starting:\n{tail}")
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    return start_server(data, env={"MLFN_JOB_LEASE_SECONDS": str(LEASE),
+                                   "MLFN_JOB_HEARTBEAT_SECONDS": str(HEARTBEAT)},
+                        log=data.parent / "server.log")
 
 
 def csv_of(rows: list[dict[str, Any]]) -> bytes:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from google.protobuf import json_format, struct_pb2
 
 from infra.grpc_api import mlfn_pb2 as pb
 from infra.grpc_api import mlfn_pb2_grpc as rpc
-from tests.infra.test_server_workers import free_port
 from tests.lifecycle_data import churn_rows
+from tests.servers import free_port, start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 TABULAR = ("breast-cancer", "iris", "diabetes", "wine")
@@ -38,29 +37,10 @@ def start(demo_store: Path, tmp_path_factory: pytest.TempPathFactory,
     """`mlfn serve` on a copy of the demo store, HTTP and gRPC on free ports."""
     data = tmp_path_factory.mktemp("grpc") / "data"
     shutil.copytree(demo_store, data)
-    http_port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "MLFN_DATA_DIR": str(data), "MLFN_EMF": "false",
-           "MLFN_API_KEY": api_key, "MLFN_JOB_POLL_SECONDS": "0.2"}
-    for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.local.cli", "serve", "--port", str(http_port),
-         "--grpc-port", str(grpc_port)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    grpc_port = free_port()
+    proc, url = start_server(data, env={"MLFN_API_KEY": api_key}, grpc_port=grpc_port)
     yield {"http": url, "grpc": f"127.0.0.1:{grpc_port}", "key": api_key}
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")

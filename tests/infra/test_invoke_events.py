@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from common import context
 from infra.local.cli import invoke
+from tests.functions.test_inference_protocol import read_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = sorted((ROOT / "events").glob("*.json"))
@@ -67,28 +66,6 @@ def test_function_answers_its_event(demo_env: Path, path: Path) -> None:
     context.wait_for_jobs()
 
 
-def binary_outputs(body: bytes, header_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The JSON header of a binary infer answer and its outputs, decoded as tritonclient does:
-    each output's ``binary_data_size`` bytes in order, BYTES as 4-byte-length-prefixed items."""
-    header = json.loads(body[:header_length])
-    pos, values = header_length, {}
-    for output in header["outputs"]:
-        size = output["parameters"]["binary_data_size"]
-        blob, pos = body[pos:pos + size], pos + size
-        if output["datatype"] == "BYTES":
-            items, i = [], 0
-            while i < len(blob):
-                (n,) = struct.unpack_from("<I", blob, i)
-                items.append(blob[i + 4:i + 4 + n].decode())
-                i += 4 + n
-            values[output["name"]] = items
-        else:
-            assert output["datatype"] == "FP32", output
-            values[output["name"]] = np.frombuffer(blob, "<f4").reshape(output["shape"]).tolist()
-    assert pos == len(body), "bytes after the last output"
-    return header, values
-
-
 def test_the_binary_tensor_event_is_answered_in_binary(demo_env: Path) -> None:
     """tritonclient's default request (base64 through API Gateway, no Content-Type): a binary
     answer whose JSON header length is in Inference-Header-Content-Length, with the predictions
@@ -102,8 +79,8 @@ def test_the_binary_tensor_event_is_answered_in_binary(demo_env: Path) -> None:
     headers = {k.lower(): v for k, v in out["headers"].items()}
     assert headers["content-type"] == "application/octet-stream"
     body = base64.b64decode(out["body"])
-    header, values = binary_outputs(body, int(headers["inference-header-content-length"]))
-    assert header["model_name"] == "iris"
+    values = read_binary(body, headers)
+    assert json.loads(body[:int(headers["inference-header-content-length"])])["model_name"] == "iris"
     assert values["label"] == ["setosa", "versicolor", "virginica"]
 
     as_json = invoke("inference", json.loads((ROOT / "events" / "inference.json").read_text()))
