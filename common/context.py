@@ -48,6 +48,7 @@ def settings() -> Settings:
 def flush_monitoring() -> None:
     """Write the queued monitoring events now (the Lambda adapter, after each invocation)."""
     if serving.cache_info().currsize:
+        serving().flush_shadow()
         serving().monitor.flush()
 
 

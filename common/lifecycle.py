@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from common.backends import Backends
 from common.catalog import (
@@ -52,6 +52,9 @@ from common.names import (
 )
 from common.serving import Serving
 
+if TYPE_CHECKING:
+    from common.rollouts import Rollouts
+
 log = logging.getLogger("mlfn.lifecycle")
 
 # Lifecycle.deploy(expected_previous=ANY): whatever is deployed now may be replaced.
@@ -82,6 +85,15 @@ class Lifecycle:
         self.serving = serving
         self.jobs = jobs
         self.job_state = JobState(self.store, backends.settings)
+        self._rollouts: Rollouts | None = None
+
+    def rollouts(self) -> Rollouts:
+        """Canary, shadow, feedback and live metrics of this life cycle's models."""
+        if self._rollouts is None:
+            from common.rollouts import Rollouts
+
+            self._rollouts = Rollouts(self)
+        return self._rollouts
 
     def close(self) -> None:
         """Release what this object holds (nothing today: the job worker belongs to the queue,
@@ -212,6 +224,7 @@ class Lifecycle:
         stores = (self.backends.models, self.backends.datasets)
         files = [(store, key) for store in stores for key in store.list(f"{name}/")]
         self.store.delete_model(name)
+        self.rollouts().store.delete(name)
         self.serving.forget_pointer(name)
         for store, key in files:
             store.delete(key)
@@ -588,6 +601,7 @@ class Lifecycle:
         else:
             raise Conflict(f"model {exp.model!r} is being deployed concurrently; retry")
         self.serving.forget_pointer(exp.model)
+        self.rollouts().promoted(exp.model, experiment_id)
         return {"model": exp.model, "deployed": experiment_id, "previous": deployment.previous}
 
     def deployments(self, name: str) -> list[dict[str, Any]]:
@@ -619,6 +633,10 @@ class Lifecycle:
         exp = self.experiment(experiment_id, model)
         if exp.status in (ExperimentStatus.queued, ExperimentStatus.running):
             raise Conflict(f"experiment {experiment_id} is {exp.status.value}; wait until it ends")
+        role = self.rollouts().involved(exp.model, experiment_id)
+        if role is not None:
+            raise Conflict(f"experiment {experiment_id} is model {exp.model!r}'s {role}; end it "
+                           f"first (DELETE /{role}?model={exp.model})")
         self.store.delete_experiment(experiment_id)
         # Every attempt's files (a stale attempt's may have landed after it was taken over).
         keys = {item["key"] for item in self.artifacts(exp)}

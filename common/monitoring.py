@@ -30,6 +30,7 @@ NAMESPACE = "mlfn"
 SERVICE = "mlfn"
 
 log = logging.getLogger("mlfn.monitoring")
+MAX_LOGGED_PREDICTIONS = 1000  # per call, in the inference log
 PRUNE_SECONDS = 60.0  # how often the writer applies the inference log's retention
 METRICS = (("Latency", "Milliseconds"), ("Rows", "Count"), ("Errors", "Count"), ("ColdStart", "Count"))
 METRIC_NAMES = frozenset(name for name, _ in METRICS)
@@ -49,11 +50,16 @@ class InferenceEvent:
     # Summarised by the writer, off the request path, into prediction_summary.
     predictions: list[Any] | None = None
     regression: bool = False
+    role: str = "champion"  # the side of a rollout that answered: champion, canary or shadow
+
+    @property
+    def logged(self) -> list[Any] | None:
+        """The predictions kept in the inference log (feedback joins them by request id)."""
+        return None if self.predictions is None else self.predictions[:MAX_LOGGED_PREDICTIONS]
 
     def summarized(self) -> InferenceEvent:
-        if self.predictions is not None:
+        if self.predictions is not None and not self.prediction_summary:
             self.prediction_summary = summarize(self.predictions, self.regression)
-            self.predictions = None
         return self
 
 
@@ -82,7 +88,7 @@ class Observation:
     records the call, with its latency and status, when the block ends."""
 
     __slots__ = ("_monitor", "_route", "_model", "_start", "experiment_id", "rows", "summary",
-                 "_predictions", "_regression")
+                 "_predictions", "_regression", "role")
 
     def __init__(self, monitor: Monitor, route: str, model: str) -> None:
         self._monitor, self._route, self._model = monitor, route, model
@@ -91,6 +97,7 @@ class Observation:
         self.summary: dict[str, Any] = {}
         self._predictions: list[Any] | None = None
         self._regression = False
+        self.role = "champion"
 
     def predictions(self, predictions: list[Any], regression: bool) -> None:
         """The call's predictions, summarised later by the writer (counts per class, or the
@@ -120,6 +127,7 @@ class Observation:
             request_id=REQUEST_ID.get(),
             predictions=self._predictions,
             regression=self._regression,
+            role=self.role,
         ))
 
 

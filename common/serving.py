@@ -14,9 +14,10 @@ from common.backends import Backends
 from common.domain import Task
 from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
-from common.monitoring import Monitor
+from common.monitoring import REQUEST_ID, Monitor
 from common.names import model_key, model_name
 from common.payloads import check_top_k
+from common.storage.rollouts import Rollout, in_canary
 
 log = logging.getLogger("mlfn")
 
@@ -42,6 +43,9 @@ class Serving:
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._pointers: dict[str, tuple[int | None, float]] = {}
         self._versions: dict[tuple[str, int], float] = {}  # load_version(): when last checked
+        self._rollouts: dict[str, tuple[Rollout, float]] = {}
+        self._rollout_store: Any = None
+        self._shadows: Any = None
         self._lock = threading.Lock()
 
     # -- deployed pointer ----------------------------------------------------------------------
@@ -59,9 +63,55 @@ class Serving:
         return experiment_id
 
     def forget_pointer(self, model: str) -> None:
-        """Drop the cached pointer (this process just changed it)."""
+        """Drop the cached pointer and rollout (this process just changed them)."""
         with self._lock:
             self._pointers.pop(model, None)
+            self._rollouts.pop(model, None)
+
+    # -- rollouts (canary, shadow) -------------------------------------------------------------
+    def rollout(self, model: str) -> Rollout:
+        """The model's canary and shadow, re-read at the pace of the deployed pointer."""
+        now = time.monotonic()
+        cached = self._rollouts.get(model)
+        if cached is not None and now - cached[1] < self.settings.deploy_check_seconds:
+            return cached[0]
+        if self._rollout_store is None:
+            from common.storage.rollouts import rollout_store
+
+            self._rollout_store = rollout_store(self.backends.experiments)
+        current = self._rollout_store.get(model)
+        with self._lock:
+            self._rollouts[model] = (current, now)
+        return current
+
+    def flush_shadow(self) -> None:
+        if self._shadows is not None:
+            self._shadows.flush()
+
+    def route(self, model: str) -> tuple[OnnxModel, str, Rollout]:
+        """The session that answers this request, and its role: the canary for its share of the
+        requests (chosen by the request id, so a retried request lands on the same experiment),
+        else the deployed champion."""
+        model = model_name(model)
+        rollout = self.rollout(model)
+        if rollout.canary is not None and in_canary(REQUEST_ID.get(), model, rollout.share):
+            try:
+                return self._session(model, rollout.canary), "canary", rollout
+            except NotFound:  # ended and deleted since this process read the rollout
+                self.forget_pointer(model)
+        return self.load(model), "champion", rollout
+
+    def shadow(self, model: str, rollout: Rollout, route_name: str, feeds: Any) -> None:
+        """Have the shadow score ``feeds`` after the answer (bounded; dropped when busy)."""
+        if rollout.shadow is None:
+            return
+        if self._shadows is None:
+            from common.shadow import ShadowScorer
+
+            with self._lock:
+                if self._shadows is None:
+                    self._shadows = ShadowScorer(self, self.settings.shadow_queue)
+        self._shadows.submit(model, rollout.shadow, route_name, feeds, REQUEST_ID.get())
 
     def load(self, model: str, experiment_id: int | None = None) -> OnnxModel:
         """The session of ``experiment_id``, or of the deployed experiment when None."""
@@ -154,12 +204,13 @@ class Serving:
         with self.monitor.observe("forward", model) as obs:
             if not isinstance(record, dict):
                 raise BadRequest("body must be one JSON object of feature -> value")
-            onnx_model = self.load(model)
+            onnx_model, obs.role, rollout = self.route(model)
             obs.experiment_id = onnx_model.experiment_id
             check_top_k(k, onnx_model.task, model)
             out = onnx_model.predict([record])
             obs.rows = 1
             obs.predictions(out.predictions, onnx_model.task is Task.regression)
+        self.shadow(model, rollout, "forward", [record])
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,
@@ -179,10 +230,6 @@ class Serving:
                 f"the batch has {len(records)} rows; the limit is {self.settings.max_batch_rows}"
             )
         return records
-
-    def predict_batch(self, model: str, records: Any) -> tuple[OnnxModel, Predictions]:
-        onnx_model = self.load(model)
-        return onnx_model, onnx_model.predict(self.check_batch(records))
 
     def forward_batch_upload(
         self, model: str, kind: str, data: bytes, k: int | None = None
@@ -206,10 +253,13 @@ class Serving:
         """``records`` may be a callable that parses them, so that a refused body is monitored;
         ``k`` (X-Top-K): the most probable classes to return per row (all when None)."""
         with self.monitor.observe("forward_batch", model) as obs:
-            onnx_model, out = self.predict_batch(model, records() if callable(records) else records)
+            onnx_model, obs.role, rollout = self.route(model)
+            rows = self.check_batch(records() if callable(records) else records)
+            out = onnx_model.predict(rows)
             obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
             check_top_k(k, onnx_model.task, model)
             obs.predictions(out.predictions, onnx_model.task is Task.regression)
+        self.shadow(model, rollout, "forward_batch", rows)
         answer: dict[str, Any] = {
             "model": model,
             "experiment_id": onnx_model.experiment_id,

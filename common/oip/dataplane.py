@@ -103,7 +103,10 @@ class DataPlane:
     def infer(self, request: InferRequest) -> InferResponse:
         model = request.model
         with self.serving.monitor.observe("infer", model) as obs:
-            onnx_model = self.serving.load_version(model, request.version)
+            if request.version:
+                onnx_model = self.serving.load_version(model, request.version)
+            else:  # the deployed experiment, or the canary for its share of the requests
+                onnx_model, obs.role, _ = self.serving.route(model)
             obs.experiment_id = onnx_model.experiment_id
             feeds, rows = self.feeds(onnx_model, request.inputs)
             scores = onnx_model.scores(feeds)

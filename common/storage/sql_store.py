@@ -40,6 +40,12 @@ FLAT_METRICS_COLUMNS = "id, model_id, problem, model_name, h_tune, metric, metri
 PART_COLUMNS = "model, version, key, rows, created_at, source, filename, removed_in, removed_at"
 # Columns added to tables of earlier releases (created without them): name -> declaration.
 ADDED_COLUMNS = {
+    # Which side of a rollout answered (champion, canary, shadow) and what it predicted (at
+    # most MAX_LOGGED_PREDICTIONS rows), for live metrics against feedback.
+    "inference_log": {
+        "role": "TEXT NOT NULL DEFAULT 'champion'",
+        "predictions": "TEXT",
+    },
     "dataset_parts": {
         "source": "TEXT NOT NULL DEFAULT 'unknown'",
         "filename": "TEXT",
@@ -441,15 +447,30 @@ class SqlExperimentStore(ConditionalExperimentWrites):
         return [self._part(r) for r in rows]
 
     # -- inference log (monitoring sink) ------------------------------------------------------
-    _LOG_COLUMNS = "time, model, experiment_id, route, rows, latency_ms, status, prediction_summary"
+    _LOG_COLUMNS = ("time, model, experiment_id, route, rows, latency_ms, status, "
+                    "prediction_summary")
 
     def log_inference(self, events: list[Any]) -> None:
         rows = [(e.time.isoformat(), e.model, e.experiment_id, e.route, e.rows, e.latency_ms,
-                 e.status, orjson.dumps(e.prediction_summary).decode(), e.request_id)
+                 e.status, orjson.dumps(e.prediction_summary).decode(), e.request_id, e.role,
+                 None if e.logged is None else orjson.dumps(e.logged).decode())
                 for e in events]
         with self._transaction(write=True) as cur:
-            cur.executemany(self._sql(f"INSERT INTO inference_log ({self._LOG_COLUMNS}, request_id) "
-                                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"), rows)
+            cur.executemany(self._sql(f"INSERT INTO inference_log ({self._LOG_COLUMNS}, request_id, "
+                                      "role, predictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                            rows)
+
+    def calls_since(self, model: str, since: Any) -> list[dict[str, Any]]:
+        """The model's monitored calls since ``since``, oldest first: request id, experiment,
+        role, status, latency and the predictions kept (live metrics, canary guards)."""
+        with self._transaction(write=False) as cur:
+            self._exec(cur, "SELECT request_id, experiment_id, role, status, latency_ms, predictions "
+                            "FROM inference_log WHERE model = ? AND time >= ? ORDER BY id",
+                       (model, since.isoformat()))
+            rows = cur.fetchall()
+        return [{"request_id": r[0], "experiment_id": r[1], "role": r[2], "status": int(r[3]),
+                 "latency_ms": float(r[4]), "predictions": None if r[5] is None else json.loads(r[5])}
+                for r in rows]
 
     def prune_inference(self, older_than: Any, keep_rows: int) -> None:
         with self._transaction(write=True) as cur:
@@ -465,11 +486,11 @@ class SqlExperimentStore(ConditionalExperimentWrites):
         with self._transaction(write=False) as cur:
             self._exec(
                 cur,
-                f"SELECT {self._LOG_COLUMNS} FROM inference_log {where}ORDER BY id DESC LIMIT ?",
+                f"SELECT {self._LOG_COLUMNS}, role FROM inference_log {where}ORDER BY id DESC LIMIT ?",
                 params,
             )
             rows = cur.fetchall()
-        keys = [c.strip() for c in self._LOG_COLUMNS.split(",")]
+        keys = [c.strip() for c in self._LOG_COLUMNS.split(",")] + ["role"]
         out = []
         for row in rows:
             doc = dict(zip(keys, row, strict=True))
