@@ -86,6 +86,10 @@ class Lifecycle:
         self.jobs = jobs
         self.job_state = JobState(self.store, backends.settings)
         self._rollouts: Rollouts | None = None
+        serving.guard = self._check_guard
+
+    def _check_guard(self, model: str) -> Any:
+        return self.rollouts().check_guard(model)
 
     def rollouts(self) -> Rollouts:
         """Canary, shadow, feedback and live metrics of this life cycle's models."""

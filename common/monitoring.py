@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -159,6 +160,8 @@ class Monitor:
         self._directives: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        # Called with each written batch, in the writer (the canary guard reads the log then).
+        self.after_write: Callable[[list[InferenceEvent]], None] | None = None
 
     def observe(self, route: str, model: str) -> Observation:
         """``with monitor.observe(route, model) as obs:`` records the call when the block ends."""
@@ -216,6 +219,11 @@ class Monitor:
                     self.sink.prune_inference(utcnow() - self._retention, self._keep_rows)
             except Exception:
                 log.exception("could not write %d inference events", len(batch))
+        if self.after_write is not None:
+            try:
+                self.after_write([event for event, _ in batch])
+            except Exception:
+                log.exception("the monitoring hook failed")
 
     def _report_drops(self) -> None:
         dropped = self.dropped
@@ -284,6 +292,7 @@ class Monitor:
             "timestamp": event.time.isoformat(timespec="milliseconds"),
             "request_id": event.request_id,
             "route": event.route,
+            "role": event.role,
             "experiment_id": event.experiment_id,
             "rows": event.rows,
             "latency_ms": round(event.latency_ms, 3),

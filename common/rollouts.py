@@ -9,11 +9,15 @@ inference log (SQL stores), where feedback joins them by request id.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
+import io
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,10 +26,12 @@ from common.catalog import HIGHER_IS_BETTER, PRIMARY_METRIC
 from common.domain import ExperimentStatus, Task
 from common.errors import BadRequest, Conflict, NotFound
 from common.names import model_name
-from common.storage.rollouts import Rollout, now_iso, rollout_store, since
+from common.payloads import parse_json
+from common.storage.rollouts import Rollout, StaleRollout, now_iso, rollout_store, since
 
 log = logging.getLogger("mlfn.rollouts")
 MAX_FEEDBACK = 10_000
+WRITE_RETRIES = 20
 
 
 def _need_log(backends: Backends) -> Any:
@@ -77,9 +83,22 @@ class Rollouts:
                            "experiment")
         return exp
 
-    def _save(self, model: str, rollout: Rollout) -> None:
-        self.store.put(model, rollout)
-        self.life.serving.forget_pointer(model)
+    def _change(self, model: str, change: Callable[[Rollout], Rollout | None]) -> None:
+        """Apply ``change`` to the stored rollout (None: nothing to write), again on the fresh
+        record when another writer got there first: two concurrent changes both land."""
+        for _ in range(WRITE_RETRIES):
+            current = self.store.get(model)
+            changed = change(current)
+            if changed is None:
+                return
+            try:
+                self.store.put(model, changed)
+            except StaleRollout:
+                continue
+            self.life.serving.forget_pointer(model)
+            return
+        raise Conflict(f"the rollout of {model!r} kept changing while this request changed it; "
+                       "retry")
 
     def start_canary(self, experiment_id: int, share: float, guard: bool,
                      model: str | None = None) -> dict[str, Any]:
@@ -87,59 +106,91 @@ class Rollouts:
             raise BadRequest("query parameter 'canary' must be a share of the traffic in percent, "
                              f"above 0 and below 100, not {share!r}")
         exp = self._challenger(experiment_id, model, "canary")
-        current = self.store.get(exp.model)
-        ended = self._ended(current, "replaced") if current.canary not in (None, experiment_id) else []
-        self._save(exp.model, dataclasses.replace(
-            current, canary=experiment_id, share=float(share), guard=guard,
-            canary_since=now_iso() if current.canary != experiment_id else current.canary_since,
-            history=current.history + ended))
+        if guard and not hasattr(self.backends.experiments, "calls_since"):
+            raise Conflict("a guarded canary compares the calls in the inference log, which only "
+                           "the sqlite and postgres experiment stores keep; start it without "
+                           "guard=true and watch the CloudWatch metrics per experiment")
+
+        def change(current: Rollout) -> Rollout:
+            if current.shadow == experiment_id:
+                raise Conflict(f"experiment {experiment_id} is the shadow; end the shadow "
+                               "(DELETE /rollout/shadow) before making it the canary")
+            same = current.canary == experiment_id
+            ended = self._ended(current, "replaced") if current.canary is not None and not same else []
+            return dataclasses.replace(
+                current, canary=experiment_id, share=float(share), guard=guard,
+                canary_since=current.canary_since if same else now_iso(),
+                history=current.history + ended)
+
+        self._change(exp.model, change)
         return self.state(exp.model)
 
     def start_shadow(self, experiment_id: int, model: str | None = None) -> dict[str, Any]:
         exp = self._challenger(experiment_id, model, "shadow")
-        current = self.store.get(exp.model)
-        self._save(exp.model, dataclasses.replace(current, shadow=experiment_id,
-                                                  shadow_since=now_iso()))
+
+        def change(current: Rollout) -> Rollout | None:
+            if current.canary == experiment_id:
+                raise Conflict(f"experiment {experiment_id} is the canary; end the canary "
+                               "(DELETE /rollout/canary) before making it the shadow")
+            if current.shadow == experiment_id:
+                return None
+            return dataclasses.replace(current, shadow=experiment_id, shadow_since=now_iso())
+
+        self._change(exp.model, change)
         return self.state(exp.model)
 
     @staticmethod
     def _ended(rollout: Rollout, reason: str) -> list[dict[str, Any]]:
         return [{"event": "canary ended", "experiment_id": rollout.canary, "share": rollout.share,
-                 "since": rollout.canary_since, "ended": now_iso(), "reason": reason}]
+                 "guard": rollout.guard, "since": rollout.canary_since, "ended": now_iso(),
+                 "reason": reason}]
 
-    def end_canary(self, model: str, reason: str = "ended by request") -> dict[str, Any]:
+    @classmethod
+    def _without_canary(cls, rollout: Rollout, reason: str) -> Rollout:
+        return dataclasses.replace(rollout, canary=None, share=0.0, guard=False, canary_since=None,
+                                   history=rollout.history + cls._ended(rollout, reason))
+
+    def end_canary(self, model: str, reason: str = "ended by request",
+                   experiment_id: int | None = None) -> dict[str, Any]:
+        """End the canary (only if it is still ``experiment_id``, when given)."""
         name = model_name(model)
         self.backends.experiments.get_model(name)
-        current = self.store.get(name)
-        if current.canary is None:
-            raise NotFound(f"model {name!r} has no canary")
-        self._save(name, dataclasses.replace(current, canary=None, share=0.0, guard=False,
-                                             canary_since=None,
-                                             history=current.history + self._ended(current, reason)))
+
+        def change(current: Rollout) -> Rollout:
+            if current.canary is None or experiment_id not in (None, current.canary):
+                raise NotFound(f"model {name!r} has no canary"
+                               + ("" if experiment_id is None else f" {experiment_id}"))
+            return self._without_canary(current, reason)
+
+        self._change(name, change)
         return self.state(name)
 
     def end_shadow(self, model: str) -> dict[str, Any]:
         name = model_name(model)
         self.backends.experiments.get_model(name)
-        current = self.store.get(name)
-        if current.shadow is None:
-            raise NotFound(f"model {name!r} has no shadow")
-        self._save(name, dataclasses.replace(current, shadow=None, shadow_since=None))
+
+        def change(current: Rollout) -> Rollout:
+            if current.shadow is None:
+                raise NotFound(f"model {name!r} has no shadow")
+            return dataclasses.replace(current, shadow=None, shadow_since=None)
+
+        self._change(name, change)
         return self.state(name)
 
     def promoted(self, model: str, experiment_id: int) -> None:
         """After a deploy: a canary or shadow of the deployed experiment has done its job."""
-        current = self.store.get(model)
-        if experiment_id not in (current.canary, current.shadow):
-            return
-        changed = current
-        if current.canary == experiment_id:
-            changed = dataclasses.replace(changed, canary=None, share=0.0, guard=False,
-                                          canary_since=None,
-                                          history=current.history + self._ended(current, "promoted"))
-        if current.shadow == experiment_id:
-            changed = dataclasses.replace(changed, shadow=None, shadow_since=None)
-        self._save(model, changed)
+
+        def change(current: Rollout) -> Rollout | None:
+            if experiment_id not in (current.canary, current.shadow):
+                return None
+            changed = current
+            if current.canary == experiment_id:
+                changed = self._without_canary(current, "promoted")
+            if current.shadow == experiment_id:
+                changed = dataclasses.replace(changed, shadow=None, shadow_since=None)
+            return changed
+
+        self._change(model, change)
 
     def involved(self, model: str, experiment_id: int) -> str | None:
         """'canary' or 'shadow' if the experiment is one (it must not be deleted then)."""
@@ -169,11 +220,16 @@ class Rollouts:
                 raise BadRequest(f"outcome {i}: row must be a non-negative integer")
             rows.append((request_id, row, self._label(record.task, label, i)))
         feedback_store(self.backends).add(record.name, rows)
+        if self.store.get(record.name).guard:  # the outcomes may be what condemns the canary
+            self.check_guard(record.name)
         return {"model": record.name, "outcomes": len(rows)}
 
     @staticmethod
     def _label(task: Task, value: Any, i: int) -> Any:
         if task is Task.regression:
+            if isinstance(value, str):  # a CSV field
+                with contextlib.suppress(ValueError):
+                    value = float(value)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise BadRequest(f"outcome {i}: label must be a finite number, not {value!r}")
             return float(value)
@@ -196,7 +252,9 @@ class Rollouts:
         if rollout.canary is None or not rollout.guard or rollout.canary_since is None:
             return None
         record = self.backends.experiments.get_model(model)
-        store = _need_log(self.backends)
+        if not hasattr(self.backends.experiments, "calls_since"):
+            return None
+        store = self.backends.experiments
         start = since(rollout.canary_since)
         assert start is not None
         calls = store.calls_since(model, start)
@@ -204,7 +262,10 @@ class Rollouts:
                        rollout.canary, self.backends.settings)
         if reason is not None:
             log.warning("model %s: canary %s ended: %s", model, rollout.canary, reason)
-            self.end_canary(model, f"auto-rollback: {reason}")
+            try:
+                self.end_canary(model, f"auto-rollback: {reason}", experiment_id=rollout.canary)
+            except NotFound:  # ended meanwhile (a request, another worker's guard)
+                return None
         return reason
 
 
@@ -281,7 +342,8 @@ def worse(task: Task, calls: list[dict[str, Any]], truth: dict[tuple[str, int], 
     if error_rate(canary_calls) - error_rate(champion_calls) > settings.guard_error_margin:
         return (f"error rate {error_rate(canary_calls):.1%} against the champion's "
                 f"{error_rate(champion_calls):.1%}")
-    if p99(canary_calls) > settings.guard_latency_ratio * p99(champion_calls):
+    if (p99(canary_calls) > settings.guard_latency_ratio * p99(champion_calls)
+            and p99(canary_calls) - p99(champion_calls) > settings.guard_latency_floor_ms):
         return f"p99 latency {p99(canary_calls):.2f} ms against the champion's {p99(champion_calls):.2f} ms"
     ok = [c for c in canary_calls if c["status"] == 200]
     ours, theirs = _joined(ok, truth), _joined([c for c in champion_calls if c["status"] == 200], truth)
@@ -297,6 +359,37 @@ def worse(task: Task, calls: list[dict[str, Any]], truth: dict[tuple[str, int], 
             name = metric if task is Task.classification else "mae"
             return f"{name} {mine:.4g} against the champion's {champion:.4g} on live outcomes"
     return None
+
+
+def parse_feedback(kind: str, data: bytes) -> list[Any]:
+    """A feedback body: a JSON list of {"request_id", "label"[, "row"]}, or a CSV with the header
+    ``request_id,label[,row]``."""
+    if kind == "json":
+        return cast(list[Any], parse_json(data))
+    if kind != "csv":
+        raise BadRequest("send the outcomes as JSON or CSV")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the CSV body is not UTF-8") from None
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader, [])]
+    if header[:2] != ["request_id", "label"] or header[2:] not in ([], ["row"]):
+        raise BadRequest(f"the CSV header must be request_id,label[,row], not {','.join(header)[:80]!r}")
+    items: list[Any] = []
+    for line, fields in enumerate(reader, start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise BadRequest(f"CSV line {line}: {len(fields)} fields, the header has {len(header)}")
+        item: dict[str, Any] = {"request_id": fields[0], "label": fields[1]}
+        if len(fields) == 3:
+            if not fields[2].isdigit():
+                raise BadRequest(f"CSV line {line}: row must be a non-negative integer, not "
+                                 f"{fields[2][:40]!r}")
+            item["row"] = int(fields[2])
+        items.append(item)
+    return items
 
 
 def parse_since(value: str | None) -> datetime | None:

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from common.backends import Backends
@@ -46,6 +46,11 @@ class Serving:
         self._rollouts: dict[str, tuple[Rollout, float]] = {}
         self._rollout_store: Any = None
         self._shadows: Any = None
+        # The canary guard (Rollouts.check_guard, set by the life cycle), run by the monitoring
+        # writer after it logged canary calls, at most every guard_check_seconds per model.
+        self.guard: Callable[[str], Any] | None = None
+        self._guarded: dict[str, float] = {}
+        self.monitor.after_write = self._after_write
         self._lock = threading.Lock()
 
     # -- deployed pointer ----------------------------------------------------------------------
@@ -83,6 +88,18 @@ class Serving:
         with self._lock:
             self._rollouts[model] = (current, now)
         return current
+
+    def _after_write(self, events: list[Any]) -> None:
+        if self.guard is None:
+            return
+        now = time.monotonic()
+        for model in {e.model for e in events if e.role == "canary"}:
+            if now - self._guarded.get(model, -1e9) >= self.settings.guard_check_seconds:
+                self._guarded[model] = now
+                try:
+                    self.guard(model)
+                except Exception:
+                    log.exception("the canary guard of %s failed", model)
 
     def flush_shadow(self) -> None:
         if self._shadows is not None:
@@ -368,8 +385,13 @@ class Serving:
         return onnx_model
 
     # -- images ------------------------------------------------------------------------------
-    def _image_model(self, model: str) -> OnnxModel:
-        onnx_model = self.load(model)
+    def _image_model(self, model: str, obs: Any = None) -> OnnxModel:
+        """The deployed image model; given the call's observation, the canary for its share of
+        the requests (images are not shadow-scored)."""
+        if obs is None:
+            onnx_model = self.load(model)
+        else:
+            onnx_model, obs.role, _ = self.route(model)
         if onnx_model.image is None:
             raise BadRequest(
                 f"model {model!r} is tabular: send JSON (or CSV for batches), not an image"
@@ -383,7 +405,7 @@ class Serving:
         from common.images import INPUT_NAME, annotate, preprocess
 
         with self.monitor.observe("forward", model) as obs:
-            onnx_model = self._image_model(model)
+            onnx_model = self._image_model(model, obs)
             check_top_k(k, onnx_model.task, model)
             obs.experiment_id = onnx_model.experiment_id
             spec = onnx_model.image
@@ -423,7 +445,7 @@ class Serving:
     def forward_batch_images(self, model: str, archive: bytes, k: int | None = None) -> dict[str, Any]:
         """A zip of images: predictions in archive order, each next to its file name."""
         with self.monitor.observe("forward_batch", model) as obs:
-            onnx_model = self._image_model(model)
+            onnx_model = self._image_model(model, obs)
             check_top_k(k, onnx_model.task, model)
             obs.experiment_id = onnx_model.experiment_id
             images, out = self._archive_predictions(onnx_model, archive, labelled=False)

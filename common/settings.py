@@ -76,11 +76,15 @@ class Settings(BaseSettings):
     # Shadow scoring waits here after the answer; beyond, it is dropped and counted.
     shadow_queue: int = Field(default=1000, ge=1)
     # Auto-rollback of a guarded canary: after this many canary requests, worse than the
-    # champion by more than the margins (error rate and primary metric in points, p99 ratio).
+    # champion by more than the margins (error rate and primary metric in points, relative
+    # MAE for regression; p99 latency above ratio x the champion's and by more than the floor).
+    # Checked by the monitoring writer at most every guard_check_seconds per model.
     guard_min_requests: int = Field(default=200, ge=1)
     guard_error_margin: float = Field(default=0.05, ge=0)
     guard_latency_ratio: float = Field(default=2.0, ge=1)
+    guard_latency_floor_ms: float = Field(default=20.0, ge=0)
     guard_metric_margin: float = Field(default=0.05, ge=0)
+    guard_check_seconds: float = Field(default=5.0, ge=0)
 
     # How long an Idempotency-Key is remembered (add_data, retrain, POST /models, deploy).
     idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)

@@ -32,9 +32,9 @@ class SqlFeedback:
                 [(model, request_id, row, json.dumps(label), now) for request_id, row, label in rows])
 
     def since(self, model: str, start: datetime) -> dict[tuple[str, int], Any]:
-        """The outcomes of requests (request id, row), for calls served since ``start`` (all the
-        model's outcomes: the join with the log keeps the window)."""
+        """The outcomes of requests (request id, row) received since ``start``: an outcome comes
+        after its call, so these cover every call served since then (the join keeps the window)."""
         with self.store._transaction(write=False) as cur:
-            self.store._exec(cur, "SELECT request_id, row_index, label FROM feedback WHERE model = ?",
-                             (model,))
+            self.store._exec(cur, "SELECT request_id, row_index, label FROM feedback WHERE model = ? "
+                                  "AND time >= ?", (model, start.isoformat()))
             return {(r[0], int(r[1])): json.loads(r[2]) for r in cur.fetchall()}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from common.errors import BadRequest, NotFound
 
@@ -37,6 +39,37 @@ class LocalObjectStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY)
+        try:
+            with os.fdopen(fd, "wb") as fh, open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1024 * 1024)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")  # noqa: SIM115 (the caller closes it)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"object {key!r} does not exist") from None
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        with self.open_read(key) as fh:
+            fh.seek(start)
+            return fh.read(max(0, end - start))
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"object {key!r} does not exist") from None
 
     def get(self, key: str) -> bytes:
         try:

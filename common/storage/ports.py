@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 from common.domain import (
     DatasetPart,
@@ -43,6 +44,24 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
+        ...
+
+    # Objects larger than memory (uploads, batch outputs, big dataset parts) move through files.
+    def put_file(self, key: str, path: Path) -> None:
+        """Write the file at ``path`` as ``key``, atomically like :meth:`put` (S3: a multipart
+        upload above its threshold, visible only once complete)."""
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A seekable binary file of the object's bytes (the caller closes it); NotFound for
+        an unknown key. A local store opens its file; S3 downloads into a temporary file."""
+        ...
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of the object; NotFound for an unknown key."""
+        ...
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes; NotFound for an unknown key."""
         ...
 
 

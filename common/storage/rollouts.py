@@ -27,6 +27,7 @@ class Rollout:
     canary_since: str | None = None  # ISO time the canary started (its live window)
     shadow_since: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # ended canaries, newest last
+    revision: int = 0  # bumped by every write; a write names the revision it read
 
     @property
     def active(self) -> bool:
@@ -55,10 +56,20 @@ def in_canary(request_id: str, model: str, share: float) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < share * 100
 
 
+class StaleRollout(Exception):
+    """The rollout changed since it was read: read it again and redo the change."""
+
+
+MAX_HISTORY = 50  # ended canaries kept per model
+
+
 class RolloutStore(Protocol):
     def get(self, model: str) -> Rollout: ...
 
-    def put(self, model: str, rollout: Rollout) -> None: ...
+    def put(self, model: str, rollout: Rollout) -> Rollout:
+        """Write ``rollout`` if the stored one still has ``rollout.revision`` (0: none stored);
+        the written record (revision + 1), or StaleRollout."""
+        ...
 
     def delete(self, model: str) -> None: ...
 
@@ -78,7 +89,7 @@ class SqlRollouts:
             with store._transaction(write=True) as cur:
                 store._before_ddl(cur)
                 store._exec(cur, "CREATE TABLE IF NOT EXISTS rollouts (model TEXT PRIMARY KEY, "
-                                 "doc TEXT NOT NULL)")
+                                 "doc TEXT NOT NULL, revision BIGINT NOT NULL)")
             store._rollouts_table = True
 
     def get(self, model: str) -> Rollout:
@@ -87,11 +98,19 @@ class SqlRollouts:
             row = cur.fetchone()
         return Rollout.from_json(row[0] if row else None)
 
-    def put(self, model: str, rollout: Rollout) -> None:
+    def put(self, model: str, rollout: Rollout) -> Rollout:
+        new = _next(rollout)
         with self.store._transaction(write=True) as cur:
-            self.store._exec(cur, "INSERT INTO rollouts (model, doc) VALUES (?, ?) ON CONFLICT "
-                                  "(model) DO UPDATE SET doc = excluded.doc",
-                             (model, rollout.to_json()))
+            if rollout.revision == 0:
+                self.store._exec(cur, "INSERT INTO rollouts (model, doc, revision) VALUES (?, ?, 1) "
+                                      "ON CONFLICT (model) DO NOTHING", (model, new.to_json()))
+            else:
+                self.store._exec(cur, "UPDATE rollouts SET doc = ?, revision = ? WHERE model = ? "
+                                      "AND revision = ?",
+                                 (new.to_json(), new.revision, model, rollout.revision))
+            if cur.rowcount != 1:
+                raise StaleRollout(model)
+        return new
 
     def delete(self, model: str) -> None:
         with self.store._transaction(write=True) as cur:
@@ -111,12 +130,27 @@ class DynamoRollouts:
                                     ConsistentRead=True).get("Item")
         return Rollout.from_json(item["doc"]["S"] if item else None)
 
-    def put(self, model: str, rollout: Rollout) -> None:
-        self.client.put_item(TableName=self.table,
-                             Item={**self._key(model), "doc": {"S": rollout.to_json()}})
+    def put(self, model: str, rollout: Rollout) -> Rollout:
+        new = _next(rollout)
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"} if rollout.revision == 0 else
+            {"ConditionExpression": "revision = :r",
+             "ExpressionAttributeValues": {":r": {"N": str(rollout.revision)}}})
+        try:
+            self.client.put_item(TableName=self.table, **condition, Item={
+                **self._key(model), "doc": {"S": new.to_json()}, "revision": {"N": str(new.revision)}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise StaleRollout(model) from None
+        return new
 
     def delete(self, model: str) -> None:
         self.client.delete_item(TableName=self.table, Key=self._key(model))
+
+
+def _next(rollout: Rollout) -> Rollout:
+    from dataclasses import replace
+
+    return replace(rollout, revision=rollout.revision + 1, history=rollout.history[-MAX_HISTORY:])
 
 
 def rollout_store(experiments: Any) -> RolloutStore:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from common.errors import NotFound
 
@@ -26,6 +27,54 @@ class S3ObjectStore:
             return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self._s3.exceptions.NoSuchKey:
             raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        # boto3's managed transfer: one PUT, or a multipart upload that becomes visible only
+        # when it completes (an interrupted one is aborted by the bucket's lifecycle rule).
+        self._s3.upload_file(str(path), self.bucket, key)
+
+    def open_read(self, key: str) -> BinaryIO:
+        import tempfile
+
+        from botocore.exceptions import ClientError
+
+        out = tempfile.TemporaryFile()  # noqa: SIM115 (returned to the caller, who closes it)
+        try:
+            self._s3.download_fileobj(self.bucket, key, out)
+        except ClientError as exc:
+            out.close()
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+            raise
+        except BaseException:
+            out.close()
+            raise
+        out.seek(0)
+        return out  # type: ignore[return-value]
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key,
+                                       Range=f"bytes={start}-{end - 1}")["Body"].read()
+        except self._s3.exceptions.NoSuchKey:
+            raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+            raise
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (presigned URLs and multipart uploads: common/uploads.py)."""
+        return self._s3
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -460,14 +460,15 @@ class SqlExperimentStore(ConditionalExperimentWrites):
                                       "role, predictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                             rows)
 
-    def calls_since(self, model: str, since: Any) -> list[dict[str, Any]]:
-        """The model's monitored calls since ``since``, oldest first: request id, experiment,
-        role, status, latency and the predictions kept (live metrics, canary guards)."""
+    def calls_since(self, model: str, since: Any, limit: int = 100_000) -> list[dict[str, Any]]:
+        """The model's monitored calls since ``since`` (the newest ``limit``), oldest first:
+        request id, experiment, role, status, latency and the predictions kept (live metrics,
+        canary guards)."""
         with self._transaction(write=False) as cur:
             self._exec(cur, "SELECT request_id, experiment_id, role, status, latency_ms, predictions "
-                            "FROM inference_log WHERE model = ? AND time >= ? ORDER BY id",
-                       (model, since.isoformat()))
-            rows = cur.fetchall()
+                            "FROM inference_log WHERE model = ? AND time >= ? ORDER BY id DESC "
+                            "LIMIT ?", (model, since.isoformat(), limit))
+            rows = cur.fetchall()[::-1]
         return [{"request_id": r[0], "experiment_id": r[1], "role": r[2], "status": int(r[3]),
                  "latency_ms": float(r[4]), "predictions": None if r[5] is None else json.loads(r[5])}
                 for r in rows]

@@ -52,3 +52,6 @@ def decorate(setting: str, origin: str | None, headers: dict[str, str]) -> None:
     elif _allowed(setting, origin):
         headers["access-control-allow-origin"] = origin
         headers["vary"] = "Origin"
+    else:
+        return
+    headers["access-control-expose-headers"] = "x-request-id"

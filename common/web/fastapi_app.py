@@ -69,7 +69,11 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
         except ServiceError as exc:
             if reserved:
                 pool.release()
-            return to_response(guard.error_reply(exc, route.error_style))
+            refused = guard.error_reply(exc, route.error_style)
+            refused.headers["x-request-id"] = guard.request_id(head.context,
+                                                               head.headers.get("x-request-id"))
+            cors.decorate(settings.cors_origins, head.headers.get("origin"), refused.headers)
+            return to_response(refused)
         value = Request(head.method, head.path, head.query, head.headers, body, head.path_params,
                         head.context)
         if reserved:

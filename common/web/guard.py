@@ -80,12 +80,12 @@ _ids = itertools.count(1)
 
 
 def request_id(lambda_context: Any, x_request_id: str | None) -> str:
-    """The id that logs and metrics carry: Lambda's, the caller's X-Request-Id, or a new one."""
-    return (
-        getattr(lambda_context, "aws_request_id", None)
-        or (x_request_id or "")[:200]
-        or f"{_ID_PREFIX}{next(_ids):016x}"
-    )
+    """The id that logs, metrics and feedback carry: the caller's X-Request-Id (printable, at
+    most 200 characters: a retry that sends it again is the same request, which a canary
+    answers on the same side), else Lambda's, else a new one."""
+    if x_request_id and len(x_request_id) <= 200 and x_request_id.isascii() and x_request_id.isprintable():
+        return x_request_id
+    return getattr(lambda_context, "aws_request_id", None) or f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def error_reply(exc: ServiceError, style: ErrorStyle = "mlfn") -> Reply:
@@ -138,7 +138,8 @@ def answer(route: Route, request: Request) -> Reply:
 def serve(route: Route, request: Request, settings: Settings, admitted: bool = False) -> Reply:
     """Answer ``request`` with ``route``: checks, parameters, endpoint, error mapping
     (``admitted``: the adapter has made the ``admit`` checks already)."""
-    token = REQUEST_ID.set(request_id(request.context, request.headers.get("x-request-id")))
+    rid = request_id(request.context, request.headers.get("x-request-id"))
+    token = REQUEST_ID.set(rid)
     try:
         if not admitted:
             admit(route, request, settings)
@@ -157,6 +158,8 @@ def serve(route: Route, request: Request, settings: Settings, admitted: bool = F
         reply = Reply(status, dumps(body if route.error_style == "mlfn" else {"error": body["detail"]}))
     finally:
         REQUEST_ID.reset(token)
+    # The id to quote in feedback (POST /feedback) and to send again on a retry.
+    reply.headers.setdefault("x-request-id", rid)
     if request.method == "HEAD":
         reply.headers["content-length"] = str(len(reply.body))
         reply.body = b""

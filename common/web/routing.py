@@ -18,6 +18,7 @@ from common.errors import BadRequest, NotFound, ServiceError
 from common.web.request import Request
 
 MAX_ID = 2**63 - 1
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 class MethodNotAllowed(ServiceError):
@@ -34,7 +35,8 @@ class MethodNotAllowed(ServiceError):
 
 @dataclass(frozen=True)
 class Param:
-    """A query or path parameter: parsed to ``kind`` (str or int within [minimum, maximum])."""
+    """A query or path parameter: parsed to ``kind`` (str, bool, or int within [minimum,
+    maximum])."""
 
     name: str
     kind: type = str
@@ -49,6 +51,10 @@ class Param:
         if self.kind is str:
             return raw
         what = f"{self.where} parameter {self.name!r}"
+        if self.kind is bool:
+            if raw.lower() not in BOOLEANS:
+                raise BadRequest(f"{what} must be true or false, not {raw[:40]!r}")
+            return BOOLEANS[raw.lower()]
         if not re.fullmatch(r"-?[0-9]{1,19}", raw):
             raise BadRequest(f"{what} must be an integer, not {raw[:40]!r}")
         value = int(raw)
@@ -59,7 +65,7 @@ class Param:
         return value
 
     def openapi(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": "integer" if self.kind is int else "string"}
+        schema: dict[str, Any] = {"type": {int: "integer", bool: "boolean"}.get(self.kind, "string")}
         if self.minimum is not None:
             schema["minimum"] = self.minimum
         if self.maximum is not None:

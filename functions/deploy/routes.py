@@ -1,17 +1,45 @@
-"""POST /deploy/{experiment_id}: point the model at a succeeded experiment (rollback = redeploy)."""
+"""POST /deploy/{experiment_id}: point the model at a succeeded experiment (rollback = redeploy),
+or start it as a canary (``?canary=PERCENT[&guard=true]``) or a shadow (``?shadow=true``)."""
 
 from typing import Any
 
 from common import context
+from common.errors import BadRequest
 from common.web.request import Request
-from common.web.routing import Route, experiment_id, model_query
+from common.web.routing import Param, Route, experiment_id, model_query
 
 
-def deploy(request: Request, experiment_id: int, model: str | None) -> Any:
-    """Point the model at a succeeded experiment (a rollback is a deploy of an earlier one)."""
+def deploy(request: Request, experiment_id: int, model: str | None, canary: int | None,
+           guard: bool | None, shadow: bool | None) -> Any:
+    """Point the model at a succeeded experiment (a rollback is a deploy of an earlier one).
+
+    With `canary=PERCENT` the experiment answers that share of the requests instead (chosen by
+    request id: a retried request lands on the same side) while the deployed one answers the
+    rest; `guard=true` ends the canary by itself when it does worse than the champion. With
+    `shadow=true` it scores the requests the deployed model answers, after the answer is sent,
+    and its answers are only logged. Deploying the canary or shadow experiment promotes it."""
+    if canary is not None and shadow:
+        raise BadRequest("give either 'canary' or 'shadow', not both: an experiment is one or "
+                         "the other (a model may have one of each)")
+    if guard is not None and canary is None:
+        raise BadRequest("query parameter 'guard' applies to a canary; add ?canary=PERCENT")
+    if canary is not None:
+        return context.lifecycle().rollouts().start_canary(experiment_id, canary, bool(guard),
+                                                           model=model)
+    if shadow:
+        return context.lifecycle().rollouts().start_shadow(experiment_id, model=model)
     return context.lifecycle().deploy(experiment_id, model=model)
 
 
 ROUTES = [Route("POST", "/deploy/{experiment_id}", deploy,
-                (experiment_id(), model_query(required=False)), tags=("experiments",),
-                idempotent=True)]
+                (experiment_id(), model_query(required=False),
+                 Param("canary", int, required=False, minimum=1, maximum=99,
+                       description="start the experiment as a canary answering this percent "
+                                   "of the requests"),
+                 Param("guard", bool, required=False,
+                       description="with canary: end it automatically when it does worse than "
+                                   "the champion (errors, p99 latency, live metric)"),
+                 Param("shadow", bool, required=False,
+                       description="start the experiment as a shadow: it scores the deployed "
+                                   "model's requests and its answers are only logged")),
+                tags=("experiments",), idempotent=True)]

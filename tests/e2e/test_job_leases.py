@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,28 +30,6 @@ def make_model(name: str) -> None:
     life = context.lifecycle()
     life.create_model({"name": name, "task": "classification", "target": "y"})
     life.add_frame(name, pd.DataFrame(ROWS))
-
-
-@pytest.fixture(params=["sqlite", "postgres", "dynamodb"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-              fresh_context: None) -> Iterator[str]:
-    """The embedded service on each experiment store (DynamoDB with S3, on the moto server)."""
-    monkeypatch.setenv("MLFN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MLFN_DEMO_MODELS", "false")
-    monkeypatch.setenv("MLFN_DEPLOY_CHECK_SECONDS", "0")
-    for key in ("MLFN_OBJECT_STORE", "MLFN_EXPERIMENT_STORE", "MLFN_JOB_QUEUE", "MLFN_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    if request.param == "postgres":
-        monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "postgres")
-        monkeypatch.setenv("MLFN_POSTGRES_DSN", request.getfixturevalue("pg_dsn"))
-    elif request.param == "dynamodb":
-        request.getfixturevalue("aws")
-        monkeypatch.setenv("MLFN_EXPERIMENT_STORE", "dynamodb")
-        monkeypatch.setenv("MLFN_OBJECT_STORE", "s3")
-    context.reset()
-    context.backends().ensure_cloud_resources()
-    yield request.param
-    context.reset()
 
 
 def test_a_stale_attempt_cannot_overwrite_the_newer_attempts_model(

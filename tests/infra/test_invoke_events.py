@@ -24,6 +24,8 @@ INFERENCE_EVENTS = ("inference_binary", "inference_version", "inference_server",
 # Which function handles each event file (the file's stem, unless it names a second event).
 FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forward_v2": "forward",
             "delete_model": "models", "delete_dataset_part": "datasets",
+            "deploy_canary": "deploy", "end_canary": "rollouts", "end_shadow": "rollouts",
+            "feedback": "rollouts", "live_metrics": "rollouts",
             **dict.fromkeys(INFERENCE_EVENTS, "inference")}
 # Events that undo another one, which is run first: the model events/create_model.json creates
 # and the part events/add_data.json adds.
@@ -35,6 +37,10 @@ EXPECTED = {
     "forward_batch": 200, "forward_v2": 200, "health": 200, "inference": 200,
     "inference_log": 200, "metadata": 200, "metrics": 200, "model_classes": 200, "models": 200,
     "retrain": 202, **dict.fromkeys(INFERENCE_EVENTS, 200),
+    # The demo iris model has one experiment, deployed: it cannot be its own canary, and there
+    # is no canary or shadow to end.
+    "deploy_canary": 409, "end_canary": 404, "end_shadow": 404, "rollouts": 200, "feedback": 200,
+    "live_metrics": 200,
 }
 
 
