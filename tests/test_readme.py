@@ -40,3 +40,16 @@ def test_readme_curl_examples(demo_env: Path, live_server: str, tmp_path: Path) 
     assert '"status":"succeeded"' in text
     assert f'{{"model":"churn","deployed":{forest},"previous":{logreg}}}' in text
     assert text.rstrip().endswith("204")
+
+
+def test_readme_rollout_examples(demo_env: Path, live_server: str, tmp_path: Path) -> None:
+    script = readme_blocks("Canary, shadow, feedback").replace("http://127.0.0.1:3000", live_server)
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert '"canary":{"experiment_id":' in text and '"share":20.0,"guard":true' in text
+    assert '{"model":"iris","outcomes":10}' in text
+    assert '"role":"canary"' in text and '"role":"champion"' in text and '"shadow_agrees":' in text
+    assert '"reason":"promoted"' in text
