@@ -50,7 +50,7 @@ class S3ObjectStore:
             out.close()
             raise
         out.seek(0)
-        return out  # type: ignore[return-value]
+        return out
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
