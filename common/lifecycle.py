@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from common.backends import Backends
@@ -609,8 +610,17 @@ class Lifecycle:
         return {"model": exp.model, "deployed": experiment_id, "previous": deployment.previous}
 
     def deployments(self, name: str) -> list[dict[str, Any]]:
-        self.store.get_model(model_name(name))
-        return [d.model_dump(mode="json") for d in self.store.list_deployments(name)]
+        """The deploy history, newest first: every deploy (``"event": "deploy"``) and the
+        canary and shadow events between them (started, ended, with the reason: promoted,
+        replaced, ended by request, auto-rollback: ...)."""
+        name = model_name(name)
+        self.store.get_model(name)
+        deploys = [(d.deployed_at, {"event": "deploy", **d.model_dump(mode="json")})
+                   for d in self.store.list_deployments(name)]
+        events = [(datetime.fromisoformat(e["at"]), e) for e in self.rollouts().store.get(name).history
+                  if "at" in e]
+        merged = sorted(deploys + events, key=lambda pair: pair[0], reverse=True)  # stable
+        return [row for _, row in merged]
 
     def experiments(self, name: str, status: str | None) -> list[dict[str, Any]]:
         self.store.get_model(model_name(name))

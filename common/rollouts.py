@@ -49,6 +49,12 @@ def feedback_store(backends: Backends) -> Any:
     return SqlFeedback(_need_log(backends))
 
 
+def event(kind: str, experiment_id: int, **details: Any) -> dict[str, Any]:
+    """One entry of a rollout's history (and of GET /deployments): what happened, to which
+    experiment, when."""
+    return {"event": kind, "experiment_id": experiment_id, "at": now_iso(), **details}
+
+
 class Rollouts:
     def __init__(self, lifecycle: Any) -> None:
         self.life = lifecycle
@@ -114,13 +120,14 @@ class Rollouts:
         def change(current: Rollout) -> Rollout:
             if current.shadow == experiment_id:
                 raise Conflict(f"experiment {experiment_id} is the shadow; end the shadow "
-                               "(DELETE /rollout/shadow) before making it the canary")
+                               "(DELETE /shadow) before making it the canary")
             same = current.canary == experiment_id
             ended = self._ended(current, "replaced") if current.canary is not None and not same else []
+            started = event("canary started", experiment_id, share=float(share), guard=guard)
             return dataclasses.replace(
                 current, canary=experiment_id, share=float(share), guard=guard,
-                canary_since=current.canary_since if same else now_iso(),
-                history=current.history + ended)
+                canary_since=current.canary_since if same else started["at"],
+                history=current.history + ended + [started])
 
         self._change(exp.model, change)
         return self.state(exp.model)
@@ -131,19 +138,29 @@ class Rollouts:
         def change(current: Rollout) -> Rollout | None:
             if current.canary == experiment_id:
                 raise Conflict(f"experiment {experiment_id} is the canary; end the canary "
-                               "(DELETE /rollout/canary) before making it the shadow")
+                               "(DELETE /canary) before making it the shadow")
             if current.shadow == experiment_id:
                 return None
-            return dataclasses.replace(current, shadow=experiment_id, shadow_since=now_iso())
+            ended = [] if current.shadow is None else [event("shadow ended", current.shadow,
+                                                             reason="replaced")]
+            started = event("shadow started", experiment_id)
+            return dataclasses.replace(current, shadow=experiment_id, shadow_since=started["at"],
+                                       history=current.history + ended + [started])
 
         self._change(exp.model, change)
         return self.state(exp.model)
 
     @staticmethod
     def _ended(rollout: Rollout, reason: str) -> list[dict[str, Any]]:
-        return [{"event": "canary ended", "experiment_id": rollout.canary, "share": rollout.share,
-                 "guard": rollout.guard, "since": rollout.canary_since, "ended": now_iso(),
-                 "reason": reason}]
+        assert rollout.canary is not None
+        return [event("canary ended", rollout.canary, share=rollout.share, guard=rollout.guard,
+                      since=rollout.canary_since, reason=reason)]
+
+    @staticmethod
+    def _without_shadow(rollout: Rollout, reason: str) -> Rollout:
+        assert rollout.shadow is not None
+        return dataclasses.replace(rollout, shadow=None, shadow_since=None, history=rollout.history
+                                   + [event("shadow ended", rollout.shadow, reason=reason)])
 
     @classmethod
     def _without_canary(cls, rollout: Rollout, reason: str) -> Rollout:
@@ -172,7 +189,7 @@ class Rollouts:
         def change(current: Rollout) -> Rollout:
             if current.shadow is None:
                 raise NotFound(f"model {name!r} has no shadow")
-            return dataclasses.replace(current, shadow=None, shadow_since=None)
+            return self._without_shadow(current, "ended by request")
 
         self._change(name, change)
         return self.state(name)
@@ -187,7 +204,7 @@ class Rollouts:
             if current.canary == experiment_id:
                 changed = self._without_canary(current, "promoted")
             if current.shadow == experiment_id:
-                changed = dataclasses.replace(changed, shadow=None, shadow_since=None)
+                changed = self._without_shadow(changed, "promoted")
             return changed
 
         self._change(model, change)

@@ -1,5 +1,5 @@
 """Safe rollouts of a model: GET /rollout (its canary, shadow and their history), DELETE
-/rollout/canary and /rollout/shadow (end one), POST /feedback (true outcomes of served requests)
+/canary and /shadow (end one), POST /feedback (true outcomes of served requests)
 and GET /live_metrics (each side's metrics on those outcomes). A canary or shadow starts with
 POST /deploy/{experiment_id}?canary=PERCENT or ?shadow=true."""
 
@@ -48,9 +48,9 @@ def live_metrics(request: Request, model: str, since: str | None) -> Any:
 
 ROUTES = [
     Route("GET", "/rollout", rollout, (model_query(),), tags=("rollouts",)),
-    Route("DELETE", "/rollout/canary", end_canary, (model_query(),), idempotent=True,
+    Route("DELETE", "/canary", end_canary, (model_query(),), idempotent=True,
           tags=("rollouts",)),
-    Route("DELETE", "/rollout/shadow", end_shadow, (model_query(),), idempotent=True,
+    Route("DELETE", "/shadow", end_shadow, (model_query(),), idempotent=True,
           tags=("rollouts",)),
     Route("POST", "/feedback", feedback, (model_query(),), idempotent=True, tags=("rollouts",),
           openapi=docs.body(FEEDBACK, "request_id,label\n3f0c1e9a5b2d4c6e8f7a1b2c3d4e5f60,setosa\n")),

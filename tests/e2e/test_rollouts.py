@@ -26,6 +26,7 @@ from common.errors import Conflict, NotFound
 from common.monitoring import REQUEST_ID
 from common.storage.rollouts import StaleRollout, in_canary, rollout_store
 from functions.deploy import handler as deploy
+from functions.deployments import handler as deployments
 from functions.experiments import handler as experiments
 from functions.forward import handler as forward
 from functions.forward_batch import handler as forward_batch
@@ -167,7 +168,7 @@ def test_promoting_and_ending_a_canary_under_traffic_fails_no_request(service: N
 
         for _ in range(3):
             changed(start(other, canary="40"))  # replace the canary
-            changed(invoke(rollouts.handler, "v1", "DELETE", "/rollout/canary", MODEL))
+            changed(invoke(rollouts.handler, "v1", "DELETE", "/canary", MODEL))
             changed(start(canary, canary="30"))
         changed(start(canary))  # promote: deploying the canary ends it
     finally:
@@ -178,7 +179,7 @@ def test_promoting_and_ending_a_canary_under_traffic_fails_no_request(service: N
     assert set(answered) <= {champion, canary, other} and sum(answered.values()) > 50
     now = state()
     assert now["deployed"] == canary and now["canary"] is None
-    reasons = [h["reason"] for h in now["history"]]
+    reasons = [h["reason"] for h in now["history"] if h["event"] == "canary ended"]
     assert reasons[-1] == "promoted" and "ended by request" in reasons and "replaced" in reasons
     token = REQUEST_ID.set("after")
     try:
@@ -209,9 +210,9 @@ def test_the_shadow_never_changes_an_answer_and_is_logged_beside_the_champion(se
     expected = sum(s == a["prediction"] for s, a in zip(shadow_preds, after, strict=True)) / len(rows)
     assert live["agreement"]["shadow_agrees"] == pytest.approx(expected)
 
-    assert invoke(rollouts.handler, "v1", "DELETE", "/rollout/shadow", MODEL).status == 200
+    assert invoke(rollouts.handler, "v1", "DELETE", "/shadow", MODEL).status == 200
     assert state()["shadow"] is None
-    missing = invoke(rollouts.handler, "v1", "DELETE", "/rollout/shadow", MODEL)
+    missing = invoke(rollouts.handler, "v1", "DELETE", "/shadow", MODEL)
     assert missing.status == 404 and "no shadow" in missing.json()["detail"]
 
 
@@ -349,8 +350,14 @@ def test_a_guarded_canary_trained_on_shuffled_labels_is_rolled_back(service: Non
     now = state()
     assert now["canary"] is None, now
     ended = now["history"][-1]
-    assert ended["experiment_id"] == bad and ended["reason"].startswith("auto-rollback: ")
+    assert ended["event"] == "canary ended" and ended["experiment_id"] == bad
+    assert ended["reason"].startswith("auto-rollback: ")
     assert "f1_macro" in ended["reason"] or "accuracy" in ended["reason"]
+    # The deploy history records it too, newest first, between the deploys.
+    history = invoke(deployments.handler, "v2", "GET", "/deployments", MODEL).json()
+    assert [(h["event"], h["experiment_id"]) for h in history] == [
+        ("canary ended", bad), ("canary started", bad), ("deploy", champion)]
+    assert history[0]["reason"] == ended["reason"]
     assert predict(features(churn_rows(1)[0]), "bad-0").json()["experiment_id"] == champion
 
 
@@ -492,7 +499,11 @@ def test_rollout_state_on_every_store(any_store: str) -> None:
         assert (now.canary, now.shadow) == (canary, shadow)
         ro.end_canary("churn")
         ro.end_shadow("churn")
-    assert [h["reason"] for h in ro.state("churn")["history"]] == ["ended by request"] * 4
+    events = [(h["event"], h.get("reason")) for h in ro.state("churn")["history"]]
+    assert events[:4] == [("canary started", None), ("shadow started", None),
+                          ("canary ended", "ended by request"), ("shadow ended", "ended by request")]
+    assert sorted(events[4:6]) == [("canary started", None), ("shadow started", None)]
+    assert len(events) == 16
     with pytest.raises(NotFound):
         ro.end_canary("churn")
     context.lifecycle().deploy(canary)
