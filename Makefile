@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip bench-rollouts aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-server: install
 ## MLServer 1.7 vs mlfn serve through the same tritonclient (creates .bench-venvs/mlserver on first run), ~2.5 min.
 bench-oip: install
 	$(PY) bench/bench_oip.py
+
+## forward p50 with no rollout, a 10 % canary and a shadow, Lambda handler and server core (~1 min).
+bench-rollouts: install
+	$(PY) bench/bench_rollouts.py
 
 ## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
 aws-check: install

@@ -89,7 +89,7 @@ class Observation:
     records the call, with its latency and status, when the block ends."""
 
     __slots__ = ("_monitor", "_route", "_model", "_start", "experiment_id", "rows", "summary",
-                 "_predictions", "_regression", "role")
+                 "_predictions", "_regression", "role", "latency_ms")
 
     def __init__(self, monitor: Monitor, route: str, model: str) -> None:
         self._monitor, self._route, self._model = monitor, route, model
@@ -99,6 +99,7 @@ class Observation:
         self._predictions: list[Any] | None = None
         self._regression = False
         self.role = "champion"
+        self.latency_ms: float | None = None  # measured by the caller (a shadow batch), if set
 
     def predictions(self, predictions: list[Any], regression: bool) -> None:
         """The call's predictions, summarised later by the writer (counts per class, or the
@@ -122,7 +123,8 @@ class Observation:
             model=self._model,
             experiment_id=self.experiment_id,
             rows=self.rows,
-            latency_ms=(time.perf_counter() - self._start) * 1e3,
+            latency_ms=(time.perf_counter() - self._start) * 1e3 if self.latency_ms is None
+            else self.latency_ms,
             status=status,
             prediction_summary=self.summary,
             request_id=REQUEST_ID.get(),
