@@ -63,6 +63,12 @@ class Backends:
         ensure_table = getattr(self.experiments, "ensure_table", None)
         if ensure_table:
             ensure_table()
+            if self.settings.drift == "on":
+                from common.storage.drift import DynamoDrift, drift_log
+
+                log = drift_log(self.experiments, self.settings)
+                if isinstance(log, DynamoDrift):
+                    log.ensure_table()
 
 
 def _boto_client(service: Any) -> Any:

@@ -230,6 +230,10 @@ class Lifecycle:
         files = [(store, key) for store in stores for key in store.list(f"{name}/")]
         self.store.delete_model(name)
         self.rollouts().store.delete(name)
+        try:
+            self.serving.drift_log().delete(name)
+        except Exception as exc:  # statistics only: the model itself is gone already
+            log.warning("could not delete the drift counts of model %r: %s", name, exc)
         self.serving.forget_pointer(name)
         for store, key in files:
             store.delete(key)

@@ -52,6 +52,8 @@ class InferenceEvent:
     predictions: list[Any] | None = None
     regression: bool = False
     role: str = "champion"  # the side of a rollout that answered: champion, canary or shadow
+    # The call's validated inputs (ONNX feeds), counted for drift by the writer; never logged.
+    feeds: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def logged(self) -> list[Any] | None:
@@ -89,7 +91,7 @@ class Observation:
     records the call, with its latency and status, when the block ends."""
 
     __slots__ = ("_monitor", "_route", "_model", "_start", "experiment_id", "rows", "summary",
-                 "_predictions", "_regression", "role", "latency_ms")
+                 "_predictions", "_regression", "role", "latency_ms", "feeds")
 
     def __init__(self, monitor: Monitor, route: str, model: str) -> None:
         self._monitor, self._route, self._model = monitor, route, model
@@ -100,6 +102,7 @@ class Observation:
         self._regression = False
         self.role = "champion"
         self.latency_ms: float | None = None  # measured by the caller (a shadow batch), if set
+        self.feeds: dict[str, Any] | None = None
 
     def predictions(self, predictions: list[Any], regression: bool) -> None:
         """The call's predictions, summarised later by the writer (counts per class, or the
@@ -131,6 +134,7 @@ class Observation:
             predictions=self._predictions,
             regression=self._regression,
             role=self.role,
+            feeds=self.feeds,
         ))
 
 
@@ -164,6 +168,8 @@ class Monitor:
         self._closed = threading.Event()
         # Called with each written batch, in the writer (the canary guard reads the log then).
         self.after_write: Callable[[list[InferenceEvent]], None] | None = None
+        # Counts served inputs for drift (common.drift.DriftAggregator; set by Serving).
+        self.drift: Any = None
 
     def observe(self, route: str, model: str) -> Observation:
         """``with monitor.observe(route, model) as obs:`` records the call when the block ends."""
@@ -171,7 +177,7 @@ class Monitor:
 
     def record(self, event: InferenceEvent) -> None:
         """Queue ``event``; never blocks (a full queue drops it and counts the drop)."""
-        if not self.emf and self.sink is None:
+        if not self.emf and self.sink is None and self.drift is None:
             return
         with self._lock:
             cold, self._cold_start = self._cold_start, False
@@ -221,6 +227,12 @@ class Monitor:
                     self.sink.prune_inference(utcnow() - self._retention, self._keep_rows)
             except Exception:
                 log.exception("could not write %d inference events", len(batch))
+        if self.drift is not None:
+            try:
+                self.drift.add([event for event, _ in batch])
+                self.drift.persist()
+            except Exception:
+                log.exception("could not count %d inference events for drift", len(batch))
         if self.after_write is not None:
             try:
                 self.after_write([event for event, _ in batch])
@@ -241,10 +253,16 @@ class Monitor:
             metrics.add_metric(name="MonitoringDropped", unit=MetricUnit.Count, value=new)
             metrics.flush_metrics()
 
+    def flush_drift(self) -> None:
+        """Write what is queued and persist the drift counts now (GET /drift, shutdown)."""
+        self.flush()
+        if self.drift is not None:
+            self.drift.persist(force=True)
+
     def close(self) -> None:
         """Stop the background writer after writing what is queued."""
         self._closed.set()
-        self.flush()
+        self.flush_drift()
 
     def model_loaded(self, model: str, experiment_id: int, seconds: float, size_bytes: int) -> None:
         if self.emf:
@@ -255,6 +273,20 @@ class Monitor:
             metrics.add_dimension(name="experiment", value=str(experiment_id))
             metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=seconds * 1e3)
             metrics.add_metric(name="ModelSize", unit=MetricUnit.Bytes, value=size_bytes)
+            metrics.flush_metrics()
+
+    def drift_metric(self, model: str, experiment_id: int, value: float) -> None:
+        """``DriftMaxPSI``: the largest feature PSI of a persisted drift window, per model and
+        experiment, and once more under the service alone (what the CloudWatch alarm watches)."""
+        if not self.emf:
+            return
+        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+        for dimensions in ({"model": model, "experiment": str(experiment_id)}, {}):
+            metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+            for name, dimension in dimensions.items():
+                metrics.add_dimension(name=name, value=dimension)
+            metrics.add_metric(name="DriftMaxPSI", unit=MetricUnit.NoUnit, value=value)
             metrics.flush_metrics()
 
     def _directive(self, model: str, experiment: str) -> tuple[str, dict[str, Any]]:

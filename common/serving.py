@@ -8,10 +8,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.backends import Backends
-from common.domain import Task
+from common.domain import Task, utcnow
 from common.errors import BadRequest, NotFound
 from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, top_k
 from common.monitoring import REQUEST_ID, Monitor
@@ -51,6 +52,13 @@ class Serving:
         self.guard: Callable[[str], Any] | None = None
         self._guarded: dict[str, float] = {}
         self.monitor.after_write = self._after_write
+        self._drift_log: Any = None  # common.storage.drift, opened by drift_log()
+        if settings.drift == "on" and self.monitor.drift is None:
+            from common.drift import DriftAggregator
+
+            self.monitor.drift = DriftAggregator(
+                self.drift_log, self._drift_counter, settings.drift_flush_seconds,
+                settings.drift_min_rows, self.monitor.drift_metric)
         self._lock = threading.Lock()
 
     # -- deployed pointer ----------------------------------------------------------------------
@@ -100,6 +108,40 @@ class Serving:
                     self.guard(model)
                 except Exception:
                     log.exception("the canary guard of %s failed", model)
+
+    # -- drift -------------------------------------------------------------------------------
+    def drift_log(self) -> Any:
+        """The store's drift log (common/storage/drift.py), opened on first use."""
+        if self._drift_log is None:
+            from common.storage.drift import drift_log
+
+            self._drift_log = drift_log(self.backends.experiments, self.settings)
+        return self._drift_log
+
+    def _drift_counter(self, model: str, experiment_id: int) -> Any:
+        return self._session(model, experiment_id).drift_counter
+
+    def drift(self, model: str, experiment_id: int | None, since: datetime | None) -> dict[str, Any]:
+        """``GET /drift``: PSI of the rows ``experiment_id`` (the deployed one by default) served
+        since ``since`` (drift_window_hours ago by default) against its training profile."""
+        from common.drift import report
+        from common.errors import Conflict
+        from common.storage.drift import total
+
+        model = model_name(model)
+        if self.settings.drift == "off":
+            raise Conflict("drift is off on this server (MLFN_DRIFT=off): nothing is counted")
+        onnx_model = self.load_version(model, None if experiment_id is None else str(experiment_id))
+        if onnx_model.drift_counter is None:
+            raise Conflict(
+                f"experiment {onnx_model.experiment_id} of model {model!r} has no training profile "
+                "to compare with (image models have none; tabular experiments trained before "
+                "drift profiles existed need a retrain)")
+        self.monitor.flush_drift()  # what this process counted so far
+        start = since or utcnow() - timedelta(hours=self.settings.drift_window_hours)
+        rows, counts = total(self.drift_log(), model, onnx_model.experiment_id, start)
+        return report(model, onnx_model.experiment_id, onnx_model.drift_counter.profile, rows,
+                      counts, start, self.settings.drift_psi_threshold, self.settings.drift_min_rows)
 
     def flush_shadow(self) -> None:
         if self._shadows is not None:
@@ -225,7 +267,7 @@ class Serving:
             obs.experiment_id = onnx_model.experiment_id
             check_top_k(k, onnx_model.task, model)
             out = onnx_model.predict([record])
-            obs.rows = 1
+            obs.rows, obs.feeds = 1, out.feeds
             obs.predictions(out.predictions, onnx_model.task is Task.regression)
         self.shadow(model, rollout, "forward", [record])
         answer: dict[str, Any] = {
@@ -275,6 +317,7 @@ class Serving:
             out = onnx_model.predict(rows)
             obs.experiment_id, obs.rows = onnx_model.experiment_id, len(out.predictions)
             check_top_k(k, onnx_model.task, model)
+            obs.feeds = out.feeds
             obs.predictions(out.predictions, onnx_model.task is Task.regression)
         self.shadow(model, rollout, "forward_batch", rows)
         answer: dict[str, Any] = {

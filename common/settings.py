@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     guard_metric_margin: float = Field(default=0.05, ge=0)
     guard_check_seconds: float = Field(default=5.0, ge=0)
 
+    # Drift (GET /drift): the monitoring writer counts served rows into each experiment's
+    # training profile and persists the counts at most every drift_flush_seconds per process
+    # (drift="off": not at all); a feature drifted when its PSI exceeds drift_psi_threshold
+    # over at least drift_min_rows rows; GET /drift looks back drift_window_hours by default.
+    drift: Literal["on", "off"] = "on"
+    drift_flush_seconds: float = Field(default=60.0, ge=0)
+    drift_psi_threshold: float = Field(default=0.25, gt=0)
+    drift_min_rows: int = Field(default=100, ge=1)
+    drift_window_hours: float = Field(default=24.0, gt=0)
+    drift_table: str = ""  # DynamoDB: the drift counts' table (default: "<table_name>-drift")
+
     # How long an Idempotency-Key is remembered (add_data, retrain, POST /models, deploy).
     idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from common.domain import Feature, ImageSpec, Task
+from common.drift import DriftCounter
 from common.errors import BadRequest, InferenceError
 from common.inference.inputs import feeds_from_records
 
 # Metadata keys whose values are JSON documents.
 JSON_METADATA = (
     "features", "classes", "hyperparameters", "metrics", "split", "parity", "tune",
-    "dataset_version", "image",
+    "dataset_version", "image", "profile",
 )
 
 
@@ -30,6 +32,9 @@ class Predictions:
 
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None
+    # The validated inputs, as the graph was fed them (the monitoring writer counts them for
+    # drift); not part of the answer.
+    feeds: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
 
 def parse_metadata(raw: dict[str, str]) -> dict[str, Any]:
@@ -86,6 +91,13 @@ class OnnxModel:
     def experiment_id(self) -> int:
         return int(self.metadata["experiment_id"])
 
+    @functools.cached_property
+    def drift_counter(self) -> DriftCounter | None:
+        """Counts served rows into the training profile's bins (None: no profile, as for image
+        models and experiments trained before profiles existed)."""
+        profile = self.metadata.get("profile")
+        return DriftCounter(profile) if isinstance(profile, dict) else None
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self._run(self._outputs, feeds, None)
@@ -109,15 +121,17 @@ class OnnxModel:
         classes = self.classes
         return Scores(probabilities=probs, labels=[classes[int(i)] for i in probs.argmax(axis=1)])
 
-    def predict_feeds(self, feeds: dict[str, np.ndarray]) -> Predictions:
+    def predict_feeds(self, feeds: dict[str, np.ndarray], keep_feeds: bool = False) -> Predictions:
         scores = self.scores(feeds)
+        kept = feeds if keep_feeds else None
         if scores.values is not None:
-            return Predictions(scores.values.tolist(), None)
+            return Predictions(scores.values.tolist(), None, kept)
         assert scores.probabilities is not None and scores.labels is not None
         keys = self._class_keys
         return Predictions(
             scores.labels,
             [dict(zip(keys, row, strict=True)) for row in scores.probabilities.tolist()],
+            kept,
         )
 
     def predict(self, records: Sequence[Any], first_row: int = 0) -> Predictions:
@@ -128,7 +142,8 @@ class OnnxModel:
                 "a field 'image' (or a zip archive for batches), not JSON"
             )
         target = self.metadata.get("target")
-        return self.predict_feeds(feeds_from_records(self.features, records, first_row, target))
+        feeds = feeds_from_records(self.features, records, first_row, target)
+        return self.predict_feeds(feeds, keep_feeds=True)
 
 
 def top_k(probabilities: dict[str, float], k: int | None) -> dict[str, float]:

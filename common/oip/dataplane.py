@@ -109,6 +109,7 @@ class DataPlane:
                 onnx_model, obs.role, _ = self.serving.route(model)
             obs.experiment_id = onnx_model.experiment_id
             feeds, rows = self.feeds(onnx_model, request.inputs)
+            obs.feeds = feeds  # counted for drift by the monitoring writer (tabular models)
             scores = onnx_model.scores(feeds)
             outputs = self.outputs(onnx_model, scores, request.outputs)
             obs.rows = rows

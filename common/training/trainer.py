@@ -14,6 +14,7 @@ import pandas as pd
 from common.catalog import MIN_TRAINING_ROWS, PRIMARY_METRIC
 from common.catalog import model_class as catalog_class
 from common.domain import Feature, ImageSpec, Task
+from common.drift import build_profile
 from common.errors import BadRequest
 from common.images import INPUT_NAME
 from common.inference.inputs import feeds_from_records
@@ -158,6 +159,11 @@ def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
     if spec.image is not None:
         extra["image"] = spec.image.model_dump()
         extra["preprocessing"] = IMAGE_PREPROCESSING
+    else:  # what GET /drift compares the served rows with
+        extra["profile"] = build_profile(
+            {f.name: X_train[f.name].to_numpy() for f in spec.features},
+            {f.name: f.kind.value for f in spec.features},
+            served.predictions, spec.task is Task.regression, classes)
     onnx_bytes = with_metadata(onnx_proto, _metadata(spec, classes, params, metrics, extra))
     return TrainedModel(
         onnx_bytes=onnx_bytes,

@@ -1,6 +1,7 @@
 """Safe rollouts of a model: GET /rollout (its canary, shadow and their history), DELETE
 /canary and /shadow (end one), POST /feedback (true outcomes of served requests)
-and GET /live_metrics (each side's metrics on those outcomes). A canary or shadow starts with
+and GET /live_metrics (each side's metrics on those outcomes), GET /drift (how far the served
+rows moved from the training rows). A canary or shadow starts with
 POST /deploy/{experiment_id}?canary=PERCENT or ?shadow=true."""
 
 from typing import Any
@@ -46,6 +47,13 @@ def live_metrics(request: Request, model: str, since: str | None) -> Any:
     return context.lifecycle().rollouts().live_metrics(model, parse_since(since))
 
 
+def drift(request: Request, model: str, experiment: int | None, since: str | None) -> Any:
+    """The population stability index (PSI) of each feature and of the predictions: the rows an
+    experiment (the deployed one by default) served since `since` (24 h ago by default) against
+    its training data's profile. Above the threshold (0.25) over enough rows: drifted."""
+    return context.serving().drift(model, experiment, parse_since(since))
+
+
 ROUTES = [
     Route("GET", "/rollout", rollout, (model_query(),), tags=("rollouts",)),
     Route("DELETE", "/canary", end_canary, (model_query(),), idempotent=True,
@@ -58,4 +66,11 @@ ROUTES = [
           (model_query(), Param("since", str, required=False,
                                 description="ISO 8601 time: only calls served since then")),
           tags=("rollouts",)),
+    Route("GET", "/drift", drift,
+          (model_query(),
+           Param("experiment", int, required=False, minimum=1,
+                 description="the experiment whose served rows to compare (default: the deployed one)"),
+           Param("since", str, required=False,
+                 description="ISO 8601 time: only rows served since then (default: 24 h ago)")),
+          tags=("rollouts", "monitoring")),
 ]

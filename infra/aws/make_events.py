@@ -137,6 +137,7 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
     "feedback": ("POST", "/feedback", None, {"model": "iris"},
                  [{"request_id": "3f0c1e9a5b2d4c6e8f7a1b2c3d4e5f60", "label": "setosa"}]),
     "live_metrics": ("GET", "/live_metrics", None, {"model": "iris"}, None),
+    "drift": ("GET", "/drift", None, {"model": "iris"}, None),
     # The Open Inference Protocol v2 (functions/inference).
     "inference": ("POST", "/v2/models/{model}/infer", MODEL, None, infer_json(FEATURES[::2])),
     "inference_binary": ("POST", "/v2/models/{model}/infer", MODEL, None,

@@ -25,7 +25,7 @@ INFERENCE_EVENTS = ("inference_binary", "inference_version", "inference_server",
 FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forward_v2": "forward",
             "delete_model": "models", "delete_dataset_part": "datasets",
             "deploy_canary": "deploy", "end_canary": "rollouts", "end_shadow": "rollouts",
-            "feedback": "rollouts", "live_metrics": "rollouts",
+            "feedback": "rollouts", "live_metrics": "rollouts", "drift": "rollouts",
             **dict.fromkeys(INFERENCE_EVENTS, "inference")}
 # Events that undo another one, which is run first: the model events/create_model.json creates
 # and the part events/add_data.json adds.
@@ -40,7 +40,7 @@ EXPECTED = {
     # The demo iris model has one experiment, deployed: it cannot be its own canary, and there
     # is no canary or shadow to end.
     "deploy_canary": 409, "end_canary": 404, "end_shadow": 404, "rollouts": 200, "feedback": 200,
-    "live_metrics": 200,
+    "live_metrics": 200, "drift": 200,
 }
 
 
