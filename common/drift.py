@@ -38,6 +38,7 @@ PROFILE_VERSION = 1
 QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles: ten bins where values are spread
 MAX_CATEGORIES = 30  # the most frequent categories get a bin each; the rest share one
 EPSILON = 1e-4
+BUFFER_EVENTS = 256  # served calls taken before they are counted together
 PREDICTION = "__prediction__"  # the key of the predictions' counts beside the features'
 MISSING_CATEGORY = ""  # what a missing category is in the served feeds (common/inference/inputs)
 
@@ -213,16 +214,28 @@ class DriftAggregator:
         self.emit = emit
         self.writer = uuid.uuid4().hex[:12]  # this process: its rows never collide with others'
         self._pending: dict[tuple[str, int], tuple[int, dict[str, np.ndarray]]] = {}
+        self._buffer: list[Any] = []  # events taken but not counted yet
         self._started = time.monotonic()
         self._lock = threading.Lock()
 
     def add(self, events: Sequence[Any]) -> None:
-        """Count the feeds and predictions of ``events`` (InferenceEvent with ``feeds``)."""
+        """Take the feeds and predictions of ``events`` (InferenceEvent with ``feeds``) to be
+        counted: they are counted BUFFER_EVENTS at a time (one NumPy call per feature for all
+        of them; on Lambda the writer runs once per invocation, for one event) or on persist."""
+        with self._lock:
+            self._buffer.extend(
+                e for e in events
+                if e.feeds is not None and e.status < 400 and e.role != "shadow"
+                and e.experiment_id is not None)
+            if len(self._buffer) < BUFFER_EVENTS:
+                return
+            buffered, self._buffer = self._buffer, []
+        self._count(buffered)
+
+    def _count(self, events: Sequence[Any]) -> None:
         groups: dict[tuple[str, int], list[Any]] = {}
         for event in events:
-            if (event.feeds is not None and event.status < 400 and event.role != "shadow"
-                    and event.experiment_id is not None):
-                groups.setdefault((event.model, event.experiment_id), []).append(event)
+            groups.setdefault((event.model, event.experiment_id), []).append(event)
         for (model, experiment_id), group in groups.items():
             try:
                 counter = self.counter_of(model, experiment_id)
@@ -259,6 +272,9 @@ class DriftAggregator:
         now = time.monotonic()
         if not force and now - self._started < self.flush_seconds:
             return
+        with self._lock:
+            buffered, self._buffer = self._buffer, []
+        self._count(buffered)
         with self._lock:
             pending, self._pending = self._pending, {}
             self._started = now
