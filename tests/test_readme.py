@@ -53,3 +53,14 @@ def test_readme_rollout_examples(demo_env: Path, live_server: str, tmp_path: Pat
     assert '{"model":"iris","outcomes":10}' in text
     assert '"role":"canary"' in text and '"role":"champion"' in text and '"shadow_agrees":' in text
     assert '"reason":"promoted"' in text
+
+
+def test_readme_drift_example(demo_env: Path, live_server: str, tmp_path: Path) -> None:
+    script = readme_blocks("Drift").replace("http://127.0.0.1:3000", live_server)
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    first = out.stdout.splitlines()[0]
+    assert '"rows":200' in first and '"drifted":["petal_length"' in first, first
+    assert '"features":[{"name":"petal_length","kind":"numeric"' in first
