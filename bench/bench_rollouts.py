@@ -1,9 +1,10 @@
 """What a rollout adds to a forward: no rollout, a 10 % canary, and a shadow, in one run.
 
-Three models trained on the same data with the same classes (a 100-tree forest champion and a
+Four models trained on the same data with the same classes (a 100-tree forest champion and a
 second forest as the challenger) differ only in their rollout: ``plain`` has none, ``canary``
-sends 10 % of its requests to the challenger, ``shadow`` has the challenger score every request.
-They are called in alternating rounds, so background load hits all three alike::
+sends 10 % of its requests to the challenger, ``shadow`` has the challenger score every request,
+``shadow10`` a 10 % sample of them (``?shadow=true&sample=10``).
+They are called in alternating rounds, so background load hits all of them alike::
 
     .venv/bin/python bench/bench_rollouts.py            # ~1 minute on 2 cores
     .venv/bin/python bench/bench_rollouts.py --calls 500 --rounds 4   # quicker
@@ -45,7 +46,7 @@ from tests.apigw import v1_event  # noqa: E402
 
 CANARY_TARGET = 0.10
 SHADOW_TARGET = 0.15
-MODELS = ("plain", "canary", "shadow")
+MODELS = ("plain", "canary", "shadow", "shadow10")
 DROPPED: list[int] = []  # shadow scorings the server core dropped (its queue full)
 
 
@@ -71,6 +72,8 @@ def setup(data_dir: Path) -> dict[str, Any]:
             life.rollouts().start_canary(challenger.id, 10, guard=False, model=name)
         elif name == "shadow":
             life.rollouts().start_shadow(challenger.id, model=name)
+        elif name == "shadow10":  # the shadow scores a 10 % sample of the requests
+            life.rollouts().start_shadow(challenger.id, model=name, sample=10)
     context.reset()  # serve from a fresh process state, as a warm Lambda would
     return record
 
@@ -134,7 +137,8 @@ def report(title: str, series: dict[str, np.ndarray]) -> dict[str, Any]:
     for name in MODELS:
         p50, p99 = float(np.percentile(series[name], 50)), float(np.percentile(series[name], 99))
         added = p50 / base - 1
-        target = {"canary": CANARY_TARGET, "shadow": SHADOW_TARGET}.get(name)
+        target = {"canary": CANARY_TARGET, "shadow": SHADOW_TARGET,
+                  "shadow10": SHADOW_TARGET}.get(name)
         verdict = "" if target is None else f"<= {target:.0%} {'PASS' if added <= target else 'MISS'}"
         print(f"  {name:<10}{p50:>10.1f}{p99:>10.1f}{added:>+12.1%}  {verdict}")
         out[name] = {"p50_us": p50, "p99_us": p99, "added_p50": added, "calls": int(series[name].size)}
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mlfn-bench-rollouts-") as tmp:
-        print("training 3 x 2 forests ...", flush=True)
+        print("training 4 x 2 forests ...", flush=True)
         record = setup(Path(tmp))
         devnull = open(os.devnull, "w")  # noqa: SIM115 (the EMF lines of every call)
         saved, sys.stdout = sys.stdout, devnull

@@ -39,7 +39,9 @@ QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles: ten bins where value
 MAX_CATEGORIES = 30  # the most frequent categories get a bin each; the rest share one
 EPSILON = 1e-4
 BUFFER_EVENTS = 256  # served calls taken before they are counted together
-PREDICTION = "__prediction__"  # the key of the predictions' counts beside the features'
+# The key of the predictions' counts beside the features': a control character, which no
+# column name may contain (common.names.check_text), so no feature can take it.
+PREDICTION = "\x00prediction"
 MISSING_CATEGORY = ""  # what a missing category is in the served feeds (common/inference/inputs)
 
 

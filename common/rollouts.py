@@ -72,7 +72,8 @@ class Rollouts:
                 "experiment_id": rollout.canary, "share": rollout.share, "guard": rollout.guard,
                 "since": rollout.canary_since},
             "shadow": None if rollout.shadow is None else {
-                "experiment_id": rollout.shadow, "since": rollout.shadow_since},
+                "experiment_id": rollout.shadow, "since": rollout.shadow_since,
+                "sample": rollout.shadow_share},
             "history": rollout.history,
         }
 
@@ -132,7 +133,10 @@ class Rollouts:
         self._change(exp.model, change)
         return self.state(exp.model)
 
-    def start_shadow(self, experiment_id: int, model: str | None = None) -> dict[str, Any]:
+    def start_shadow(self, experiment_id: int, model: str | None = None,
+                     sample: float = 100.0) -> dict[str, Any]:
+        """Make ``experiment_id`` the shadow, scoring ``sample`` percent of the requests (chosen
+        by request id); for the current shadow, change its sample."""
         exp = self._challenger(experiment_id, model, "shadow")
 
         def change(current: Rollout) -> Rollout | None:
@@ -140,11 +144,17 @@ class Rollouts:
                 raise Conflict(f"experiment {experiment_id} is the canary; end the canary "
                                "(DELETE /canary) before making it the shadow")
             if current.shadow == experiment_id:
-                return None
+                if current.shadow_share == sample:
+                    return None
+                changed = event("shadow sample changed", experiment_id, sample=sample,
+                                previous=current.shadow_share)
+                return dataclasses.replace(current, shadow_share=sample,
+                                           history=current.history + [changed])
             ended = [] if current.shadow is None else [event("shadow ended", current.shadow,
                                                              reason="replaced")]
-            started = event("shadow started", experiment_id)
+            started = event("shadow started", experiment_id, sample=sample)
             return dataclasses.replace(current, shadow=experiment_id, shadow_since=started["at"],
+                                       shadow_share=sample,
                                        history=current.history + ended + [started])
 
         self._change(exp.model, change)

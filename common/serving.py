@@ -18,7 +18,7 @@ from common.inference.onnx_model import OnnxModel, Predictions, SessionCache, to
 from common.monitoring import REQUEST_ID, Monitor
 from common.names import model_key, model_name
 from common.payloads import check_top_k
-from common.storage.rollouts import Rollout, in_canary
+from common.storage.rollouts import Rollout, in_canary, in_shadow_sample
 
 log = logging.getLogger("mlfn")
 
@@ -162,7 +162,8 @@ class Serving:
 
     def shadow(self, model: str, rollout: Rollout, route_name: str, feeds: Any) -> None:
         """Have the shadow score ``feeds`` after the answer (bounded; dropped when busy)."""
-        if rollout.shadow is None:
+        if rollout.shadow is None or not in_shadow_sample(REQUEST_ID.get(), model,
+                                                          rollout.shadow_share):
             return
         if self._shadows is None:
             from common.shadow import ShadowScorer

@@ -24,6 +24,7 @@ class Rollout:
     share: float = 0.0  # percent of the requests the canary answers
     guard: bool = False  # end the canary automatically when it does worse
     shadow: int | None = None
+    shadow_share: float = 100.0  # percent of the requests the shadow scores
     canary_since: str | None = None  # ISO time the canary started (its live window)
     shadow_since: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # ended canaries, newest last
@@ -53,6 +54,16 @@ def in_canary(request_id: str, model: str, share: float) -> bool:
     if share <= 0:
         return False
     digest = hashlib.blake2b(f"{model}\0{request_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10_000 < share * 100
+
+
+def in_shadow_sample(request_id: str, model: str, share: float) -> bool:
+    """Whether the shadow scores the request with ``request_id``: a hash of its own, so the
+    sample does not follow the canary split."""
+    if share >= 100:
+        return True
+    digest = hashlib.blake2b(f"{model}\0{request_id}".encode(), digest_size=8,
+                             person=b"mlfn-shadow").digest()
     return int.from_bytes(digest, "big") % 10_000 < share * 100
 
 

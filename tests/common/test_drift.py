@@ -169,3 +169,13 @@ def test_experiments_without_a_profile_are_skipped() -> None:
     agg.add([event([1.0])])
     agg.persist(force=True)
     assert log.rows == []
+
+
+def test_a_feature_named_like_the_predictions_key_keeps_its_own_counts() -> None:
+    prof = build_profile({"__prediction__": np.arange(10.0), "prediction": np.arange(10.0)},
+                         {"__prediction__": "numeric", "prediction": "numeric"}, ["a"] * 5,
+                         False, ["a", "b"])
+    counter = DriftCounter(prof)
+    assert set(counter.sizes()) == {"__prediction__", "prediction", PREDICTION}
+    assert counter.count("__prediction__", [100.0]).sum() == 1
+    assert counter.count(PREDICTION, ["b", "b"]).tolist() == [0, 2, 0, 0]

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from common import context
+from common.drift import PREDICTION
 from common.names import model_key
 from common.storage.drift import total
 from functions.forward import handler as forward
@@ -90,7 +91,7 @@ def test_psi_is_near_zero_on_training_rows_and_high_on_a_shifted_feature(
     rows, counts = total(context.serving().drift_log(), "churn", experiment,
                          datetime(2000, 1, 1, tzinfo=UTC))
     assert rows == 400
-    assert sum(counts["plan"]) == sum(counts["tenure"]) == sum(counts["__prediction__"]) == 400
+    assert sum(counts["plan"]) == sum(counts["tenure"]) == sum(counts[PREDICTION]) == 400
 
     reply = drift()
     assert reply.status == 200, reply.body

@@ -216,6 +216,39 @@ def test_the_shadow_never_changes_an_answer_and_is_logged_beside_the_champion(se
     assert missing.status == 404 and "no shadow" in missing.json()["detail"]
 
 
+def test_a_sampled_shadow_scores_its_share_of_the_requests_by_request_id(service: None) -> None:
+    champion, (shadow, _) = champion_and_challengers()
+    reply = start(shadow, shadow="true", sample="20")
+    assert reply.status == 200 and reply.json()["shadow"]["sample"] == 20.0
+    serving, record = context.serving(), features(churn_rows(1, seed=3)[0])
+    ids = [f"sampled-{i}" for i in range(2000)]
+    for n, request_id in enumerate(ids + ids[:200]):  # the first 200 twice: a retry is
+        token = REQUEST_ID.set(request_id)              # sampled alike
+        try:
+            assert serving.forward("churn", record)["experiment_id"] == champion
+        finally:
+            REQUEST_ID.reset(token)
+        if n % 200 == 0:
+            serving.flush_shadow()  # never overloaded: this test is about the sample
+    serving.flush_shadow()
+    assert serving._shadows.dropped == 0
+    serving.monitor.flush()
+    log = context.backends().experiments.calls_since("churn", pd.Timestamp(0, tz="UTC"))
+    scored = Counter(c["request_id"] for c in log if c["role"] == "shadow")
+    first = {i for i in ids if i in scored}
+    assert abs(len(first) / len(ids) - 0.20) <= 0.03, len(first)
+    assert {scored[i] for i in ids[:200] if i in scored} == {2}  # retried: scored again
+    # The sample is not the canary's split: a 20 % canary and a 20 % sample pick other ids.
+    assert first != {i for i in ids if in_canary(i, "churn", 20.0)}
+
+    # Changing the sample of the current shadow keeps it and records the change.
+    reply = start(shadow, shadow="true", sample="100")
+    assert reply.status == 200 and reply.json()["shadow"]["sample"] == 100.0
+    last = reply.json()["history"][-1]
+    assert (last["event"], last["sample"], last["previous"]) == ("shadow sample changed", 100.0, 20.0)
+    assert reply.json()["shadow"]["since"] == state()["shadow"]["since"]
+
+
 def test_an_overloaded_shadow_drops_its_work_and_the_answers_do_not_wait(
         service: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFN_SHADOW_QUEUE", "2")
@@ -386,6 +419,10 @@ def test_guarded_canaries_need_the_inference_log(aws: str, monkeypatch: pytest.M
     ({"guard": "true"}, 400, "'guard' applies to a canary"),
     ({"canary": "10", "shadow": "true"}, 400, "either 'canary' or 'shadow'"),
     ({"shadow": "yes"}, 400, "'shadow' must be true or false"),
+    ({"sample": "10"}, 400, "'sample' applies to a shadow"),
+    ({"shadow": "true", "sample": "0"}, 400, "'sample' must be between 1 and 100"),
+    ({"shadow": "true", "sample": "101"}, 400, "'sample' must be between 1 and 100"),
+    ({"canary": "10", "sample": "10"}, 400, "'sample' applies to a shadow"),
 ])
 def test_bad_rollout_requests_name_the_parameter(service: None, query: dict[str, str], status: int,
                                                  words: str) -> None:
