@@ -31,6 +31,7 @@ from common.storage.rollouts import Rollout, StaleRollout, now_iso, rollout_stor
 
 log = logging.getLogger("mlfn.rollouts")
 MAX_FEEDBACK = 10_000
+MAX_UNMATCHED_SHOWN = 20  # request ids without a logged call, named in the answer
 WRITE_RETRIES = 20
 
 
@@ -249,7 +250,15 @@ class Rollouts:
         feedback_store(self.backends).add(record.name, rows)
         if self.store.get(record.name).guard:  # the outcomes may be what condemns the canary
             self.check_guard(record.name)
-        return {"model": record.name, "outcomes": len(rows)}
+        # Which outcomes found their call: an unknown id is usually a client that did not send
+        # (or keep) the X-Request-Id its answer carried. Kept anyway: the call may be logged yet.
+        self.life.serving.monitor.flush()
+        ids = [request_id for request_id, _, _ in rows]
+        logged = _need_log(self.backends).logged_requests(record.name, ids)
+        unmatched = list(dict.fromkeys(i for i in ids if i not in logged))
+        return {"model": record.name, "outcomes": len(rows),
+                "matched": sum(1 for i in ids if i in logged),
+                "unmatched": unmatched[:MAX_UNMATCHED_SHOWN]}
 
     @staticmethod
     def _label(task: Task, value: Any, i: int) -> Any:

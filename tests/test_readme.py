@@ -50,7 +50,7 @@ def test_readme_rollout_examples(demo_env: Path, live_server: str, tmp_path: Pat
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert '"canary":{"experiment_id":' in text and '"share":20.0,"guard":true' in text
-    assert '{"model":"iris","outcomes":10}' in text
+    assert '{"model":"iris","outcomes":10,"matched":10,"unmatched":[]}' in text
     assert '"role":"canary"' in text and '"role":"champion"' in text and '"shadow_agrees":' in text
     assert '"reason":"promoted"' in text
 

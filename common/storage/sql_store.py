@@ -129,6 +129,8 @@ class SqlExperimentStore(ConditionalExperimentWrites):
             "CREATE INDEX IF NOT EXISTS inference_log_model_time ON inference_log (model, time)",
             # Retention deletes by time alone: without it every prune scans the whole log.
             "CREATE INDEX IF NOT EXISTS inference_log_time ON inference_log (time)",
+            # Feedback tells which of its request ids were served (POST /feedback).
+            "CREATE INDEX IF NOT EXISTS inference_log_request ON inference_log (model, request_id)",
         ]
         with self._transaction(write=True) as cur:
             self._before_ddl(cur)
@@ -472,6 +474,19 @@ class SqlExperimentStore(ConditionalExperimentWrites):
         return [{"request_id": r[0], "experiment_id": r[1], "role": r[2], "status": int(r[3]),
                  "latency_ms": float(r[4]), "predictions": None if r[5] is None else json.loads(r[5])}
                 for r in rows]
+
+    def logged_requests(self, model: str, request_ids: list[str]) -> set[str]:
+        """Which of ``request_ids`` the model's inference log has."""
+        found: set[str] = set()
+        unique = sorted(set(request_ids))
+        with self._transaction(write=False) as cur:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                self._exec(cur, f"SELECT DISTINCT request_id FROM inference_log WHERE model = ? "
+                                f"AND request_id IN ({marks})", (model, *chunk))
+                found.update(r[0] for r in cur.fetchall())
+        return found
 
     def prune_inference(self, older_than: Any, keep_rows: int) -> None:
         with self._transaction(write=True) as cur:

@@ -306,6 +306,13 @@ def test_live_metrics_on_feedback_equal_scikit_learn(service: None) -> None:
     assert reply.status == 200 and reply.json()["outcomes"] == 50, reply.body
     reply = invoke(rollouts.handler, "v2", "POST", "/feedback", MODEL, outcomes[50:])
     assert reply.status == 200 and reply.json()["outcomes"] == len(outcomes) - 50
+    assert reply.json()["matched"] == len(outcomes) - 50 and reply.json()["unmatched"] == []
+    # Outcomes of requests never served are kept but named (the first 20).
+    stray = [{"request_id": f"never-served-{i}", "label": "yes"} for i in range(25)]
+    reply = invoke(rollouts.handler, "v2", "POST", "/feedback", MODEL,
+                   [*stray, {"request_id": "live-1", "label": live_rows[1]["churned"]}])
+    assert reply.json()["outcomes"] == 26 and reply.json()["matched"] == 1
+    assert reply.json()["unmatched"] == [f"never-served-{i}" for i in range(20)]
 
     live = invoke(rollouts.handler, "v2", "GET", "/live_metrics", MODEL).json()
     sides = {(e["role"], e["experiment_id"]): e for e in live["experiments"]}
