@@ -222,6 +222,47 @@ class LifecycleService(pb_grpc.MlfnServicer):
     def Evaluate(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
         return self._batch("/evaluate", request, grpc_context)
 
+    # -- rollouts --------------------------------------------------------------------------------
+    @guarded
+    def Rollout(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        return pb.Document(json=struct_of(call(grpc_context, "GET", "/rollout",
+                                               {"model": request.model})))
+
+    @guarded
+    def StartRollout(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        query = {"model": request.model, "canary": request.canary or None,
+                 "guard": "true" if request.guard else None,
+                 "shadow": "true" if request.shadow else None, "sample": request.sample or None}
+        return pb.Document(json=struct_of(call(grpc_context, "POST",
+                                               f"/deploy/{request.experiment_id}", query)))
+
+    @guarded
+    def EndCanary(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        return pb.Document(json=struct_of(call(grpc_context, "DELETE", "/canary",
+                                               {"model": request.model})))
+
+    @guarded
+    def EndShadow(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        return pb.Document(json=struct_of(call(grpc_context, "DELETE", "/shadow",
+                                               {"model": request.model})))
+
+    @guarded
+    def Feedback(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        body = orjson.dumps([to_json(o) for o in request.outcomes])
+        return pb.Document(json=struct_of(call(grpc_context, "POST", "/feedback",
+                                               {"model": request.model}, body)))
+
+    @guarded
+    def LiveMetrics(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        return pb.Document(json=struct_of(call(grpc_context, "GET", "/live_metrics",
+                                               {"model": request.model, "since": request.since})))
+
+    @guarded
+    def Drift(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        query = {"model": request.model, "experiment": request.experiment_id or None,
+                 "since": request.since}
+        return pb.Document(json=struct_of(call(grpc_context, "GET", "/drift", query)))
+
     @guarded
     def Metadata(self, request: Any, grpc_context: grpc.ServicerContext) -> Any:
         return pb.Document(json=struct_of(call(grpc_context, "GET", "/metadata",

@@ -110,3 +110,45 @@ class BatchRequest(_message.Message):
     content_type: str
     top_k: int
     def __init__(self, model: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("experiment_id", "model", "canary", "guard", "shadow", "sample")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    GUARD_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: int
+    model: str
+    canary: int
+    guard: bool
+    shadow: bool
+    sample: int
+    def __init__(self, experiment_id: _Optional[int] = ..., model: _Optional[str] = ..., canary: _Optional[int] = ..., guard: _Optional[bool] = ..., shadow: _Optional[bool] = ..., sample: _Optional[int] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("model", "outcomes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    outcomes: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+
+class WindowRequest(_message.Message):
+    __slots__ = ("model", "since")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    since: str
+    def __init__(self, model: _Optional[str] = ..., since: _Optional[str] = ...) -> None: ...
+
+class DriftRequest(_message.Message):
+    __slots__ = ("model", "experiment_id", "since")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    experiment_id: int
+    since: str
+    def __init__(self, model: _Optional[str] = ..., experiment_id: _Optional[int] = ..., since: _Optional[str] = ...) -> None: ...

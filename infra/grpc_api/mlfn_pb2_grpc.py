@@ -129,6 +129,41 @@ class MlfnStub:
                 request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
                 response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
                 _registered_method=True)
+        self.Rollout = channel.unary_unary(
+                '/mlfn.v1.Mlfn/Rollout',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/mlfn.v1.Mlfn/StartRollout',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.EndCanary = channel.unary_unary(
+                '/mlfn.v1.Mlfn/EndCanary',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.EndShadow = channel.unary_unary(
+                '/mlfn.v1.Mlfn/EndShadow',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/mlfn.v1.Mlfn/Feedback',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.LiveMetrics = channel.unary_unary(
+                '/mlfn.v1.Mlfn/LiveMetrics',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.WindowRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
+        self.Drift = channel.unary_unary(
+                '/mlfn.v1.Mlfn/Drift',
+                request_serializer=infra_dot_grpc__api_dot_mlfn__pb2.DriftRequest.SerializeToString,
+                response_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+                _registered_method=True)
 
 
 class MlfnServicer:
@@ -256,6 +291,50 @@ class MlfnServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollout(self, request, context):
+        """Rollouts: GET /rollout, POST /deploy/{id}?canary=|?shadow= (StartRollout), DELETE /canary,
+        DELETE /shadow, POST /feedback, GET /live_metrics, GET /drift
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndCanary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndShadow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Feedback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiveMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drift(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MlfnServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +431,41 @@ def add_MlfnServicer_to_server(servicer, server):
             'Metadata': grpc.unary_unary_rpc_method_handler(
                     servicer.Metadata,
                     request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'Rollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollout,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.RolloutRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'EndCanary': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndCanary,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'EndShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndShadow,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.FeedbackRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'LiveMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiveMetrics,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.WindowRequest.FromString,
+                    response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
+            ),
+            'Drift': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drift,
+                    request_deserializer=infra_dot_grpc__api_dot_mlfn__pb2.DriftRequest.FromString,
                     response_serializer=infra_dot_grpc__api_dot_mlfn__pb2.Document.SerializeToString,
             ),
     }
@@ -867,6 +981,195 @@ class Mlfn:
             target,
             '/mlfn.v1.Mlfn/Metadata',
             infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/Rollout',
+            infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/StartRollout',
+            infra_dot_grpc__api_dot_mlfn__pb2.RolloutRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/EndCanary',
+            infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/EndShadow',
+            infra_dot_grpc__api_dot_mlfn__pb2.ModelRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/Feedback',
+            infra_dot_grpc__api_dot_mlfn__pb2.FeedbackRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiveMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/LiveMetrics',
+            infra_dot_grpc__api_dot_mlfn__pb2.WindowRequest.SerializeToString,
+            infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlfn.v1.Mlfn/Drift',
+            infra_dot_grpc__api_dot_mlfn__pb2.DriftRequest.SerializeToString,
             infra_dot_grpc__api_dot_mlfn__pb2.Document.FromString,
             options,
             channel_credentials,

@@ -206,6 +206,53 @@ def test_the_life_cycle_over_grpc(server: dict[str, str]) -> None:
     assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+def test_rollouts_feedback_and_drift_over_grpc(server: dict[str, str]) -> None:
+    """A canary started, served, judged on feedback and ended over mlfn.v1; drift read."""
+    stub, md = rpc.MlfnStub(grpc.insecure_channel(server["grpc"])), key(server)
+    queued = stub.Retrain(pb.RetrainRequest(model="iris", request=struct_of(
+        {"model_class": "logistic_regression"})), metadata=md)
+    statuses = [e.status for e in stub.WatchExperiment(
+        pb.ExperimentRequest(experiment_id=queued.experiment_id), metadata=md, timeout=240)]
+    assert statuses[-1] == "succeeded", statuses
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.StartRollout(pb.RolloutRequest(experiment_id=queued.experiment_id, model="iris",
+                                            sample=10), metadata=md)
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "'sample' applies to a shadow" in bad.value.details()
+    started = doc_of(stub.StartRollout(pb.RolloutRequest(
+        experiment_id=queued.experiment_id, model="iris", canary=50), metadata=md).json)
+    assert started["canary"]["experiment_id"] == queued.experiment_id
+    assert started["canary"]["share"] == 50 and started["canary"]["guard"] is False
+    assert doc_of(stub.Rollout(pb.ModelRequest(model="iris"), metadata=md).json) == started
+
+    rows = rows_of("iris", 40)
+    sides = set()
+    for i, row in enumerate(rows):
+        answer = doc_of(stub.Forward(pb.ForwardRequest(model="iris", record=struct_of(row)),
+                                     metadata=[*md, ("x-request-id", f"grpc-{i}")]).json)
+        sides.add(int(answer["experiment_id"]))
+    assert queued.experiment_id in sides and len(sides) == 2
+    outcomes = [struct_of({"request_id": f"grpc-{i}", "label": "setosa"}) for i in range(40)]
+    fed = doc_of(stub.Feedback(pb.FeedbackRequest(model="iris", outcomes=outcomes), metadata=md).json)
+    assert fed["outcomes"] == fed["matched"] == 40 and fed["unmatched"] == []
+    live = doc_of(stub.LiveMetrics(pb.WindowRequest(model="iris"), metadata=md).json)
+    roles = {e["role"]: e for e in live["experiments"]}
+    assert set(roles) == {"champion", "canary"}
+    assert sum(e["with_outcome"] for e in roles.values()) == 40
+    drift = doc_of(stub.Drift(pb.DriftRequest(model="iris", experiment_id=queued.experiment_id),
+                              metadata=md).json)
+    assert drift["experiment_id"] == queued.experiment_id and 0 < drift["rows"] < 40
+    with pytest.raises(grpc.RpcError) as since:
+        stub.Drift(pb.DriftRequest(model="iris", since="last week"), metadata=md)
+    assert since.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "since" in since.value.details()
+
+    ended = doc_of(stub.EndCanary(pb.ModelRequest(model="iris"), metadata=md).json)
+    assert ended["canary"] is None and ended["history"][-1]["reason"] == "ended by request"
+    with pytest.raises(grpc.RpcError) as none:
+        stub.EndShadow(pb.ModelRequest(model="iris"), metadata=md)
+    assert none.value.code() is grpc.StatusCode.NOT_FOUND
+
+
 def test_health_and_reflection(server: dict[str, str]) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
