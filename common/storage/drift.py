@@ -13,6 +13,7 @@ nowhere else), deleted by its TTL (``expiration``) after the same retention.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -108,7 +109,8 @@ class DynamoDrift:
             "sk": {"S": f"DRIFT#{at.isoformat()}#{writer}#{experiment_id}"},
             "experiment": {"N": str(experiment_id)},
             "rows": {"N": str(rows)},
-            "counts": {"S": json.dumps(counts)},
+            # Compressed: mostly small numbers and zeros, and an item holds at most 400 KB.
+            "counts": {"B": zlib.compress(json.dumps(counts).encode(), 6)},
             "expiration": {"N": str(int((at + self.retention).timestamp()))},
         }
         if max_psi is not None:
@@ -129,7 +131,7 @@ class DynamoDrift:
     def windows(self, model: str, experiment_id: int, start: datetime) -> Iterator[tuple[int, Counts]]:
         for item in self._items(model, start.isoformat(), "experiment, #rows, counts"):
             if int(item["experiment"]["N"]) == experiment_id:
-                yield int(item["rows"]["N"]), json.loads(item["counts"]["S"])
+                yield int(item["rows"]["N"]), json.loads(zlib.decompress(item["counts"]["B"]))
 
     def delete(self, model: str) -> None:
         keys = [{"pk": item["pk"], "sk": item["sk"]} for item in self._items(model, "", "pk, sk")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +241,25 @@ def test_the_profile_rides_in_the_model_file(embedded: Any, quiet: None, tmp_pat
     assert plan["expected"][-2:] == [0.0, 0.0]  # no other category, nothing missing
     assert profile["prediction"]["categories"] == ["no", "yes"]
     assert profile["rows"] == 320  # the training split (80 % of 400)
+
+
+def test_wide_models_fit_a_dynamodb_item(aws: str) -> None:
+    """6000 features of 11 bins: ~0.5 MB of JSON, past DynamoDB's 400 KB item limit unless
+    compressed."""
+    import boto3
+    import numpy as np
+
+    from common.storage.drift import DynamoDrift
+
+    log = DynamoDrift("drift-wide", boto3.client("dynamodb"), timedelta(days=1))
+    log.ensure_table()
+    rng = np.random.default_rng(0)
+    counts = {f"feature_{i}": rng.integers(0, 100_000, 11).tolist() for i in range(6000)}
+    assert len(json.dumps(counts)) > 400_000
+    at = datetime.now(UTC)
+    log.add("wide", 1, at, "w1", 5000, counts, 0.1)
+    log.add("wide", 2, at, "w1", 10, {"x": [1]}, None)  # another experiment: not summed
+    assert total(log, "wide", 1, at - timedelta(seconds=1)) == (5000, counts)
+    assert total(log, "wide", 1, at + timedelta(seconds=1)) == (0, {})
+    log.delete("wide")
+    assert total(log, "wide", 2, at - timedelta(seconds=1)) == (0, {})
