@@ -63,11 +63,95 @@ class Experiment(TypedDict):
 
 
 class Deployment(TypedDict):
+    """A deploy row of ``GET /deployments`` (``"event": "deploy"``; older servers send none)."""
+
+    event: NotRequired[Literal["deploy"]]
     model: str
     seq: int
     experiment_id: int
     previous: int | None
     deployed_at: str
+
+
+class RolloutEvent(TypedDict):
+    """A canary or shadow starting or ending: in ``GET /rollout``'s history and between the
+    deploys of ``GET /deployments``."""
+
+    event: Literal["canary started", "canary ended", "shadow started", "shadow ended",
+                   "shadow sample changed"]
+    experiment_id: int
+    at: str
+    share: NotRequired[float]
+    guard: NotRequired[bool]
+    sample: NotRequired[float]
+    previous: NotRequired[float]  # of "shadow sample changed": the sample before
+    since: NotRequired[str | None]
+    reason: NotRequired[str]  # why it ended: promoted, replaced, ended by request, auto-rollback: ...
+
+
+HistoryRow = Deployment | RolloutEvent
+
+
+class Canary(TypedDict):
+    experiment_id: int
+    share: float
+    guard: bool
+    since: str | None
+
+
+class Shadow(TypedDict):
+    experiment_id: int
+    since: str | None
+    sample: NotRequired[float]  # the percent of the requests it scores (100 when absent)
+
+
+class Rollout(TypedDict):
+    model: str
+    deployed: int | None
+    canary: Canary | None
+    shadow: Shadow | None
+    history: list[RolloutEvent]
+
+
+class LiveExperiment(TypedDict):
+    experiment_id: int
+    role: Literal["champion", "canary", "shadow"]
+    requests: int
+    with_outcome: int
+    metrics: dict[str, float]
+    p99_latency_ms: float | None
+
+
+class Agreement(TypedDict):
+    requests: int
+    shadow_agrees: float | None
+
+
+class LiveMetrics(TypedDict):
+    experiments: list[LiveExperiment]
+    agreement: Agreement | None
+
+
+class FeatureDrift(TypedDict):
+    name: str
+    kind: Literal["numeric", "categorical"]
+    psi: float | None
+    missing_train: float | None
+    missing_served: float | None
+    drifted: bool
+
+
+class Drift(TypedDict):
+    model: str
+    experiment_id: int
+    since: str | None
+    rows: int
+    threshold: float
+    min_rows: int
+    features: list[FeatureDrift]  # largest PSI first
+    prediction: dict[str, Any] | None  # {"psi", "drifted"}
+    max_psi: float | None
+    drifted: list[str]
 
 
 class Hyperparameter(TypedDict):
@@ -341,8 +425,49 @@ class MlfnClient:
     def deploy(self, experiment_id: int) -> dict[str, Any]:
         return cast(dict[str, Any], self._request("POST", f"/deploy/{int(experiment_id)}"))
 
-    def deployments(self, model: str) -> list[Deployment]:
-        return cast(list[Deployment], self._request("GET", "/deployments", params={"model": model}))
+    def deployments(self, model: str) -> list[HistoryRow]:
+        """The deploys, newest first, with the canary and shadow events between them."""
+        return cast(list[HistoryRow], self._request("GET", "/deployments", params={"model": model}))
+
+    # -- rollouts --------------------------------------------------------------------------
+    def rollout(self, model: str) -> Rollout:
+        return cast(Rollout, self._request("GET", "/rollout", params={"model": model}))
+
+    def start_canary(self, experiment_id: int, model: str, share: int, guard: bool) -> Rollout:
+        """The experiment answers ``share`` percent (1-99) of the requests; ``guard`` ends it
+        when it does worse than the champion."""
+        params = {"model": model, "canary": int(share), "guard": "true" if guard else "false"}
+        return cast(Rollout, self._request("POST", f"/deploy/{int(experiment_id)}", params=params))
+
+    def start_shadow(self, experiment_id: int, model: str, sample: int = 100) -> Rollout:
+        """The experiment scores ``sample`` percent (1-100) of the requests after they are
+        answered; its answers are only logged. Again for the shadow: changes its sample."""
+        params: dict[str, Any] = {"model": model, "shadow": "true"}
+        if sample != 100:  # the default; servers from before samples refuse the parameter
+            params["sample"] = int(sample)
+        return cast(Rollout, self._request("POST", f"/deploy/{int(experiment_id)}", params=params))
+
+    def end_canary(self, model: str) -> Rollout:
+        return cast(Rollout, self._request("DELETE", "/canary", params={"model": model}))
+
+    def end_shadow(self, model: str) -> Rollout:
+        return cast(Rollout, self._request("DELETE", "/shadow", params={"model": model}))
+
+    def live_metrics(self, model: str, since: str | None = None) -> LiveMetrics:
+        """Each side's requests, p99 latency and metrics on the feedback; 404 where the server
+        keeps no inference log (DynamoDB)."""
+        params = {"model": model, **({"since": since} if since else {})}
+        return cast(LiveMetrics, self._request("GET", "/live_metrics", params=params))
+
+    def drift(self, model: str, experiment_id: int | None = None, since: str | None = None) -> Drift:
+        """PSI per feature of the served rows against the experiment's training profile (the
+        deployed experiment's by default); 409 for an experiment trained without a profile."""
+        params: dict[str, Any] = {"model": model}
+        if experiment_id is not None:
+            params["experiment"] = int(experiment_id)
+        if since:
+            params["since"] = since
+        return cast(Drift, self._request("GET", "/drift", params=params))
 
     # -- serving ---------------------------------------------------------------------------
     def forward(self, model: str, record: dict[str, Any]) -> Prediction:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -99,3 +103,32 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20) -> Any:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
     return result
+
+
+@contextmanager
+def static_api(answers: dict[str, tuple[int, Any]]) -> Iterator[str]:
+    """A stand-in server of the contract on a free port: ``{"/path": (status, JSON body)}`` for
+    GET (the query is ignored), 404 ``{"error", "detail"}`` for every other request. For servers
+    the local one cannot be, e.g. an older deployment or one on DynamoDB."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urlsplit(self.path).path
+            status, body = answers.get(path, (404, {"error": "not found", "detail": f"no route GET {path}"}))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

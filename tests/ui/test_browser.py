@@ -1,5 +1,6 @@
 """End to end in a real browser: Debian's chromium, driven by Playwright, opens the Streamlit app
-(a subprocess) pointed at the live API, trains a model, gets a prediction and takes a screenshot.
+(a subprocess) pointed at the live API, trains a model, gets a prediction, takes a screenshot,
+and starts the model deployed before as a canary on the Experiments page.
 
 The screenshot goes to ``$MLFN_UI_SCREENSHOT`` when set (``ui/screenshot.png`` refreshes the one
 ui/README.md shows), else to the test's temporary directory.
@@ -108,6 +109,18 @@ def test_train_then_predict_in_a_browser(ui_url: str, api_url: str, tmp_path: Pa
             expect(page.locator(".js-plotly-plot")).to_be_visible()
             page.wait_for_timeout(500)  # let the chart finish its transition
             page.screenshot(path=str(shot))
+
+            # Experiments: the iris experiment deployed before becomes a canary of 10%.
+            before = next(e["experiment_id"] for e in api(api_url, "GET", "/experiments", params={"model": "iris"})
+                          if e["experiment_id"] != experiment_id and e["status"] == "succeeded")
+            page.get_by_role("link", name="Experiments").click()
+            expect(page.get_by_text("Canary: none")).to_be_visible()
+            page.get_by_role("button", name=f"Start canary #{before} at 10%").click()
+            expect(page.get_by_text(f"Canary #{before} answers 10% of the requests.")).to_be_visible()
+            expect(page.get_by_text(f"Canary: #{before} · 10% of requests · guard off")).to_be_visible()
+            expect(page.get_by_role("button", name=f"End canary #{before}")).to_be_visible()
+            canary = api(api_url, "GET", "/rollout", params={"model": "iris"})["canary"]
+            assert (canary["experiment_id"], canary["share"], canary["guard"]) == (before, 10, False)
         finally:
             browser.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

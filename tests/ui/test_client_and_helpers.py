@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import requests
 
-from ui import hyperparameters, traffic
+from ui import hyperparameters, rollouts, traffic
 from ui.client import ApiError, ClientConfig, MlfnClient, _error_from
 
 
@@ -66,3 +68,42 @@ def test_inference_log_summaries():
     assert traffic.bin_width(log) == "30s"
     counts = traffic.predictions(log, "classification")
     assert counts.to_dict("records") == [{"time": pd.Timestamp("2026-01-01T00:00:00Z"), "label": "a", "count": 1.0}]
+
+
+def test_deploy_history_with_rollout_events():
+    history = [
+        {"event": "shadow sample changed", "experiment_id": 4, "at": "2026-01-03T00:00:00+00:00",
+         "sample": 10.0, "previous": 100.0},
+        {"event": "canary ended", "experiment_id": 3, "at": "2026-01-02T00:00:00+00:00", "share": 5.0,
+         "guard": True, "since": "2026-01-01T12:00:00+00:00", "reason": "auto-rollback: errors", "new": 1},
+        {"event": "deploy", "model": "m", "seq": 2, "experiment_id": 2, "previous": 1,
+         "deployed_at": "2026-01-01T00:00:00Z"},
+        {"model": "m", "seq": 1, "experiment_id": 1, "previous": None, "deployed_at": "2025-12-31T00:00:00Z"},
+    ]
+    assert [d["experiment_id"] for d in rollouts.deploys(history)] == [2, 1]  # no "event": a deploy
+    frame = rollouts.history_frame(history)
+    assert list(frame["detail"]) == ["sample 10% · was 100%",
+                                     "5% of requests · guard on · auto-rollback: errors · new=1", "", ""]
+    assert list(frame["time"]) == ["2026-01-03 00:00:00 UTC", "2026-01-02 00:00:00 UTC",
+                                   "2026-01-01 00:00:00 UTC", "2025-12-31 00:00:00 UTC"]
+    assert list(rollouts.history_frame(history, ["canary", "shadow"])["experiment_id"]) == [4, 3]
+    assert rollouts.history_frame(history, []).empty
+
+
+def test_live_metrics_windows_and_table():
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    state = {"model": "m", "deployed": 1, "history": [],
+             "canary": {"experiment_id": 2, "share": 10.0, "guard": False, "since": "2026-01-01T10:00:00+00:00"},
+             "shadow": {"experiment_id": 3, "since": "2026-01-01T09:00:00+00:00"}}
+    assert rollouts.window_start("since the rollout started", state, now) == "2026-01-01T09:00:00+00:00"
+    assert rollouts.window_start("last hour", state, now) == "2026-01-01T23:00:00+00:00"
+    assert rollouts.window_start("everything logged", state, now) is None
+    live = {"agreement": None, "experiments": [
+        {"experiment_id": 3, "role": "shadow", "requests": 4, "with_outcome": 0, "metrics": {},
+         "p99_latency_ms": 2.0},
+        {"experiment_id": 1, "role": "champion", "requests": 4, "with_outcome": 2,
+         "metrics": {"accuracy": 0.5}, "p99_latency_ms": 1.0},
+    ]}
+    table = rollouts.live_frame(live)
+    assert list(table.columns) == ["#1 champion", "#3 shadow"]
+    assert table.loc["accuracy", "#1 champion"] == 0.5 and pd.isna(table.loc["accuracy", "#3 shadow"])

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from tests.ui.conftest import api, assert_clean, by_label, chart_titles, make_opener, texts, wait_for
+from tests.ui.conftest import (
+    api,
+    assert_clean,
+    by_label,
+    chart_titles,
+    make_opener,
+    static_api,
+    texts,
+    wait_for,
+)
 
 ROWS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
@@ -44,35 +50,16 @@ def test_recent_traffic(open_page, api_url):
     assert "No requests logged for **wine** yet" in texts(at.info)
 
 
-class NoLogApi(BaseHTTPRequestHandler):
-    """A server of the contract without GET /inference_log (an older deployment)."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/models":
-            status, body = 200, [{"name": "iris", "task": "classification", "target": "species",
-                                  "input": "tabular", "features": [], "deployed_experiment_id": 1}]
-        else:
-            status, body = 404, {"error": "not found", "detail": "Not Found"}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+IRIS = {"name": "iris", "task": "classification", "target": "species", "input": "tabular",
+        "features": [], "deployed_experiment_id": 1}
 
 
 @pytest.fixture
 def server_without_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NoLogApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("MLFN_UI_API_URL", url)
-    yield url
-    server.shutdown()
-    server.server_close()
+    """A server of the contract without GET /inference_log (an older deployment)."""
+    with static_api({"/models": (200, [IRIS])}) as url:
+        monkeypatch.setenv("MLFN_UI_API_URL", url)
+        yield url
 
 
 def test_a_server_without_an_inference_log(server_without_log):
