@@ -230,10 +230,16 @@ class Lifecycle:
         files = [(store, key) for store in stores for key in store.list(f"{name}/")]
         self.store.delete_model(name)
         self.rollouts().store.delete(name)
-        try:
+        try:  # its monitoring: a model created later under the name starts afresh
             self.serving.drift_log().delete(name)
+            if hasattr(self.store, "delete_inference"):
+                from common.storage.feedback_sql import SqlFeedback
+
+                self.serving.monitor.flush()  # calls served just before: logged, then deleted
+                self.store.delete_inference(name)
+                SqlFeedback(self.store).delete(name)
         except Exception as exc:  # statistics only: the model itself is gone already
-            log.warning("could not delete the drift counts of model %r: %s", name, exc)
+            log.warning("could not delete the monitoring of model %r: %s", name, exc)
         self.serving.forget_pointer(name)
         for store, key in files:
             store.delete(key)

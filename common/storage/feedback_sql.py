@@ -31,6 +31,10 @@ class SqlFeedback:
                 "time = excluded.time"),
                 [(model, request_id, row, json.dumps(label), now) for request_id, row, label in rows])
 
+    def delete(self, model: str) -> None:
+        with self.store._transaction(write=True) as cur:
+            self.store._exec(cur, "DELETE FROM feedback WHERE model = ?", (model,))
+
     def since(self, model: str, start: datetime) -> dict[tuple[str, int], Any]:
         """The outcomes of requests (request id, row) received since ``start``: an outcome comes
         after its call, so these cover every call served since then (the join keeps the window)."""

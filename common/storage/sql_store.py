@@ -475,6 +475,11 @@ class SqlExperimentStore(ConditionalExperimentWrites):
                  "latency_ms": float(r[4]), "predictions": None if r[5] is None else json.loads(r[5])}
                 for r in rows]
 
+    def delete_inference(self, model: str) -> None:
+        """Forget the model's monitored calls (the model was deleted)."""
+        with self._transaction(write=True) as cur:
+            self._exec(cur, "DELETE FROM inference_log WHERE model = ?", (model,))
+
     def logged_requests(self, model: str, request_ids: list[str]) -> set[str]:
         """Which of ``request_ids`` the model's inference log has."""
         found: set[str] = set()

@@ -492,13 +492,25 @@ def test_bad_feedback_names_the_field_and_stores_nothing(service: None, body: An
     assert feedback_store(context.backends()).since("churn", pd.Timestamp(0, tz="UTC")) == {}
 
 
-def test_deleting_the_model_deletes_its_rollout(service: None) -> None:
+def test_deleting_the_model_deletes_its_rollout_calls_and_outcomes(service: None) -> None:
     _, (canary, _) = champion_and_challengers()
     assert start(canary, canary="10").status == 200
+    assert predict(features(churn_rows(1)[0]), "before-delete").status == 200
+    reply = invoke(rollouts.handler, "v2", "POST", "/feedback", MODEL,
+                   [{"request_id": "before-delete", "label": "yes"}])
+    assert reply.json()["matched"] == 1
     assert invoke(models.handler, "v1", "DELETE", "/models/churn").status in (200, 204)
     churn_model(60)
-    train(deploy_policy="always")
+    champion = train(deploy_policy="always")
     assert state()["canary"] is None and state()["history"] == []
+    # The new model's live metrics know nothing of the old one's calls and outcomes.
+    live = invoke(rollouts.handler, "v2", "GET", "/live_metrics", MODEL).json()
+    assert live["experiments"] == []
+    assert context.backends().experiments.calls_since("churn", pd.Timestamp(0, tz="UTC")) == []
+    assert predict(features(churn_rows(1)[0]), "after").json()["experiment_id"] == champion
+    reply = invoke(rollouts.handler, "v2", "POST", "/feedback", MODEL,
+                   [{"request_id": "before-delete", "label": "yes"}])
+    assert reply.json()["matched"] == 0 and reply.json()["unmatched"] == ["before-delete"]
 
 
 # -- the record on every store ---------------------------------------------------------------
