@@ -162,3 +162,18 @@ def predictions_over_time(counts: pd.DataFrame, freq: str) -> go.Figure:
 def values_over_time(values: pd.DataFrame) -> go.Figure:
     """``values`` has columns time, value (regression: the predicted value or batch mean)."""
     return _tidy(px.scatter(values, x="time", y="value", title="Predicted values"))
+
+
+def psi_per_feature(features: pd.DataFrame, threshold: float) -> go.Figure:
+    """``features`` has columns feature, psi, drifted (ui/drift.py); one bar per feature with a
+    PSI, drifted ones in red, and the threshold as a line."""
+    data = features.dropna(subset=["psi"]).assign(
+        state=lambda f: f["drifted"].map({True: "drifted", False: "stable"}))
+    fig = px.bar(data, x="psi", y="feature", orientation="h", color="state", text_auto=".3f",
+                 color_discrete_map={"drifted": "#c62828", "stable": "#2e7d32"},
+                 title=f"PSI per feature (drifted above {threshold:g})",
+                 category_orders={"feature": list(data["feature"])})
+    fig.add_vline(x=threshold, line_dash="dash", line_color="grey",
+                  annotation_text=f"threshold {threshold:g}", annotation_position="top right")
+    fig.update_yaxes(type="category")
+    return _tidy(fig, height=max(HEIGHT, 28 * len(data) + 120))

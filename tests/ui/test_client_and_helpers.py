@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import requests
 
-from ui import hyperparameters, rollouts, traffic
+from ui import drift, hyperparameters, rollouts, traffic
 from ui.client import ApiError, ClientConfig, MlfnClient, _error_from
 
 
@@ -107,3 +107,19 @@ def test_live_metrics_windows_and_table():
     table = rollouts.live_frame(live)
     assert list(table.columns) == ["#1 champion", "#3 shadow"]
     assert table.loc["accuracy", "#1 champion"] == 0.5 and pd.isna(table.loc["accuracy", "#3 shadow"])
+
+
+def test_drift_table_and_windows():
+    found = {"model": "m", "experiment_id": 1, "since": None, "rows": 50, "threshold": 0.25, "min_rows": 100,
+             "features": [{"name": "a", "kind": "numeric", "psi": 0.4, "missing_train": 0.0,
+                           "missing_served": 0.1, "drifted": True},
+                          {"name": "b", "kind": "categorical", "psi": None, "missing_train": 0.0,
+                           "missing_served": None, "drifted": False}],
+             "prediction": {"psi": None, "drifted": False}, "max_psi": 0.4, "drifted": ["a"]}
+    table = drift.frame_of(found)
+    assert list(table["feature"]) == ["a", "b"] and list(table["drifted"]) == [True, False]
+    assert table["psi"].iloc[0] == 0.4 and pd.isna(table["psi"].iloc[1])
+    assert not drift.enough_rows(found) and drift.enough_rows({**found, "rows": 100})
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    assert drift.since_of("last 24 hours", now) is None  # the API's default window
+    assert drift.since_of("last hour", now) == "2026-01-01T23:00:00+00:00"

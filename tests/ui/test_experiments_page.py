@@ -127,6 +127,7 @@ def test_canary_and_shadow_from_the_page(open_page, api_url):
     assert set(at.dataframe[-1].value["event"]) == {"deploy"}
 
     # the shadow again: a smaller sample
+    assert f"#{shadow} is the shadow: starting it again changes its sample." in texts(at.caption)
     by_label(at.slider, "Sample of requests (%)").set_value(40).run()
     by_label(at.button, f"Start shadow #{shadow} on 40%").click().run()
     assert_clean(at)

@@ -1,4 +1,5 @@
-"""Monitor page: the live server's inference log; a clear message where a server has none."""
+"""Monitor page: the live server's inference log and drift; clear messages where a server has
+neither."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.ui.conftest import (
     make_opener,
     static_api,
     texts,
+    train,
     wait_for,
 )
 
@@ -57,7 +59,7 @@ IRIS = {"name": "iris", "task": "classification", "target": "species", "input": 
 @pytest.fixture
 def server_without_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A server of the contract without GET /inference_log (an older deployment)."""
-    with static_api({"/models": (200, [IRIS])}) as url:
+    with static_api({"/models": (200, [IRIS]), "/experiments": (200, [])}) as url:
         monkeypatch.setenv("MLFN_UI_API_URL", url)
         yield url
 
@@ -65,4 +67,63 @@ def server_without_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_a_server_without_an_inference_log(server_without_log):
     at = make_opener()("views/monitor.py")
     assert "Monitoring is not available on this server" in texts(at.info)
+    assert "Drift is not available on this server (it has no GET /drift)." in texts(at.info)
+    assert not at.error
+
+
+# Flowers with petals longer than any in the training data (the README's drift example).
+SHIFTED = [{"sepal_length": 5.8 + i % 7 / 10, "sepal_width": 3.0, "petal_length": 9.0 + i % 5 / 10,
+            "petal_width": 1.3} for i in range(200)]
+
+
+def drift_rows(url: str, model: str, rows: int) -> dict:
+    return wait_for(lambda: (found := api(url, "GET", "/drift", params={"model": model}))["rows"] == rows
+                    and found)
+
+
+def test_drift_of_the_served_rows(open_page, api_url):
+    api(api_url, "POST", "/forward_batch", params={"model": "iris"}, json={"records": ROWS * 2})
+    found = drift_rows(api_url, "iris", 4)
+    at = open_page("views/monitor.py", model="iris")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Rows counted"] == "4"
+    assert f"Not enough traffic yet: experiment #{found['experiment_id']} served 4 rows since" in texts(at.info)
+    assert f"from {found['min_rows']} rows on" in texts(at.info)
+    assert not at.warning
+
+    api(api_url, "POST", "/forward_batch", params={"model": "iris"}, json={"records": SHIFTED})
+    found = drift_rows(api_url, "iris", 204)
+    assert found["drifted"]  # the data really moved; the page must say which features
+    at.run()
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Rows counted"] == "204"
+    assert metrics["Largest PSI"] == f"{found['max_psi']:.3f}"
+    assert metrics["Drifted features"] == f"{len(found['drifted'])} of 4"
+    warning = texts(at.warning)
+    assert "(PSI above 0.25): " + ", ".join(found["drifted"]) in warning
+    assert warning.endswith("the predictions") == found["prediction"]["drifted"]
+    table = at.dataframe[-1].value
+    assert list(table["feature"]) == [f["name"] for f in found["features"]]  # largest PSI first
+    assert list(table["drifted"]) == [f["drifted"] for f in found["features"]]
+    assert list(table["psi"].round(6)) == [round(f["psi"], 6) for f in found["features"]]
+    assert "PSI per feature (drifted above 0.25)" in chart_titles(at)
+
+    # another experiment has served none of these rows; the window is passed on
+    other = train(api_url, "iris", "logistic_regression")["experiment_id"]
+    at = open_page("views/monitor.py", model="iris")
+    by_label(at.selectbox, "Experiment").set_value(other).run()
+    assert_clean(at)
+    assert f"Not enough traffic yet: experiment #{other} served 0 rows" in texts(at.info)
+    assert {m.label: m.value for m in at.metric}["Largest PSI"] == "—"
+    by_label(at.selectbox, "Experiment").set_value(None)
+    by_label(at.selectbox, "Served").set_value("last hour").run()
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["Rows counted"] == "204"
+
+
+def test_drift_of_an_image_model_is_explained(open_page, api_url):
+    at = open_page("views/monitor.py", model="digits")
+    assert "No drift to show: experiment" in texts(at.info)
+    assert "has no training profile" in texts(at.info)
     assert not at.error

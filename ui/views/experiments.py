@@ -150,9 +150,10 @@ def rollout_controls(experiments: list[Experiment], state: Rollout) -> None:
         st.markdown("**Start a canary**")
         options = [i for i in succeeded if i != shadow_id]
         if options:
-            target = st.selectbox(
-                "Canary experiment", options, key=f"canary-target-{name}",
-                format_func=lambda i: f"#{i}" + (" (the canary: change its share)" if i == canary_id else ""))
+            target = st.selectbox("Canary experiment", options, key=f"canary-target-{name}",
+                                  format_func=lambda i: f"#{i}")
+            if target == canary_id:
+                st.caption(f"#{target} is the canary: starting it again changes its share and guard.")
             share = st.slider("Share of requests (%)", 1, 99, 10, key=f"canary-share-{name}")
             guard = st.toggle("Guard: end it when it does worse than the champion",
                               key=f"canary-guard-{name}")
@@ -166,9 +167,10 @@ def rollout_controls(experiments: list[Experiment], state: Rollout) -> None:
         st.markdown("**Start a shadow**")
         options = [i for i in succeeded if i != canary_id]
         if options:
-            target = st.selectbox(
-                "Shadow experiment", options, key=f"shadow-target-{name}",
-                format_func=lambda i: f"#{i}" + (" (the shadow: change its sample)" * (i == shadow_id)))
+            target = st.selectbox("Shadow experiment", options, key=f"shadow-target-{name}",
+                                  format_func=lambda i: f"#{i}")
+            if target == shadow_id:
+                st.caption(f"#{target} is the shadow: starting it again changes its sample.")
             sample = st.slider("Sample of requests (%)", 1, 100, 100, key=f"shadow-sample-{name}")
             st.caption("It scores the requests after they are answered (chosen by request id); "
                        "its answers are only logged.")
