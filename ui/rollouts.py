@@ -100,8 +100,8 @@ def window_start(choice: str, rollout: Rollout | None, now: datetime | None = No
     if choice == "last 24 hours":
         return (now - timedelta(days=1)).isoformat()
     if choice == "since the rollout started" and rollout is not None:
-        starts = [side["since"] for side in (rollout["canary"], rollout["shadow"])
-                  if side is not None and side.get("since")]
+        starts = [since for side in (rollout["canary"], rollout["shadow"])
+                  if side is not None and (since := side.get("since"))]
         return min(starts, key=lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))) if starts else None
     return None
 
