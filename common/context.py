@@ -9,6 +9,7 @@ from common.backends import Backends, default_backends, default_settings
 from common.serving import Serving
 
 if TYPE_CHECKING:  # the serving handlers never import the life-cycle code
+    from common.ingestion import Ingestions
     from common.jobs import InProcessQueue, JobQueue
     from common.lifecycle import Lifecycle
     from common.oip.dataplane import DataPlane
@@ -58,10 +59,12 @@ def reset() -> None:
         queue = _inprocess_queue()
         queue.join()
         queue.close()
+    if _task_pool.cache_info().currsize:
+        _task_pool().close()  # lets a running task finish; starts no other
     if serving.cache_info().currsize:
         serving().monitor.close()
-    for cached in (lifecycle, _inprocess_queue, warm_up, dataplane, serving, default_backends,
-                   default_settings):
+    for cached in (ingestions, _task_pool, lifecycle, _inprocess_queue, warm_up, dataplane,
+                   serving, default_backends, default_settings):
         cached.cache_clear()
 
 
@@ -102,3 +105,30 @@ def wait_for_jobs() -> None:
     """Block until the in-process worker has finished every claimable job (tests, CLI)."""
     if _inprocess_queue.cache_info().currsize:
         _inprocess_queue().join()
+    if _task_pool.cache_info().currsize:
+        _task_pool().join()
+
+
+@cache
+def ingestions() -> Ingestions:
+    """Ingestions of uploads (``common/ingestion.py``): on the SQS ingest queue, or on this
+    process's task pool (``MLFN_TASK_WORKERS`` threads, started on the first submit or by the
+    server)."""
+    from common.ingestion import Ingestions
+    from common.tasks import SqsTasks
+
+    settings = default_backends().settings
+    if settings.job_queue == "sqs":
+        return Ingestions(default_backends(), SqsTasks(settings.ingest_queue_url, _sqs_client()))
+    return Ingestions(default_backends(), _task_pool())
+
+
+@cache
+def _task_pool() -> Any:
+    from common.tasks import TaskPool
+
+    settings = default_settings()
+    # Resolved lazily so the pool runs the ingestions this process uses.
+    return TaskPool(lambda: [{"task": "ingest", "id": i} for i in ingestions().claimable()],
+                    lambda task: ingestions().run(task["id"]),
+                    workers=settings.task_workers, poll=settings.job_poll_seconds)

@@ -112,7 +112,7 @@ class Deployment(BaseModel):
     deployed_at: datetime = Field(default_factory=utcnow)
 
 
-PartSource = Literal["csv", "json", "zip", "multipart", "unknown"]
+PartSource = Literal["csv", "json", "zip", "multipart", "upload", "unknown"]
 
 
 class DatasetPart(BaseModel):

@@ -8,7 +8,9 @@ the other kind, files without rows:
 - dataset part files that were never registered (the upload died between file and row), or
   whose model is gone;
 - model files of experiments that are gone, failed, or of an attempt other than the one that
-  succeeded (a stale attempt, a crash during a delete).
+  succeeded (a stale attempt, a crash during a delete);
+- uploads (``common/uploads.py``) past their expiry, never ingested or abandoned: record and
+  object (and an S3 multipart upload never completed), and upload objects without a record.
 
 Files younger than ``min_age`` are left alone: a write in progress looks like an orphan until
 its row is written. Files of queued or running experiments, and keys the service does not name,
@@ -39,10 +41,11 @@ class Collected:
     temporary: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    uploads: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.temporary) + len(self.parts) + len(self.models)
+        return len(self.temporary) + len(self.parts) + len(self.models) + len(self.uploads)
 
 
 def collect(backends: Backends, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = False,
@@ -76,6 +79,9 @@ def collect(backends: Backends, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: b
                 if key == exp.artifact_key or (prefix is not None and key.startswith(prefix)):
                     continue
         out.models.append(key)
+    from common.uploads import Uploads
+
+    out.uploads = Uploads(backends).expire(dry_run=dry_run)
     if not dry_run:
         for key in out.parts:
             backends.datasets.delete(key)

@@ -100,6 +100,24 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key is remembered (add_data, retrain, POST /models, deploy).
     idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
 
+    # Uploads of any size (POST /uploads, common/uploads.py): at most upload_max_bytes; an
+    # upload not ingested within upload_expiry_seconds is removed (mlfn gc and start-up; on S3
+    # also the bucket's lifecycle rule on _uploads/); its URLs are valid for upload_url_seconds;
+    # on S3 an upload declared above upload_multipart_bytes goes up in presigned parts of
+    # upload_part_bytes (S3's minimum part is 5 MiB).
+    upload_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    upload_expiry_seconds: float = Field(default=86_400.0, gt=0)
+    upload_url_seconds: int = Field(default=3600, ge=1, le=604_800)
+    upload_multipart_bytes: int = Field(default=100 * 1024**2, ge=5 * 1024**2)
+    upload_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    # Ingestion of an upload (PUT /add_data?upload=, common/ingestion.py) reads this many rows
+    # at a time (one Parquet row group each). Ingestions run on task_workers threads per
+    # server process (0: none here; `mlfn worker` processes take them), or, with
+    # job_queue=sqs, as messages on ingest_queue_url (the ingest worker function on AWS).
+    ingest_chunk_rows: int = Field(default=50_000, ge=1)
+    task_workers: int = Field(default=1, ge=0)
+    ingest_queue_url: str = ""
+
     api_key: str = ""
     cors_origins: str = ""
 

@@ -8,7 +8,10 @@ routes through ``common.web.lambda_events`` without importing this module.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -53,6 +56,24 @@ async def read_body(request: StarletteRequest, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def spool_body(request: StarletteRequest, limit: int, directory: Path) -> str:
+    """A streamed route's body written to a new file in ``directory`` as it arrives (bounded
+    memory), counted against ``limit``; the caller removes the file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix="body-")
+    received = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                guard.check_received_length(limit, received)
+                out.write(chunk)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return name
+
+
 def endpoint_for(route: Route, pool: WorkPool) -> Any:
     """The FastAPI endpoint of ``route``: translate, admit, run, translate back."""
 
@@ -60,12 +81,17 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
         settings = context.settings()
         head = request_head(request)
         reserved = False
+        spooled: str | None = None
         try:
             guard.admit(route, head, settings)
             if route.work == "pool":
                 pool.reserve()
                 reserved = True
-            body = await read_body(request, settings.max_body_bytes)
+            if route.streamed:
+                body, spooled = b"", await spool_body(request, settings.upload_max_bytes,
+                                                      settings.data_dir / "tmp")
+            else:
+                body = await read_body(request, settings.max_body_bytes)
         except ServiceError as exc:
             if reserved:
                 pool.release()
@@ -75,11 +101,15 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
             cors.decorate(settings.cors_origins, head.headers.get("origin"), refused.headers)
             return to_response(refused)
         value = Request(head.method, head.path, head.query, head.headers, body, head.path_params,
-                        head.context)
-        if reserved:
-            reply = await pool.run(guard.serve, route, value, settings, True)
-        else:
-            reply = guard.serve(route, value, settings, True)
+                        head.context, spooled)
+        try:
+            if reserved:
+                reply = await pool.run(guard.serve, route, value, settings, True)
+            else:
+                reply = guard.serve(route, value, settings, True)
+        finally:
+            if spooled is not None:
+                Path(spooled).unlink(missing_ok=True)
         cors.decorate(settings.cors_origins, head.headers.get("origin"), reply.headers)
         return to_response(reply)
 

@@ -52,12 +52,16 @@ def check_api_key(settings: Settings, path: str, given: bytes) -> None:
         raise Unauthorized("missing or wrong x-api-key header")
 
 
-def check_declared_length(settings: Settings, content_length: bytes) -> None:
+def body_limit(route: Route, settings: Settings) -> int:
+    """The most bytes a request body of ``route`` may have."""
+    return settings.upload_max_bytes if route.streamed else settings.max_body_bytes
+
+
+def check_declared_length(settings: Settings, content_length: bytes, limit: int | None = None) -> None:
     """Refuse a body by its Content-Length header, before reading it."""
-    if content_length.isdigit() and int(content_length) > settings.max_body_bytes:
-        raise PayloadTooLarge(
-            f"the body has {int(content_length)} bytes; the limit is {settings.max_body_bytes}"
-        )
+    limit = settings.max_body_bytes if limit is None else limit
+    if content_length.isdigit() and int(content_length) > limit:
+        raise PayloadTooLarge(f"the body has {int(content_length)} bytes; the limit is {limit}")
 
 
 def check_received_length(limit: int, received: int) -> None:
@@ -71,7 +75,8 @@ def admit(route: Route, request: Request, settings: Settings) -> None:
     length. ``serve`` checks them again (cheap), so an adapter may skip this."""
     if not route.public:
         check_api_key(settings, request.path, request.header_bytes("x-api-key"))
-    check_declared_length(settings, request.header_bytes("content-length"))
+    check_declared_length(settings, request.header_bytes("content-length"),
+                          body_limit(route, settings))
 
 
 # New request ids: a random prefix per process and a counter (unique without a syscall each).
@@ -143,7 +148,7 @@ def serve(route: Route, request: Request, settings: Settings, admitted: bool = F
     try:
         if not admitted:
             admit(route, request, settings)
-        check_received_length(settings.max_body_bytes, len(request.body))
+        check_received_length(body_limit(route, settings), len(request.body))
         if route.idempotent and "idempotency-key" in request.headers:
             from common import context
             from common.idempotency import once

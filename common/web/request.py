@@ -29,6 +29,9 @@ class Request:
     path_params: dict[str, str] = field(default_factory=dict)
     # The Lambda context object when there is one (its aws_request_id is the request id).
     context: Any = None
+    # A streamed route's body (Route.streamed) spooled to this file by the HTTP adapter, which
+    # removes it after the answer; None where the body is in ``body`` (Lambda, other routes).
+    body_path: str | None = None
 
     @property
     def media_type(self) -> str:

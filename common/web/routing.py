@@ -110,6 +110,9 @@ class Route:
     error_style: ErrorStyle = "mlfn"
     # A write that honours an Idempotency-Key header (common/idempotency.py).
     idempotent: bool = False
+    # A body of up to MLFN_UPLOAD_MAX_BYTES (not MLFN_MAX_BODY_BYTES) that a server streams to a
+    # file (Request.body_path) with bounded memory: the embedded upload URL.
+    streamed: bool = False
     tags: tuple[str, ...] = ()
     # OpenAPI only: the request body and extra answers /docs shows.
     openapi: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Write events/*.json: the sample events of every route and of the training worker.
+"""Write events/*.json: the sample events of every route and of the training and ingestion
+workers.
 
 Each event starts from what ``sam local generate-event`` prints (the real API Gateway REST v1
 proxy, HTTP API v2 and SQS shapes) and is then given its method, resource, path, path and query
@@ -41,6 +42,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "v1"  # template.yaml's StageName default
 QUEUE = "mlfn-jobs"
+INGEST_QUEUE = "mlfn-ingest"
 
 IRIS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2,
@@ -153,6 +155,16 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
     "inference_model_ready": ("GET", "/v2/models/{model}/ready", MODEL, None, None),
     "inference_version_ready": ("GET", "/v2/models/{model}/versions/{version}/ready", VERSIONED,
                                 None, None),
+    # Uploads of any size (functions/uploads) and their ingestion (PUT /add_data?upload=);
+    # the ids are ones no store has (404), as an upload's id is random.
+    "uploads": ("POST", "/uploads", None, {"model": "iris", "filename": "iris.csv"}, None),
+    "upload_status": ("GET", "/uploads/{upload_id}", {"upload_id": "0" * 32}, None, None),
+    "complete_upload": ("POST", "/uploads/{upload_id}/complete", {"upload_id": "0" * 32}, None,
+                        None),
+    "upload_content": ("PUT", "/uploads/{upload_id}/content", {"upload_id": "0" * 32}, None,
+                       None),
+    "ingestion": ("GET", "/ingestions/{ingestion_id}", {"ingestion_id": "0" * 32}, None, None),
+    "add_data_upload": ("PUT", "/add_data", None, {"model": "iris", "upload": "0" * 32}, None),
     # Local and docker-compose only (the inference log lives in the SQL experiment store).
     "inference_log": ("GET", "/inference_log", None, {"model": "iris", "limit": "50"}, None),
 }
@@ -246,11 +258,21 @@ def sqs_event(base: dict[str, Any], experiment_id: int) -> dict[str, Any]:
     return event
 
 
+def task_event(base: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    event = copy.deepcopy(base)
+    record = event["Records"][0]
+    body = json.dumps(task)
+    record.update(body=body, md5OfBody=hashlib.md5(body.encode()).hexdigest())
+    return event
+
+
 def build() -> dict[str, dict[str, Any]]:
     base_v1 = sam("apigateway", "aws-proxy", "--stage", STAGE)
     events = {name: v1_event(base_v1, *route) for name, route in ROUTES.items()}
     events["forward_v2"] = v2_event(sam("apigateway", "http-api-proxy"))
     events["train_worker"] = sqs_event(sam("sqs", "receive-message", "--queue-name", QUEUE), 1)
+    events["ingest_worker"] = task_event(sam("sqs", "receive-message", "--queue-name", INGEST_QUEUE),
+                                         {"task": "ingest", "id": "0" * 32})
     return events
 
 

@@ -1,6 +1,7 @@
 """Create what template.yaml creates on AWS, on the emulator docker-compose uses (moto or
-LocalStack): the buckets, the DynamoDB table when experiments live there, and the retrain queue
-with its dead-letter queue. Idempotent; configured by the same MLFN_* variables as the service.
+LocalStack): the buckets, the DynamoDB table when experiments live there, and the retrain and
+ingest queues with their dead-letter queues. Idempotent; configured by the same MLFN_* variables
+as the service.
 
     python infra/docker/emulator_init.py
 """
@@ -21,10 +22,16 @@ MAX_RECEIVE_COUNT = 3
 
 
 def create_queues(settings: Settings) -> None:
+    for url in (settings.queue_url, settings.ingest_queue_url):
+        if url:
+            create_queue(settings, url)
+
+
+def create_queue(settings: Settings, queue_url: str) -> None:
     import boto3
 
     sqs = boto3.client("sqs")
-    name = settings.queue_url.rstrip("/").rsplit("/", 1)[-1]
+    name = queue_url.rstrip("/").rsplit("/", 1)[-1]
     dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]

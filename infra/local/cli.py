@@ -31,7 +31,8 @@ def lambda_context(function_name: str) -> Any:
 
 def function_for(event: Any) -> str | None:
     """The function that handles ``event``: the one whose route matches an API Gateway event's
-    method and path, or the training worker for an SQS event."""
+    method and path, or for an SQS event the ingestion worker (task messages) or the training
+    worker."""
     from common.errors import NotFound
     from common.web.lambda_events import parse_event
     from common.web.routing import RouteTable
@@ -39,7 +40,8 @@ def function_for(event: Any) -> str | None:
 
     records = event.get("Records") if isinstance(event, dict) else None
     if records and all(r.get("eventSource") == "aws:sqs" for r in records):
-        return "train_worker"
+        return "ingest_worker" if all('"task"' in str(r.get("body")) for r in records) \
+            else "train_worker"
     parsed = parse_event(event)
     if parsed is None:
         return None
@@ -125,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                             "progress looks like an orphan until its row is written)")
     sweep.add_argument("--dry-run", action="store_true", help="list, remove nothing")
     sweep.add_argument("--data-dir", type=Path, help="root of the embedded stores (MLFN_DATA_DIR)")
-    work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue")
+    work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue "
+                                          "(or, with --queue ingest, ingest uploads)")
     work.add_argument("--once", action="store_true", help="one receive, then exit")
+    work.add_argument("--queue", choices=("jobs", "ingest"), default="jobs",
+                      help="jobs: MLFN_QUEUE_URL (trainings, default); ingest: "
+                           "MLFN_INGEST_QUEUE_URL (ingestions of uploads)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         found = collect(context.backends(), timedelta(seconds=args.min_age), args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         for kind, keys in (("temp file", found.temporary), ("dataset part", found.parts),
-                           ("model file", found.models)):
+                           ("model file", found.models), ("expired upload", found.uploads)):
             for key in keys:
                 print(f"{verb} {kind} {key}")
         print(f"{verb} {found.total} files")
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from infra.local.worker import run
 
-        run(once=args.once)
+        run(once=args.once, queue=args.queue)
         return 0
 
     if args.grpc_port is not None:

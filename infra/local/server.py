@@ -74,6 +74,9 @@ def start_process(settings: Settings) -> None:
         claimable = context.lifecycle().recover()
         if claimable:
             log.info("jobs to train: experiments %s", claimable)
+        ingestions = context.ingestions().recover()
+        if ingestions:
+            log.info("ingestions to run: %s", ", ".join(ingestions))
     if settings.preload_models:
         log.info("preloaded models: %s", ", ".join(context.serving().preload(settings.preload_models)))
 

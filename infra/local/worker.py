@@ -1,5 +1,6 @@
-"""A long-running training worker for docker-compose and servers: long-polls the SQS retrain
-queue and hands each message to the same handler the Lambda worker uses."""
+"""A long-running worker for docker-compose and servers: long-polls the SQS retrain queue (or,
+``--queue ingest``, the ingest queue) and hands each message to the same handler the Lambda
+worker of that queue uses."""
 
 from __future__ import annotations
 
@@ -31,22 +32,28 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     }
 
 
-def run(once: bool = False, wait_seconds: int = 20) -> int:
+def run(once: bool = False, wait_seconds: int = 20, queue: str = "jobs") -> int:
     """Process messages until stopped (or one receive when ``once``); returns messages handled."""
     import boto3
 
-    from functions.train_worker.handler import handler
-
     settings = context.backends().settings
-    if settings.job_queue != "sqs" or not settings.queue_url:
-        raise SystemExit("mlfn worker needs MLFN_JOB_QUEUE=sqs and MLFN_QUEUE_URL; the embedded "
+    if queue == "ingest":
+        from functions.ingest_worker.handler import handler
+
+        url, variable = settings.ingest_queue_url, "MLFN_INGEST_QUEUE_URL"
+    else:
+        from functions.train_worker.handler import handler
+
+        url, variable = settings.queue_url, "MLFN_QUEUE_URL"
+    if settings.job_queue != "sqs" or not url:
+        raise SystemExit(f"mlfn worker needs MLFN_JOB_QUEUE=sqs and {variable}; the embedded "
                          "in-process queue runs inside `mlfn serve`")
     sqs = boto3.client("sqs")
-    arn = sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["QueueArn"])[
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     handled = 0
     while True:
-        got = sqs.receive_message(QueueUrl=settings.queue_url, MaxNumberOfMessages=1,
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1,
                                   WaitTimeSeconds=wait_seconds, AttributeNames=["All"])
         messages = got.get("Messages", [])
         if messages:
@@ -54,7 +61,7 @@ def run(once: bool = False, wait_seconds: int = 20) -> int:
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for m in messages:
                 if m["MessageId"] not in failed:
-                    sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
                 else:
                     log.warning("message %s left for redelivery", m["MessageId"])
             handled += len(messages)

@@ -1,0 +1,350 @@
+"""Uploads of any size: ``POST /uploads?model=`` says where to send the bytes, which then go to
+the object store past the request size limit; ingestions (``PUT /add_data?upload=``,
+``common/ingestion.py``) read them from there.
+
+- On S3: a presigned PUT, or for an upload declared (``size=``) above
+  ``MLFN_UPLOAD_MULTIPART_BYTES`` (100 MiB) a multipart upload with one presigned URL per part
+  of ``MLFN_UPLOAD_PART_BYTES``, completed by ``POST /uploads/{id}/complete`` (the service lists
+  the parts itself: the client sends no ETags). A single PUT is noticed when the object is there
+  (``GET /uploads/{id}``, or the ingestion asking).
+- Embedded and compose without S3: ``PUT /uploads/{id}/content`` on the service itself, which
+  the HTTP adapter streams to a file (bounded memory; no limit but ``MLFN_UPLOAD_MAX_BYTES``).
+
+Each upload is one record (``common/storage/records.py``) and one object under ``_uploads/`` in
+the datasets store (a prefix no model name can take): ``_uploads/<id>`` on S3, where the URL is
+signed before the bytes arrive, ``_uploads/<id>.<nonce>`` locally, where two PUTs racing each
+write their own object and only the one whose record update wins is kept. An upload expires
+``MLFN_UPLOAD_EXPIRY_SECONDS`` after it was announced unless an ingestion holds it: ``mlfn gc``
+(and the server at start-up) removes expired records and their objects, and objects without a
+record; on S3 the bucket's lifecycle rule also expires ``_uploads/`` objects and aborts multipart
+uploads never completed. An ingested upload's object is removed at once (its rows live in the
+new dataset part); its record stays until it expires, so that a second ingestion of it is told
+which ingestion took it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.backends import Backends
+from common.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from common.names import check_text, model_name
+from common.storage.records import Record, StaleRecord, record_store
+
+log = logging.getLogger("mlfn.uploads")
+
+KIND = "upload"
+PREFIX = "_uploads/"
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+# pending: announced; received: the bytes are there; ingesting: an ingestion holds it;
+# ingested: its rows are a dataset version (the object is gone).
+PENDING, RECEIVED, INGESTING, INGESTED = "pending", "received", "ingesting", "ingested"
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
+OCTET_STREAM = "application/octet-stream"
+
+
+def check_id(upload_id: str) -> str:
+    if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
+        raise BadRequest(f"invalid upload id {str(upload_id)[:40]!r}: uploads are named by the "
+                         "32 hexadecimal characters POST /uploads answered")
+    return upload_id
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+class Uploads:
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.settings = backends.settings
+        self.records = record_store(backends.experiments)
+
+    @property
+    def on_s3(self) -> bool:
+        return self.settings.object_store == "s3"
+
+    def _s3(self) -> tuple[Any, str]:
+        store: Any = self.backends.datasets
+        return store.client, store.bucket
+
+    # -- announce --------------------------------------------------------------------------
+    def create(self, model: str, size: int | None, filename: str | None) -> dict[str, Any]:
+        """Announce an upload for ``model``: where and how to send its bytes."""
+        name = model_name(model)
+        self.backends.experiments.get_model(name)
+        limit = self.settings.upload_max_bytes
+        if size is not None and size > limit:
+            raise PayloadTooLarge(f"query parameter 'size': {size} bytes is over the upload "
+                                  f"limit of {limit} bytes (MLFN_UPLOAD_MAX_BYTES)")
+        if filename is not None:
+            if not filename or len(filename) > 255:
+                raise BadRequest("query parameter 'filename' must be 1-255 characters")
+            check_text("query parameter 'filename'", filename, "file names")
+        upload_id = uuid.uuid4().hex
+        now = time.time()
+        expires = now + self.settings.upload_expiry_seconds
+        doc: dict[str, Any] = {"upload_id": upload_id, "model": name, "status": PENDING,
+                               "declared_size": size, "filename": filename,
+                               "created_at": _iso(now), "expires_at": expires}
+        if self.on_s3:
+            doc["key"] = f"{PREFIX}{upload_id}"
+        if self.on_s3 and size is not None and size > self.settings.upload_multipart_bytes:
+            part = max(self.settings.upload_part_bytes, math.ceil(size / MAX_PARTS))
+            client, bucket = self._s3()
+            started = client.create_multipart_upload(Bucket=bucket, Key=doc["key"],
+                                                     ContentType=OCTET_STREAM)
+            doc.update(multipart_id=started["UploadId"], part_bytes=part,
+                       parts=math.ceil(size / part))
+        record = self.records.create(KIND, upload_id, doc, expires=int(expires) + 86_400)
+        return self.describe(record, urls=True)
+
+    def _urls(self, doc: dict[str, Any]) -> dict[str, Any]:
+        upload_id = doc["upload_id"]
+        headers = {"Content-Type": OCTET_STREAM}
+        if not self.on_s3:
+            return {"method": "PUT", "url": f"/uploads/{upload_id}/content", "headers": headers}
+        client, bucket = self._s3()
+        seconds = self.settings.upload_url_seconds
+        until = _iso(time.time() + seconds)
+        if "multipart_id" not in doc:
+            url = client.generate_presigned_url(
+                "put_object", Params={"Bucket": bucket, "Key": doc["key"],
+                                      "ContentType": OCTET_STREAM}, ExpiresIn=seconds)
+            return {"method": "PUT", "url": url, "headers": headers, "url_expires_at": until}
+        parts = [{"part": n, "url": client.generate_presigned_url(
+            "upload_part", Params={"Bucket": bucket, "Key": doc["key"],
+                                   "UploadId": doc["multipart_id"], "PartNumber": n},
+            ExpiresIn=seconds)} for n in range(1, int(doc["parts"]) + 1)]
+        return {"method": "PUT", "headers": headers, "url_expires_at": until,
+                "multipart": {"part_bytes": doc["part_bytes"], "parts": parts,
+                              "complete": f"/uploads/{upload_id}/complete"}}
+
+    def describe(self, record: Record, urls: bool = False) -> dict[str, Any]:
+        doc = record.doc
+        out = {k: doc.get(k) for k in ("upload_id", "model", "status", "filename", "created_at")}
+        out["expires_at"] = _iso(float(doc["expires_at"]))
+        out["max_bytes"] = self.settings.upload_max_bytes
+        for name in ("size", "ingestion_id"):
+            if doc.get(name) is not None:
+                out[name] = doc[name]
+        if urls and doc["status"] == PENDING:
+            out.update(self._urls(doc))
+        return out
+
+    # -- arrival ---------------------------------------------------------------------------
+    def get(self, upload_id: str) -> Record:
+        """The upload's record; NotFound for an unknown or expired one."""
+        try:
+            record = self.records.get(KIND, check_id(upload_id))
+        except NotFound:
+            raise NotFound(f"upload {upload_id} does not exist (or it expired and was "
+                           "removed)") from None
+        if self._expired(record, time.time()):
+            raise NotFound(f"upload {upload_id} expired at {_iso(float(record.doc['expires_at']))};"
+                           " announce a new one with POST /uploads")
+        return record
+
+    @staticmethod
+    def _expired(record: Record, now: float) -> bool:
+        # An upload an ingestion holds does not expire under it (the ingestion ends it).
+        return record.status != INGESTING and float(record.doc["expires_at"]) <= now
+
+    def status(self, upload_id: str) -> dict[str, Any]:
+        """``GET /uploads/{id}``: pending until the bytes are there, then received (size)."""
+        return self.describe(self._refresh(self.get(upload_id)), urls=True)
+
+    def _refresh(self, record: Record) -> Record:
+        """A pending single-PUT upload on S3 has arrived once its object exists."""
+        if record.status != PENDING or not self.on_s3 or "multipart_id" in record.doc:
+            return record
+        try:
+            size = self.backends.datasets.size(record.doc["key"])
+        except NotFound:
+            return record
+        return self._received(record, record.doc["key"], size)
+
+    def _received(self, record: Record, key: str, size: int) -> Record:
+        """Mark ``record`` received with the object ``key``; PayloadTooLarge (the object
+        removed) beyond the limit."""
+        limit = self.settings.upload_max_bytes
+        if size > limit:
+            self.backends.datasets.delete(key)
+            raise PayloadTooLarge(f"upload {record.id} has {size} bytes, over the upload limit of "
+                                  f"{limit} bytes (MLFN_UPLOAD_MAX_BYTES); it was removed")
+        if size == 0:
+            raise BadRequest(f"upload {record.id} is empty; send the file's bytes")
+        try:
+            return self.records.update(record, {**record.doc, "status": RECEIVED, "size": size,
+                                                "key": key})
+        except StaleRecord:
+            current = self.records.get(KIND, record.id)
+            if current.doc.get("key") != key:  # another PUT of the same upload won
+                self.backends.datasets.delete(key)
+                raise Conflict(f"upload {record.id} was sent twice at once; the other copy was "
+                               "kept") from None
+            return current
+
+    def receive(self, upload_id: str, path: Path | None, body: bytes) -> dict[str, Any]:
+        """The service's own upload URL: the body (spooled to ``path`` by the HTTP adapter, or
+        in memory as ``body``) becomes the upload's object. Conflict once it has arrived."""
+        record = self.get(upload_id)
+        if self.on_s3:
+            raise BadRequest("this service keeps uploads on S3: PUT the bytes to the presigned "
+                             "URL that POST /uploads answered")
+        if record.status != PENDING:
+            raise Conflict(f"upload {upload_id} has arrived already (status {record.status}); "
+                           "announce a new one with POST /uploads")
+        key = f"{PREFIX}{upload_id}.{uuid.uuid4().hex[:12]}"
+        if path is not None:
+            size = path.stat().st_size
+            self._check_size(size)
+            self.backends.datasets.put_file(key, path)
+        else:
+            size = len(body)
+            self._check_size(size)
+            self.backends.datasets.put(key, body)
+        try:
+            return self.describe(self._received(record, key, size))
+        except BadRequest:
+            self.backends.datasets.delete(key)
+            raise
+
+    def _check_size(self, size: int) -> None:
+        if size > self.settings.upload_max_bytes:
+            raise PayloadTooLarge(f"the body has {size} bytes; the upload limit is "
+                                  f"{self.settings.upload_max_bytes} (MLFN_UPLOAD_MAX_BYTES)")
+
+    def complete(self, upload_id: str) -> dict[str, Any]:
+        """``POST /uploads/{id}/complete``: finish an S3 multipart upload from the parts S3
+        holds (every part but the last ``part_bytes`` long, as announced)."""
+        record = self.get(upload_id)
+        if record.status != PENDING:
+            return self.describe(record)
+        if "multipart_id" not in record.doc:
+            raise BadRequest(f"upload {upload_id} is a single PUT: there is nothing to complete")
+        client, bucket = self._s3()
+        key, multipart_id = record.doc["key"], record.doc["multipart_id"]
+        pages = client.get_paginator("list_parts").paginate(Bucket=bucket, Key=key,
+                                                            UploadId=multipart_id)
+        parts = sorted((p for page in pages for p in page.get("Parts", [])),
+                       key=lambda p: p["PartNumber"])
+        expected = int(record.doc["parts"])
+        missing = sorted(set(range(1, expected + 1)) - {p["PartNumber"] for p in parts})
+        if missing:
+            raise BadRequest(f"upload {upload_id}: part {missing[0]} has not arrived ({len(parts)} "
+                             f"of {expected} parts are there); PUT it to its URL, then complete")
+        extra = [p["PartNumber"] for p in parts if p["PartNumber"] > expected]
+        if extra:
+            raise BadRequest(f"upload {upload_id}: part {extra[0]} was not announced (there are "
+                             f"{expected} parts)")
+        for p in parts[:-1]:
+            if p["Size"] != record.doc["part_bytes"]:
+                raise BadRequest(f"upload {upload_id}: part {p['PartNumber']} has {p['Size']} "
+                                 f"bytes; every part but the last must have "
+                                 f"{record.doc['part_bytes']}")
+        size = sum(int(p["Size"]) for p in parts)
+        if size > self.settings.upload_max_bytes:
+            self._abort(record)
+            raise PayloadTooLarge(f"upload {upload_id} has {size} bytes, over the upload limit "
+                                  f"of {self.settings.upload_max_bytes} bytes; it was removed")
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=multipart_id,
+            MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
+                                       for p in parts]})
+        return self.describe(self._received(record, key, size))
+
+    def _abort(self, record: Record) -> None:
+        if "multipart_id" in record.doc and record.status == PENDING:
+            client, bucket = self._s3()
+            try:
+                client.abort_multipart_upload(Bucket=bucket, Key=record.doc["key"],
+                                              UploadId=record.doc["multipart_id"])
+            except Exception as exc:  # done or aborted already; the lifecycle rule is the backstop
+                log.info("upload %s: abort: %s", record.id, exc)
+
+    # -- use by an ingestion ---------------------------------------------------------------
+    def take(self, upload_id: str, model: str, ingestion_id: str) -> Record:
+        """Hand the upload to ``ingestion_id`` (received -> ingesting, one compare-and-set):
+        BadRequest unless it belongs to ``model`` and has arrived, Conflict if another
+        ingestion has it or had it."""
+        record = self._refresh(self.get(upload_id))
+        if record.doc["model"] != model:
+            raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for model "
+                             f"{record.doc['model']!r}, not {model!r}")
+        if record.status == PENDING:
+            how = ("complete it with POST /uploads/{id}/complete after the last part"
+                   if "multipart_id" in record.doc else "PUT the bytes to its URL first")
+            raise BadRequest(f"query parameter 'upload': upload {upload_id} has not arrived yet; "
+                             f"{how}")
+        if record.status in (INGESTING, INGESTED):
+            verb = "is being" if record.status == INGESTING else "was"
+            raise Conflict(f"upload {upload_id} {verb} ingested by ingestion "
+                           f"{record.doc.get('ingestion_id')} (GET /ingestions/"
+                           f"{record.doc.get('ingestion_id')}); an upload is ingested once")
+        try:
+            return self.records.update(record, {**record.doc, "status": INGESTING,
+                                                "ingestion_id": ingestion_id})
+        except StaleRecord:
+            raise Conflict(f"upload {upload_id} was taken by another ingestion at the same "
+                           "time; an upload is ingested once") from None
+
+    def release(self, upload_id: str, ingestion_id: str, ingested: bool) -> None:
+        """The ingestion ended: ``ingested`` (the object removed, the record kept until it
+        expires) or not (received again, with a fresh expiry, so it can be ingested again)."""
+        for _ in range(10):
+            try:
+                record = self.records.get(KIND, upload_id)
+            except NotFound:
+                return
+            if record.doc.get("ingestion_id") != ingestion_id or record.status != INGESTING:
+                return
+            doc = {**record.doc, "status": INGESTED if ingested else RECEIVED}
+            if not ingested:
+                doc["expires_at"] = time.time() + self.settings.upload_expiry_seconds
+            try:
+                self.records.update(record, doc)
+            except StaleRecord:
+                continue
+            if ingested:
+                with contextlib.suppress(Exception):  # a leftover object is the collector's
+                    self.backends.datasets.delete(record.doc["key"])
+            return
+
+    # -- expiry ----------------------------------------------------------------------------
+    def expire(self, now: float | None = None, dry_run: bool = False) -> list[str]:
+        """Remove the expired uploads (records, objects, unfinished multipart uploads) and the
+        upload objects no record names that are older than the expiry (a crash between the
+        object and its record, a PUT that lost a race); returns their ids or keys."""
+        now = now or time.time()
+        gone: list[str] = []
+        kept: set[str] = set()
+        for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED)):
+            if not self._expired(record, now):
+                if record.doc.get("key"):
+                    kept.add(record.doc["key"])
+                continue
+            gone.append(record.id)
+            if not dry_run:
+                self._abort(record)
+                if record.doc.get("key"):
+                    self.backends.datasets.delete(record.doc["key"])
+                self.records.delete(KIND, record.id)
+        cutoff = now - self.settings.upload_expiry_seconds
+        for key, written in self.backends.datasets.listing(PREFIX):
+            if key in kept or written.timestamp() >= cutoff:
+                continue
+            gone.append(key)
+            if not dry_run:
+                self.backends.datasets.delete(key)
+        if gone:
+            log.info("%s %d expired uploads", "would remove" if dry_run else "removed", len(gone))
+        return gone

@@ -1,0 +1,159 @@
+"""Ingestions that crash: a worker killed (SIGKILL) mid-file leaves no dataset version and the
+ingestion is retried by the next worker; a crash after the part was registered is not applied
+twice; expired and abandoned uploads are collected."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from common import context
+from common.errors import Conflict
+from common.ingestion import Ingestions
+from common.tasks import Lease
+
+HEADER = "tenure,charges,plan,churned\n"
+ROWS = "".join(f"{i % 70},{i % 50}.5,{('a', 'b')[i % 2]},{('yes', 'no')[(i // 3) % 2]}\n"
+               for i in range(300))
+
+
+def prepared(monkeypatch: pytest.MonkeyPatch, body: bytes) -> tuple[Ingestions, str]:
+    """A model, an upload of ``body`` and its ingestion, queued (no worker running)."""
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    context.reset()
+    context.lifecycle().create_model({"name": "churn", "task": "classification",
+                                      "target": "churned"})
+    uploads = context.ingestions().uploads
+    doc = uploads.create("churn", None, "f.csv")
+    uploads.receive(doc["upload_id"], None, body)
+    started = context.ingestions().start("churn", doc["upload_id"])
+    return context.ingestions(), started["ingestion_id"]
+
+
+def lapse(ingestions: Ingestions, ingestion_id: str) -> None:
+    record = ingestions.records.get("ingestion", ingestion_id)
+    ingestions.records.update(record, {**record.doc, "lease_until": time.time() - 1})
+
+
+def test_a_crash_after_registering_is_not_applied_twice(embedded: Callable[[], None],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    original = Ingestions._register
+
+    def register_then_die(self: Ingestions, *args: object) -> tuple[int, int]:
+        original(self, *args)  # type: ignore[arg-type]
+        raise KeyboardInterrupt  # the process dies before it records success
+
+    monkeypatch.setattr(Ingestions, "_register", register_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ingestions.run(ingestion_id)
+    monkeypatch.setattr(Ingestions, "_register", original)
+    with pytest.raises(Conflict):  # its lease is live: nobody else may take it yet
+        ingestions.run(ingestion_id)
+    lapse(ingestions, ingestion_id)
+    done = ingestions.run(ingestion_id)
+    assert done.status == "succeeded" and done.doc["attempts"] == 2
+    parts = context.backends().experiments.dataset_parts("churn")
+    assert [(p.version, p.rows) for p in parts] == [(1, 300)]
+
+
+def test_a_stale_attempt_cannot_write(embedded: Callable[[], None],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    record = ingestions.records.get("ingestion", ingestion_id)
+    first = ingestions.state.claim(record, lambda r: None)
+    assert isinstance(first, Lease)
+    lapse(ingestions, ingestion_id)
+    assert ingestions.run(ingestion_id).status == "succeeded"  # the second attempt
+    with pytest.raises(Conflict):
+        first.write(rows_read=1)
+    assert len(context.backends().experiments.dataset_parts("churn")) == 1
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from common import context
+    from common.training import datasets
+    conform = datasets.conform
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return conform(*args, **kwargs)
+    datasets.conform = slow
+    print("ready", flush=True)
+    context.ingestions().run(sys.argv[1])
+""")
+
+
+def test_a_worker_killed_mid_ingestion(embedded: Callable[[], None], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFN_INGEST_CHUNK_ROWS", "5")
+    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLFN_JOB_HEARTBEAT_SECONDS", "0.2")
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, ingestion_id], env=os.environ.copy(),
+                              stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # killed once it has read some rows (and written row groups)
+            doc = ingestions.records.get("ingestion", ingestion_id).doc
+            if doc["status"] == "running" and doc["rows_read"] >= 50:
+                break
+            assert time.monotonic() < deadline and worker.poll() is None, doc
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    store = context.backends().experiments
+    assert store.dataset_parts("churn") == [] and store.get_model("churn").dataset_version == 0
+    assert ingestions.status(ingestion_id)["status"] == "running"
+    time.sleep(1.6)  # its lease lapses: the next worker retries it
+    assert ingestions.claimable() == [ingestion_id]
+    done = ingestions.run(ingestion_id)
+    assert done.status == "succeeded" and done.doc["attempts"] == 2, done.doc
+    assert [(p.version, p.rows) for p in store.dataset_parts("churn")] == [(1, 300)]
+
+
+def test_attempts_run_out(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    for _ in range(3):
+        record = ingestions.records.get("ingestion", ingestion_id)
+        assert ingestions.state.claim(record, lambda r: None) is not None
+        lapse(ingestions, ingestion_id)
+    done = ingestions.run(ingestion_id)
+    assert done.status == "failed" and "attempts" in done.doc["error"]
+    upload = ingestions.uploads.get(done.doc["upload_id"])
+    assert upload.status == "received"  # may be ingested again
+
+
+def test_expired_uploads_are_collected(embedded: Callable[[], None],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.gc import collect
+
+    context.lifecycle().create_model({"name": "churn", "task": "classification",
+                                      "target": "churned"})
+    uploads = context.ingestions().uploads
+    never = uploads.create("churn", None, None)["upload_id"]
+    sent = uploads.create("churn", None, None)["upload_id"]
+    uploads.receive(sent, None, b"a,b\n1,2\n")
+    fresh = uploads.create("churn", None, None)["upload_id"]
+    orphan = "_uploads/" + "f" * 32 + ".abc"
+    context.backends().datasets.put(orphan, b"left by a crash")
+    assert collect(context.backends()).uploads == []  # nothing has expired yet
+    later = time.time() + context.settings().upload_expiry_seconds + 1
+    for upload_id in (never, sent):
+        record = uploads.records.get("upload", upload_id)
+        uploads.records.update(record, {**record.doc, "expires_at": time.time() - 1})
+    monkeypatch.setattr(time, "time", lambda: later)
+    gone = uploads.expire()
+    assert sorted(gone) == sorted([never, sent, fresh, orphan])
+    assert context.backends().datasets.list("_uploads/") == []
