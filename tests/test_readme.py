@@ -64,3 +64,15 @@ def test_readme_drift_example(demo_env: Path, live_server: str, tmp_path: Path) 
     first = out.stdout.splitlines()[0]
     assert '"rows":200' in first and '"drifted":["petal_length"' in first, first
     assert '"features":[{"name":"petal_length","kind":"numeric"' in first
+
+
+def test_readme_upload_example(demo_env: Path, live_server: str, tmp_path: Path) -> None:
+    script = readme_blocks("Uploads of any size").replace("http://127.0.0.1:3000", live_server)
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert '"status":"received"' in out.stdout
+    last = out.stdout.strip().splitlines()[-1]
+    assert '"status":"succeeded"' in last and '"rows_added":50000' in last, last
+    assert '"dataset_version":1' in last
