@@ -100,6 +100,10 @@ def endpoint_for(route: Route, pool: WorkPool) -> Any:
                                                                head.headers.get("x-request-id"))
             cors.decorate(settings.cors_origins, head.headers.get("origin"), refused.headers)
             return to_response(refused)
+        except BaseException:  # the client went away mid-body: give its pool place back
+            if reserved:
+                pool.release()
+            raise
         value = Request(head.method, head.path, head.query, head.headers, body, head.path_params,
                         head.context, spooled)
         try:

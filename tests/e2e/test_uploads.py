@@ -201,3 +201,22 @@ def test_upload_limit(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     sent = requests.put(f"{server}{doc['url']}", data=b"x" * 5000, timeout=10)
     assert sent.status_code == 413, sent.text
     assert requests.get(f"{server}/uploads/{doc['upload_id']}", timeout=10).json()["status"] == "pending"
+
+
+def test_a_truncated_upload_stores_nothing(server: str) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    doc = requests.post(f"{server}/uploads", params={"model": "churn"}, timeout=10).json()
+    where = urlparse(server)
+    with socket.create_connection((where.hostname, where.port)) as sock:
+        sock.sendall(f"PUT {doc['url']} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     "Content-Type: application/octet-stream\r\n\r\n".encode() + b"a,b\n" * 100)
+    time.sleep(0.3)
+    status = requests.get(f"{server}/uploads/{doc['upload_id']}", timeout=10).json()
+    assert status["status"] == "pending"
+    assert context.backends().datasets.list("_uploads/") == []
+    assert list((context.settings().data_dir / "tmp").glob("body-*")) == []
+    # the service still answers, and the upload can still be sent whole
+    upload_doc = requests.put(f"{server}{doc['url']}", data=(HEADER + rows(3)).encode(), timeout=10)
+    assert upload_doc.status_code == 200 and upload_doc.json()["status"] == "received"
