@@ -90,8 +90,8 @@ def _inprocess_queue() -> InProcessQueue:
     from common.jobs import InProcessQueue
 
     # Resolved lazily so the worker calls the lifecycle this process uses.
-    return InProcessQueue(lambda: lifecycle().claimable(),
-                          lambda experiment_id: lifecycle().run_experiment(experiment_id),
+    return InProcessQueue(lambda: lifecycle().claimable_jobs(),
+                          lambda job: lifecycle().run_job(job),
                           poll=default_settings().job_poll_seconds)
 
 

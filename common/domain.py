@@ -100,6 +100,9 @@ class Experiment(BaseModel):
     # While running: the attempt holds the job until then, renewed by its heartbeat (None on
     # records claimed by something that does not heartbeat).
     lease_until: datetime | None = None
+    # A tuned experiment whose grid candidates are scored as jobs of their own
+    # (common/tuning.py): how many there are; 0 when it is not tuned or searches in one job.
+    grid_size: int = 0
 
 
 class Deployment(BaseModel):

@@ -1,5 +1,11 @@
 """The JobQueue port and its adapters: in-process (embedded default) and SQS, and the heartbeat
-that keeps an SQS message invisible while its job trains."""
+that keeps an SQS message invisible while its job trains.
+
+A job is an experiment's training, or one grid candidate of a tuned experiment
+(``common/tuning.py``): :class:`Job`, ``{"experiment_id": N}`` or ``{"experiment_id": N,
+"candidate": I}`` as a message body. Both kinds go through the same queue and the same
+workers, so the setting that bounds trainings (the workers' count, the SQS event source's
+maximum concurrency) bounds the candidates too."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from common.jobstate import Heartbeat
@@ -17,9 +23,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlfn.jobs")
 
 
+class Job(NamedTuple):
+    experiment_id: int
+    candidate: int | None = None  # a tuning candidate's index; None: the experiment's own job
+
+    def body(self) -> dict[str, int]:
+        doc = {"experiment_id": self.experiment_id}
+        if self.candidate is not None:
+            doc["candidate"] = self.candidate
+        return doc
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Job:
+        """The job a message body names."""
+        candidate = body.get("candidate")
+        return cls(int(body["experiment_id"]), None if candidate is None else int(candidate))
+
+
 class JobQueue(Protocol):
-    def submit(self, experiment_id: int) -> None:
-        """Queue the training of ``experiment_id``; returns at once."""
+    def submit(self, experiment_id: int, candidate: int | None = None) -> None:
+        """Queue the training of ``experiment_id`` (or the scoring of its tuning candidate
+        ``candidate``); returns at once."""
 
     def recover(self) -> list[int]:
         """On start-up: have the jobs left behind by a stopped process trained; returns the ids
@@ -40,7 +64,7 @@ class InProcessQueue:
     process that only records jobs (tests, scripts) trains nothing behind their back.
     """
 
-    def __init__(self, find: Callable[[], list[int]], run: Callable[[int], Any],
+    def __init__(self, find: Callable[[], list[Job]], run: Callable[[Job], Any],
                  poll: float = 1.0, workers: int = 1) -> None:
         self._find, self._run, self._poll = find, run, poll
         self._workers = workers
@@ -59,7 +83,7 @@ class InProcessQueue:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, experiment_id: int) -> None:
+    def submit(self, experiment_id: int, candidate: int | None = None) -> None:
         self.start()
         with self._wake:
             self._signals += 1
@@ -67,12 +91,13 @@ class InProcessQueue:
 
     def recover(self) -> list[int]:
         """Start the workers, which train what is queued and retry a ``running`` job once its
-        lease lapses (now, or at a later poll); returns the ids claimable now."""
-        ids = self._find()
+        lease lapses (now, or at a later poll); returns the ids of the experiments with a job
+        claimable now."""
+        jobs = self._find()
         self.start()
-        if ids:
-            self.submit(ids[0])  # wake a worker: it trains every claimable job
-        return ids
+        if jobs:
+            self.submit(*jobs[0])  # wake a worker: it runs every claimable job
+        return sorted({job.experiment_id for job in jobs})
 
     def _loop(self) -> None:
         from common.errors import Conflict
@@ -86,11 +111,11 @@ class InProcessQueue:
                 self._signals = 0
                 self._busy += 1
             try:
-                for experiment_id in self._find():
+                for job in self._find():
                     try:
-                        self._run(experiment_id)
+                        self._run(job)
                     except Conflict as exc:  # another worker has it
-                        log.debug("job %s: %s", experiment_id, exc)
+                        log.debug("job %s: %s", job, exc)
             except Exception:  # the experiment records the failure; the worker lives on
                 log.exception("job worker failed")
             finally:
@@ -137,9 +162,9 @@ class SqsQueue:
         self.queue_url = queue_url
         self._sqs = client
 
-    def submit(self, experiment_id: int) -> None:
+    def submit(self, experiment_id: int, candidate: int | None = None) -> None:
         self._sqs.send_message(
-            QueueUrl=self.queue_url, MessageBody=json.dumps({"experiment_id": experiment_id})
+            QueueUrl=self.queue_url, MessageBody=json.dumps(Job(experiment_id, candidate).body())
         )
 
     def recover(self) -> list[int]:

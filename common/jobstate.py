@@ -99,11 +99,15 @@ class JobState:
     def claimable(self) -> list[int]:
         """Jobs a worker may claim now, oldest first: ``queued`` ones, and ``running`` ones whose
         lease lapsed (their worker died: they are retried, or failed after ``MAX_ATTEMPTS``)."""
+        return [e.id for e in self.claimable_experiments()]
+
+    def claimable_experiments(self) -> list[Experiment]:
+        """The experiments of :meth:`claimable`, oldest first."""
         now = utcnow()
-        ids = [e.id for e in self.store.list_experiments(status=ExperimentStatus.queued)]
-        ids += [e.id for e in self.store.list_experiments(status=ExperimentStatus.running)
-                if self.lapsed(e, now)]
-        return sorted(ids)
+        exps = self.store.list_experiments(status=ExperimentStatus.queued)
+        exps += [e for e in self.store.list_experiments(status=ExperimentStatus.running)
+                 if self.lapsed(e, now)]
+        return sorted(exps, key=lambda e: e.id)
 
     # -- claim, run, heartbeat -------------------------------------------------------------
     def claim(self, experiment_id: int) -> Experiment | None:

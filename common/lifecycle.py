@@ -40,7 +40,7 @@ from common.errors import (
     ServiceError,
     ServiceUnavailable,
 )
-from common.jobs import JobQueue
+from common.jobs import Job, JobQueue
 from common.jobstate import JobState
 from common.names import (
     artifact_prefix,
@@ -55,6 +55,8 @@ from common.serving import Serving
 
 if TYPE_CHECKING:
     from common.rollouts import Rollouts
+    from common.storage.candidates import Candidate
+    from common.tuning import Tuning
 
 log = logging.getLogger("mlfn.lifecycle")
 
@@ -87,6 +89,7 @@ class Lifecycle:
         self.jobs = jobs
         self.job_state = JobState(self.store, backends.settings)
         self._rollouts: Rollouts | None = None
+        self._tuning: Tuning | None = None
         serving.guard = self._check_guard
 
     def _check_guard(self, model: str) -> Any:
@@ -99,6 +102,18 @@ class Lifecycle:
 
             self._rollouts = Rollouts(self)
         return self._rollouts
+
+    def tuning(self) -> Tuning:
+        """The candidate jobs of tuned experiments (``common/tuning.py``)."""
+        if self._tuning is None:
+            from common.tuning import Tuning
+
+            self._tuning = Tuning(self.store, self.job_state, self._submit)
+        return self._tuning
+
+    def _submit(self, experiment_id: int, candidate: int | None = None) -> None:
+        if self.jobs is not None:  # else a worker elsewhere polls the store (or nothing runs)
+            self.jobs.submit(experiment_id, candidate)
 
     def close(self) -> None:
         """Release what this object holds (nothing today: the job worker belongs to the queue,
@@ -228,7 +243,11 @@ class Lifecycle:
         name = model_name(name)
         stores = (self.backends.models, self.backends.datasets)
         files = [(store, key) for store in stores for key in store.list(f"{name}/")]
+        tuned = [e.id for e in self.store.list_experiments(name) if e.grid_size]
         self.store.delete_model(name)
+        for experiment_id in tuned:  # a tuned experiment's candidates (an orphan is harmless)
+            with contextlib.suppress(Exception):
+                self.tuning().candidates.delete(experiment_id)
         self.rollouts().store.delete(name)
         try:  # its monitoring: a model created later under the name starts afresh
             self.serving.drift_log().delete(name)
@@ -327,9 +346,12 @@ class Lifecycle:
     def retrain(self, name: str, body: Any) -> Experiment:
         """Validate and record the experiment as ``queued``, then hand it to the job queue."""
         exp = self.new_experiment(name, body)
-        if self.jobs is not None:
+        if self.jobs is not None or exp.grid_size:
             try:
-                self.jobs.submit(exp.id)
+                if exp.grid_size:  # one job per grid candidate; they queue the refit
+                    self.tuning().start(exp, self.store.get_model(exp.model).task)
+                else:
+                    self._submit(exp.id)
             except Exception as exc:
                 detail = f"could not queue the job: {type(exc).__name__}: {exc}"
                 self.store.update_experiment(
@@ -342,13 +364,16 @@ class Lifecycle:
         """Record and train an experiment in this process (demo models, benchmarks, scripts).
 
         It is recorded already claimed (``running``, attempt 1, leased and then heartbeating
-        like any job), so no job worker of this or another process can take it in between."""
+        like any job), so no job worker of this or another process can take it in between. A
+        tuned one searches its grid in this process, one candidate after another."""
         exp = self.new_experiment(name, body, claimed=True)
         return self._run_claimed(exp)
 
     def new_experiment(self, name: str, body: Any, claimed: bool = False) -> Experiment:
         """A validated retrain request recorded as a ``queued`` experiment on the current data
         (``running`` on its first attempt with ``claimed``)."""
+        from common.tuning import grid_candidates
+
         model = self.store.get_model(model_name(name))
         if not isinstance(body, dict):
             raise BadRequest('body must be {"model_class", "hyperparameters", "tune", "deploy"}')
@@ -382,6 +407,9 @@ class Lifecycle:
                 f"no data in its dataset version {version} (every part was removed)")
             raise BadRequest(f"model {model.name!r} has {detail}; upload some with add_data")
         rows = sum(p.rows for p in parts)
+        # Tuned on a queue: the grid's candidates are scored as jobs of their own.
+        grid_size = 0 if not tune or claimed else len(
+            grid_candidates(cls.name, model.task, params))
         if rows < MIN_TRAINING_ROWS:
             raise BadRequest(
                 f"model {model.name!r} has {rows} rows; at least {MIN_TRAINING_ROWS} are needed to "
@@ -397,6 +425,7 @@ class Lifecycle:
                 "primary_metric": metric,
                 "dataset_version": version,
                 "rows": rows,
+                "grid_size": grid_size,
                 **(self.job_state.claimed() if claimed else {}),
             }
         )
@@ -407,36 +436,81 @@ class Lifecycle:
         return self.job_state.claim(experiment_id)
 
     def run_experiment(self, experiment_id: int) -> Experiment:
-        """Train a queued experiment to ``succeeded`` or ``failed``. Called by the workers."""
+        """Train a queued experiment to ``succeeded`` or ``failed``. Called by the workers.
+        A tuned experiment's candidates are scored first: Conflict while some are not, and a
+        failed one fails the experiment."""
+        exp = self.store.get_experiment(experiment_id)
+        if exp.grid_size and exp.status is ExperimentStatus.queued:
+            state, recorded = self.tuning().progress(exp)
+            if state == "failed":
+                return self.tuning().fail(exp, recorded)
+            if state == "pending":
+                done = sum(c.status is ExperimentStatus.succeeded for c in recorded)
+                raise Conflict(f"experiment {experiment_id} waits for its tuning candidates "
+                               f"({done} of {exp.grid_size} scored)")
         return self.job_state.run(experiment_id, self._train)
+
+    def run_job(self, job: Job) -> Any:
+        """Run one job of the queue: an experiment's training or one tuning candidate."""
+        if job.candidate is None:
+            return self.run_experiment(job.experiment_id)
+        return self.tuning().run(job.experiment_id, job.candidate, self._score_candidate)
+
+    def claimable_jobs(self) -> list[Job]:
+        """The jobs a worker may claim now, oldest experiment first: :meth:`claimable`'s, with
+        a tuned experiment's candidates in its place until they are all scored."""
+        jobs: list[Job] = []
+        for exp in self.job_state.claimable_experiments():
+            if exp.grid_size and exp.status is ExperimentStatus.queued:
+                state, _ = self.tuning().progress(exp)
+                if state == "pending":
+                    task = self.store.get_model(exp.model).task
+                    jobs += [Job(exp.id, i) for i in self.tuning().claimable(exp, task)]
+                    continue
+            jobs.append(Job(exp.id))
+        return jobs
 
     def _run_claimed(self, exp: Experiment) -> Experiment:
         return self.job_state.run_claimed(exp, self._train)
 
-    def _train(self, exp: Experiment) -> Experiment:
+    def _training_data(self, exp: Experiment) -> tuple[ModelRecord, Any, Any]:
+        """The experiment's model, its dataset version as a frame, and its TrainingSpec."""
         from common.training.datasets import load_dataset
-        from common.training.trainer import TrainingSpec, train
+        from common.training.trainer import TrainingSpec
 
         model = self.store.get_model(exp.model)
         if model.features is None and model.image is None:
             raise BadRequest(f"model {model.name!r} has no feature schema yet")
         frame = load_dataset(self.backends.datasets, self.store, model, exp.dataset_version)
-        trained = train(
-            frame,
-            TrainingSpec(
-                model=model.name,
-                experiment_id=exp.id,
-                model_class=exp.model_class,
-                task=model.task,
-                target=model.target,
-                features=model.features or [],
-                image=model.image,
-                hyperparameters=exp.hyperparameters,
-                tune=exp.tune,
-                extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune,
-                                "primary_metric": exp.primary_metric},
-            ),
+        spec = TrainingSpec(
+            model=model.name,
+            experiment_id=exp.id,
+            model_class=exp.model_class,
+            task=model.task,
+            target=model.target,
+            features=model.features or [],
+            image=model.image,
+            hyperparameters=exp.hyperparameters,
+            tune=exp.tune,
+            extra_metadata={"dataset_version": exp.dataset_version, "tune": exp.tune,
+                            "primary_metric": exp.primary_metric},
         )
+        return model, frame, spec
+
+    def _score_candidate(self, exp: Experiment, candidate: Candidate) -> dict[str, Any]:
+        """A tuning candidate's job: its cross-validated score on the training split."""
+        from common.training.trainer import score_candidate
+
+        _, frame, spec = self._training_data(exp)
+        return score_candidate(frame, spec, candidate.params)
+
+    def _train(self, exp: Experiment) -> Experiment:
+        from common.training.trainer import train
+
+        model, frame, spec = self._training_data(exp)
+        # A tuned experiment's candidates were scored by jobs of their own: refit the best.
+        grid_scores = self.tuning().results(exp) if exp.grid_size else None
+        trained = train(frame, spec, grid_scores)
         done = self.record_trained(exp, trained)
         try:
             kept_back = self._apply_policy(done, model, trained)
@@ -647,6 +721,8 @@ class Lifecycle:
     def describe(self, exp: Experiment) -> dict[str, Any]:
         doc = exp.model_dump(mode="json")
         doc["experiment_id"] = doc.pop("id")
+        if exp.grid_size:  # every grid candidate with its cross-validated score
+            doc["candidates"] = self.tuning().describe(exp)
         return doc
 
     def metrics(self, experiment_id: int, model: str | None = None) -> dict[str, Any]:
@@ -662,6 +738,9 @@ class Lifecycle:
             raise Conflict(f"experiment {experiment_id} is model {exp.model!r}'s {role}; end it "
                            f"first (DELETE /{role}?model={exp.model})")
         self.store.delete_experiment(experiment_id)
+        if exp.grid_size:
+            with contextlib.suppress(Exception):  # an orphan candidate is harmless
+                self.tuning().candidates.delete(experiment_id)
         # Every attempt's files (a stale attempt's may have landed after it was taken over).
         keys = {item["key"] for item in self.artifacts(exp)}
         keys.update(k for k in self.backends.models.list(experiment_files_prefix(exp.model, exp.id))

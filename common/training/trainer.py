@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,53 +84,111 @@ def split_indices(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.
     return np.sort(train), np.sort(hold), stratify is not None
 
 
-def grid_search(
-    spec: TrainingSpec, X: pd.DataFrame, y: np.ndarray, base: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Cross-validated search over the class's declared grid; returns the best parameters.
-    Hyperparameters the request sets (``base``) are kept as given and not searched."""
+def cv_scoring(task: Task) -> str:
+    """The scikit-learn scorer the grid search ranks candidates by (higher is better)."""
+    return "f1_macro" if task is Task.classification else "neg_mean_absolute_error"
+
+
+def cross_validate(spec: TrainingSpec, X: pd.DataFrame, y: np.ndarray, base: dict[str, Any],
+                   values: dict[str, Any]) -> dict[str, Any]:
+    """The cross-validated score of one grid candidate (``values`` over the hyperparameters
+    ``base``) on the training rows ``X``, ``y``: the same folds for every candidate of a seed."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     cls = catalog_class(spec.model_class)
-    grid = {name: values for name, values in cls.grid_for(spec.task).items() if name not in base}
-    names = list(grid)
-    scoring = "f1_macro" if spec.task is Task.classification else "neg_mean_absolute_error"
+    scoring = cv_scoring(spec.task)
     if spec.task is Task.classification:
         folds = min(CV_FOLDS, int(np.bincount(y.astype(np.int64)).min()))
         cv: Any = StratifiedKFold(max(folds, 2), shuffle=True, random_state=spec.seed)
     else:
         cv = KFold(CV_FOLDS, shuffle=True, random_state=spec.seed)
-    results: list[dict[str, Any]] = []
-    for values in itertools.product(*(grid[n] for n in names)):
-        candidate = cls.resolve(spec.task, {**base, **dict(zip(names, values, strict=True))})
-        pipe = _pipeline(spec, candidate)
-        scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
-        results.append(
-            {"params": dict(zip(names, values, strict=True)), "scoring": scoring,
-             "mean": float(scores.mean()), "std": float(scores.std())}
-        )
+    pipe = _pipeline(spec, cls.resolve(spec.task, {**base, **values}))
+    scores = cross_val_score(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
+    return {"params": dict(values), "scoring": scoring, "mean": float(scores.mean()),
+            "std": float(scores.std())}
+
+
+def best_candidate(spec: TrainingSpec, base: dict[str, Any],
+                   results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The hyperparameters of the best-scoring candidate; on a tie the first in grid order
+    (so a search split across workers picks what the sequential one picks)."""
     best = max(results, key=lambda r: float(r["mean"]))
-    return cls.resolve(spec.task, {**base, **best["params"]}), results
+    return catalog_class(spec.model_class).resolve(spec.task, {**base, **best["params"]})
 
 
-def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainedModel:
-    """Train ``spec`` on ``frame`` and return the exported, parity-checked ONNX model."""
+def grid_search(
+    spec: TrainingSpec, X: pd.DataFrame, y: np.ndarray, base: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Cross-validated search over the class's declared grid, one candidate after another;
+    returns the best parameters. Hyperparameters the request sets (``base``) are kept as given
+    and not searched. (A tuned experiment on a job queue scores its candidates as jobs of their
+    own: ``common/tuning.py``.)"""
+    from common.tuning import grid_candidates
+
+    results = [cross_validate(spec, X, y, base, values)
+               for values in grid_candidates(spec.model_class, spec.task, base)]
+    return best_candidate(spec, base, results), results
+
+
+@dataclass
+class Split:
+    """A training frame as features and encoded target, split into training and holdout rows."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    classes: list[Any]
+    train_idx: np.ndarray
+    hold_idx: np.ndarray
+    stratified: bool
+
+    @property
+    def X_train(self) -> pd.DataFrame:
+        return self.X.iloc[self.train_idx]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.y[self.train_idx]
+
+
+def split_frame(frame: pd.DataFrame, spec: TrainingSpec) -> Split:
+    """Check that ``frame`` can be trained on and split it the way every training does."""
     if len(frame) < MIN_TRAINING_ROWS:
         raise BadRequest(
             f"{len(frame)} rows is too few to train; at least {MIN_TRAINING_ROWS} are needed"
         )
-    params = catalog_class(spec.model_class).resolve(spec.task, spec.hyperparameters)
     X = feature_frame(frame, spec.features) if spec.image is None else frame[pixel_columns(spec.image)]
     y, classes = encode_target(frame[spec.target], spec.task)
     train_idx, hold_idx, stratified = split_indices(y, spec.task, spec.seed)
-    X_train, y_train = X.iloc[train_idx], y[train_idx]
-    X_hold, y_hold = X.iloc[hold_idx], y[hold_idx]
-    if spec.task is Task.classification and len(np.unique(y_train)) < len(classes):
+    if spec.task is Task.classification and len(np.unique(y[train_idx])) < len(classes):
         raise BadRequest("every class needs at least two rows so that training sees all of them")
+    return Split(X, y, classes, train_idx, hold_idx, stratified)
 
-    grid_scores: list[dict[str, Any]] = []
-    if spec.tune:
+
+def score_candidate(frame: pd.DataFrame, spec: TrainingSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """One grid candidate's cross-validated score on ``frame``'s training split (the job of a
+    tuning candidate): what :func:`grid_search` computes for it inside :func:`train`."""
+    split = split_frame(frame, spec)
+    return cross_validate(spec, split.X_train, split.y_train, spec.hyperparameters, values)
+
+
+def train(frame: pd.DataFrame, spec: TrainingSpec,
+          grid_scores: list[dict[str, Any]] | None = None) -> TrainedModel:
+    """Train ``spec`` on ``frame`` and return the exported, parity-checked ONNX model. A tuned
+    spec searches its grid here, unless ``grid_scores`` holds every candidate's score already
+    (scored by jobs of their own): the best of them is refitted."""
+    data = split_frame(frame, spec)
+    params = catalog_class(spec.model_class).resolve(spec.task, spec.hyperparameters)
+    classes, train_idx, hold_idx = data.classes, data.train_idx, data.hold_idx
+    stratified = data.stratified
+    X_train, y_train = data.X_train, data.y_train
+    X_hold, y_hold = data.X.iloc[hold_idx], data.y[hold_idx]
+
+    if spec.tune and grid_scores:
+        params, grid_scores = best_candidate(spec, spec.hyperparameters, grid_scores), list(grid_scores)
+    elif spec.tune:
         params, grid_scores = grid_search(spec, X_train, y_train, spec.hyperparameters)
+    else:
+        grid_scores = []
     pipeline = _pipeline(spec, params)
     curves = fit(pipeline, X_train, y_train, X_hold, y_hold)
 

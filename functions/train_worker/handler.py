@@ -1,5 +1,8 @@
 """The training worker: consumes the retrain SQS queue and reports partial batch failures.
 
+A message is a job (``common.jobs.Job``): an experiment's training, or the scoring of one grid
+candidate of a tuned experiment (``{"experiment_id": N, "candidate": I}``, ``common/tuning.py``).
+
 A training that fails is recorded on its experiment (status ``failed``) and not retried; only a
 message that could not be processed at all (e.g. the experiment is running elsewhere, a store is
 unreachable) is reported back to SQS for redelivery. While a job trains, its message is kept
@@ -16,17 +19,17 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from common import context
-from common.jobs import visibility_heartbeat
+from common.jobs import Job, visibility_heartbeat
 
 # Report failures per message (also when all fail) so SQS redelivers exactly those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def train_one(record: SQSRecord) -> int:
-    experiment_id = int(json.loads(record.body)["experiment_id"])
+    job = Job.of(json.loads(record.body))
     with visibility_heartbeat(record.receipt_handle, record.event_source_arn, context.settings()):
-        context.lifecycle().run_experiment(experiment_id)
-    return experiment_id
+        context.lifecycle().run_job(job)
+    return job.experiment_id
 
 
 def handler(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
