@@ -41,6 +41,9 @@ class ShadowScorer:
         self.dropped = 0
         self._queue: queue.Queue[Job] = queue.Queue(capacity)
         self._lock = threading.Lock()  # one scorer at a time: the thread or a flush
+        # Set by submit; the thread leaves the work in the queue until it scores it, so a flush
+        # always finds everything submitted before it (none is held elsewhere).
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mlfn-shadow", daemon=True)
         self._thread.start()
 
@@ -48,6 +51,7 @@ class ShadowScorer:
                request_id: str) -> None:
         try:
             self._queue.put_nowait((model, experiment_id, route, rows, request_id))
+            self._ready.set()
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -57,10 +61,11 @@ class ShadowScorer:
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
         while True:
-            jobs = [self._queue.get()]
+            self._ready.wait()
             time.sleep(BATCH_WAIT_SECONDS)
             with self._lock:
-                self._drain(jobs)
+                self._ready.clear()  # before draining: a job put from now on sets it again
+                self._drain([])
 
     def flush(self) -> None:
         """Score what is queued now (Lambda, tests)."""
