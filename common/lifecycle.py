@@ -112,7 +112,11 @@ class Lifecycle:
         return self._tuning
 
     def _submit(self, experiment_id: int, candidate: int | None = None) -> None:
-        if self.jobs is not None:  # else a worker elsewhere polls the store (or nothing runs)
+        if self.jobs is None:  # a worker elsewhere polls the store (or nothing runs)
+            return
+        if candidate is None:
+            self.jobs.submit(experiment_id)
+        else:
             self.jobs.submit(experiment_id, candidate)
 
     def close(self) -> None:

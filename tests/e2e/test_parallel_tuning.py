@@ -248,3 +248,23 @@ def test_on_sqs_a_lost_candidate_is_redelivered_and_the_refit_runs_once(
         assert worker.handler(sqs_event(refit, ARN), None) == {"batchItemFailures": []}
     done = life.store.get_experiment(exp.id)
     assert done.status is ExperimentStatus.succeeded and done.attempts == 1, done.error
+
+
+def test_a_refit_whose_worker_died_is_retried_with_the_recorded_scores(
+        short_lease: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    churn_model()
+    life = context.lifecycle()
+    queue, life.jobs = life.jobs, None
+    exp = life.retrain("churn", {**TUNED, "hyperparameters": {"C": 0.5}})
+    for job in life.claimable_jobs():
+        life.run_job(job)  # the one candidate
+    assert [j.candidate for j in life.claimable_jobs()] == [None]  # the refit is claimable now
+    assert life.job_state.claim(exp.id) is not None  # ... by a worker that dies
+    assert life.claimable_jobs() == []  # held while its lease runs
+    monkeypatch.setattr(trainer, "cross_validate", lambda *a: pytest.fail("scored again"))
+    time.sleep(1.6)
+    life.jobs = queue
+    life.run_experiment(exp.id)
+    done = life.store.get_experiment(exp.id)
+    assert done.status is ExperimentStatus.succeeded and done.attempts == 2, done.error
+    assert done.hyperparameters["C"] == 0.5
