@@ -148,7 +148,7 @@ class Rollouts:
                 if current.shadow_share == sample:
                     return None
                 changed = event("shadow sample changed", experiment_id, sample=sample,
-                                previous=current.shadow_share)
+                                previous_sample=current.shadow_share)
                 return dataclasses.replace(current, shadow_share=sample,
                                            history=current.history + [changed])
             ended = [] if current.shadow is None else [event("shadow ended", current.shadow,

@@ -84,7 +84,7 @@ class RolloutEvent(TypedDict):
     share: NotRequired[float]
     guard: NotRequired[bool]
     sample: NotRequired[float]
-    previous: NotRequired[float]  # of "shadow sample changed": the sample before
+    previous_sample: NotRequired[float]  # of "shadow sample changed": the sample before
     since: NotRequired[str | None]
     reason: NotRequired[str]  # why it ended: promoted, replaced, ended by request, auto-rollback: ...
 

@@ -61,7 +61,7 @@ def detail_of(row: HistoryRow) -> str:
             parts.append(f"{value:g}% of requests")
         elif key == "sample":
             parts.append(f"sample {value:g}%")
-        elif key == "previous":  # of a changed sample
+        elif key == "previous_sample":  # of a changed sample
             parts.append(f"was {value:g}%" if isinstance(value, int | float) else f"was {value}")
         elif key == "guard":
             parts.append("guard on" if value else "guard off")

@@ -16,7 +16,7 @@ def deploy(request: Request, experiment_id: int, model: str | None, canary: int 
     With `canary=PERCENT` the experiment answers that share of the requests instead (chosen by
     request id: a retried request lands on the same side) while the deployed one answers the
     rest; `guard=true` ends the canary by itself when it does worse than the champion. With
-    `shadow=true` it scores the requests the deployed model answers, after the answer is sent,
+    `shadow=true` it scores the same requests (those a canary answers too), after the answer,
     and its answers are only logged; `sample=PERCENT` has it score only that share of them
     (chosen by request id). Deploying the canary or shadow experiment promotes it."""
     if canary is not None and shadow:

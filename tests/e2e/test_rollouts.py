@@ -245,7 +245,8 @@ def test_a_sampled_shadow_scores_its_share_of_the_requests_by_request_id(service
     reply = start(shadow, shadow="true", sample="100")
     assert reply.status == 200 and reply.json()["shadow"]["sample"] == 100.0
     last = reply.json()["history"][-1]
-    assert (last["event"], last["sample"], last["previous"]) == ("shadow sample changed", 100.0, 20.0)
+    assert (last["event"], last["sample"], last["previous_sample"]) == ("shadow sample changed", 100.0,
+                                                                       20.0)
     assert reply.json()["shadow"]["since"] == state()["shadow"]["since"]
 
 

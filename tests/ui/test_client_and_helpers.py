@@ -73,7 +73,7 @@ def test_inference_log_summaries():
 def test_deploy_history_with_rollout_events():
     history = [
         {"event": "shadow sample changed", "experiment_id": 4, "at": "2026-01-03T00:00:00+00:00",
-         "sample": 10.0, "previous": 100.0},
+         "sample": 10.0, "previous_sample": 100.0},
         {"event": "canary ended", "experiment_id": 3, "at": "2026-01-02T00:00:00+00:00", "share": 5.0,
          "guard": True, "since": "2026-01-01T12:00:00+00:00", "reason": "auto-rollback: errors", "new": 1},
         {"event": "deploy", "model": "m", "seq": 2, "experiment_id": 2, "previous": 1,
