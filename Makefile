@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip bench-rollouts aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip bench-rollouts bench-tuning aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-oip: install
 ## forward p50 with no rollout, a 10 % canary and a shadow, Lambda handler and server core (~1 min).
 bench-rollouts: install
 	$(PY) bench/bench_rollouts.py
+
+## a tuned random forest (8 grid candidates as jobs) with 1 and with 2 worker processes (~2 min).
+bench-tuning: install
+	$(PY) bench/bench_tuning.py
 
 ## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
 aws-check: install
