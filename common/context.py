@@ -9,6 +9,7 @@ from common.backends import Backends, default_backends, default_settings
 from common.serving import Serving
 
 if TYPE_CHECKING:  # the serving handlers never import the life-cycle code
+    from common.batch_jobs import BatchJobs
     from common.ingestion import Ingestions
     from common.jobs import InProcessQueue, JobQueue
     from common.lifecycle import Lifecycle
@@ -63,7 +64,7 @@ def reset() -> None:
         _task_pool().close()  # lets a running task finish; starts no other
     if serving.cache_info().currsize:
         serving().monitor.close()
-    for cached in (ingestions, _task_pool, lifecycle, _inprocess_queue, warm_up, dataplane,
+    for cached in (ingestions, batch_jobs, _task_pool, lifecycle, _inprocess_queue, warm_up, dataplane,
                    serving, default_backends, default_settings):
         cached.cache_clear()
 
@@ -128,7 +129,26 @@ def _task_pool() -> Any:
     from common.tasks import TaskPool
 
     settings = default_settings()
-    # Resolved lazily so the pool runs the ingestions this process uses.
-    return TaskPool(lambda: [{"task": "ingest", "id": i} for i in ingestions().claimable()],
-                    lambda task: ingestions().run(task["id"]),
+    # Resolved lazily so the pool runs the ingestions and batch jobs this process uses.
+    return TaskPool(lambda: [{"task": "ingest", "id": i} for i in ingestions().claimable()]
+                    + batch_jobs().claimable(), _run_task,
                     workers=settings.task_workers, poll=settings.job_poll_seconds)
+
+
+def _run_task(task: dict[str, Any]) -> Any:
+    if task["task"] == "ingest":
+        return ingestions().run(task["id"])
+    return batch_jobs().run(task)
+
+
+@cache
+def batch_jobs() -> BatchJobs:
+    """Batch scoring jobs (``common/batch_jobs.py``): on the SQS batch queue, or on this
+    process's task pool (the one ingestions use)."""
+    from common.batch_jobs import BatchJobs
+    from common.tasks import SqsTasks
+
+    settings = default_backends().settings
+    if settings.job_queue == "sqs":
+        return BatchJobs(default_backends(), SqsTasks(settings.batch_queue_url, _sqs_client()))
+    return BatchJobs(default_backends(), _task_pool())

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     ingest_chunk_rows: int = Field(default=50_000, ge=1)
     task_workers: int = Field(default=1, ge=0)
     ingest_queue_url: str = ""
+    # Batch scoring jobs (POST /batch_jobs, common/batch_jobs.py): the upload is scored in
+    # chunks of about batch_chunk_bytes (cut at row boundaries), on the task workers above or,
+    # with job_queue=sqs, as messages on batch_queue_url (the score worker function on AWS).
+    batch_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    batch_queue_url: str = ""
 
     api_key: str = ""
     cors_origins: str = ""

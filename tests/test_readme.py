@@ -76,3 +76,15 @@ def test_readme_upload_example(demo_env: Path, live_server: str, tmp_path: Path)
     last = out.stdout.strip().splitlines()[-1]
     assert '"status":"succeeded"' in last and '"rows_added":50000' in last, last
     assert '"dataset_version":1' in last
+
+
+def test_readme_batch_job_example(demo_env: Path, live_server: str, tmp_path: Path) -> None:
+    script = readme_blocks("Batch scoring jobs").replace("http://127.0.0.1:3000", live_server)
+    prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+    out = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert '"status":"succeeded"' in lines[0] and '"rows":20000' in lines[0], lines[0]
+    assert lines[1] == "row,prediction,probability_setosa,probability_versicolor,probability_virginica"
+    assert lines[2].startswith("0,")

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGE = "v1"  # template.yaml's StageName default
 QUEUE = "mlfn-jobs"
 INGEST_QUEUE = "mlfn-ingest"
+BATCH_QUEUE = "mlfn-batch"
 
 IRIS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2,
@@ -165,6 +166,10 @@ ROUTES: dict[str, tuple[str, str, dict[str, str] | None, dict[str, str] | None, 
                        None),
     "ingestion": ("GET", "/ingestions/{ingestion_id}", {"ingestion_id": "0" * 32}, None, None),
     "add_data_upload": ("PUT", "/add_data", None, {"model": "iris", "upload": "0" * 32}, None),
+    # Batch scoring jobs (functions/batch_jobs) of an upload; ids no store has (404).
+    "batch_jobs": ("POST", "/batch_jobs", None, {"model": "iris", "upload": "0" * 32}, None),
+    "batch_job": ("GET", "/batch_jobs/{job_id}", {"job_id": "0" * 32}, None, None),
+    "batch_result": ("GET", "/batch_jobs/{job_id}/result", {"job_id": "0" * 32}, None, None),
     # Local and docker-compose only (the inference log lives in the SQL experiment store).
     "inference_log": ("GET", "/inference_log", None, {"model": "iris", "limit": "50"}, None),
 }
@@ -273,6 +278,8 @@ def build() -> dict[str, dict[str, Any]]:
     events["train_worker"] = sqs_event(sam("sqs", "receive-message", "--queue-name", QUEUE), 1)
     events["ingest_worker"] = task_event(sam("sqs", "receive-message", "--queue-name", INGEST_QUEUE),
                                          {"task": "ingest", "id": "0" * 32})
+    events["score_worker"] = task_event(sam("sqs", "receive-message", "--queue-name", BATCH_QUEUE),
+                                        {"task": "batch_chunk", "id": "0" * 32 + "-000000"})
     return events
 
 

@@ -1,6 +1,6 @@
 """Create what template.yaml creates on AWS, on the emulator docker-compose uses (moto or
-LocalStack): the buckets, the DynamoDB table when experiments live there, and the retrain and
-ingest queues with their dead-letter queues. Idempotent; configured by the same MLFN_* variables
+LocalStack): the buckets, the DynamoDB table when experiments live there, and the retrain,
+ingest and batch queues with their dead-letter queues. Idempotent; configured by the same MLFN_* variables
 as the service.
 
     python infra/docker/emulator_init.py
@@ -22,7 +22,7 @@ MAX_RECEIVE_COUNT = 3
 
 
 def create_queues(settings: Settings) -> None:
-    for url in (settings.queue_url, settings.ingest_queue_url):
+    for url in (settings.queue_url, settings.ingest_queue_url, settings.batch_queue_url):
         if url:
             create_queue(settings, url)
 

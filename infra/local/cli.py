@@ -40,6 +40,8 @@ def function_for(event: Any) -> str | None:
 
     records = event.get("Records") if isinstance(event, dict) else None
     if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+        if all('"task": "batch_' in str(r.get("body")) for r in records):
+            return "score_worker"
         return "ingest_worker" if all('"task"' in str(r.get("body")) for r in records) \
             else "train_worker"
     parsed = parse_event(event)
@@ -130,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     work = sub.add_parser("worker", help="train queued experiments from the SQS retrain queue "
                                           "(or, with --queue ingest, ingest uploads)")
     work.add_argument("--once", action="store_true", help="one receive, then exit")
-    work.add_argument("--queue", choices=("jobs", "ingest"), default="jobs",
+    work.add_argument("--queue", choices=("jobs", "ingest", "batch"), default="jobs",
                       help="jobs: MLFN_QUEUE_URL (trainings, default); ingest: "
-                           "MLFN_INGEST_QUEUE_URL (ingestions of uploads)")
+                           "MLFN_INGEST_QUEUE_URL (ingestions of uploads); batch: "
+                           "MLFN_BATCH_QUEUE_URL (batch scoring jobs)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

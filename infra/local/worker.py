@@ -1,6 +1,6 @@
 """A long-running worker for docker-compose and servers: long-polls the SQS retrain queue (or,
-``--queue ingest``, the ingest queue) and hands each message to the same handler the Lambda
-worker of that queue uses."""
+``--queue ingest``, the ingest queue; ``--queue batch``, the batch scoring queue) and hands each
+message to the same handler the Lambda worker of that queue uses."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def run(once: bool = False, wait_seconds: int = 20, queue: str = "jobs") -> int:
         from functions.ingest_worker.handler import handler
 
         url, variable = settings.ingest_queue_url, "MLFN_INGEST_QUEUE_URL"
+    elif queue == "batch":
+        from functions.score_worker.handler import handler
+
+        url, variable = settings.batch_queue_url, "MLFN_BATCH_QUEUE_URL"
     else:
         from functions.train_worker.handler import handler
 

@@ -145,6 +145,9 @@ def check_sqs(name: str, event: dict[str, Any]) -> None:
         assert isinstance(body, dict), name
         if name == "ingest_worker":  # a task message (common/tasks.py)
             assert body.get("task") == "ingest" and isinstance(body.get("id"), str), name
+        elif name == "score_worker":  # a batch job's task (common/batch_jobs.py)
+            assert body.get("task") in ("batch_job", "batch_chunk"), name
+            assert isinstance(body.get("id"), str), name
         else:
             assert isinstance(body.get("experiment_id"), int), name
         assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest(), name

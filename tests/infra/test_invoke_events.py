@@ -28,7 +28,7 @@ FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forwa
             "feedback": "rollouts", "live_metrics": "rollouts", "drift": "rollouts",
             **dict.fromkeys(INFERENCE_EVENTS, "inference"),
             "upload_status": "uploads", "complete_upload": "uploads", "upload_content": "uploads", "ingestion": "uploads",
-            "add_data_upload": "add_data"}
+            "add_data_upload": "add_data", "batch_job": "batch_jobs", "batch_result": "batch_jobs"}
 # Events that undo another one, which is run first: the model events/create_model.json creates
 # and the part events/add_data.json adds.
 AFTER = {"delete_model": "create_model", "delete_dataset_part": "add_data"}
@@ -46,6 +46,8 @@ EXPECTED = {
     # An upload is announced; the other upload events name ids no store has.
     "uploads": 201, "upload_status": 404, "complete_upload": 404, "ingestion": 404, "upload_content": 404,
     "add_data_upload": 404,
+    # Batch jobs of an upload no store has, and jobs no store has.
+    "batch_jobs": 404, "batch_job": 404, "batch_result": 404,
 }
 
 
@@ -61,7 +63,7 @@ def test_function_answers_its_event(demo_env: Path, path: Path) -> None:
         done = invoke(FUNCTION.get(first, first), json.loads((ROOT / "events" / f"{first}.json").read_text()))
         assert done["statusCode"] == EXPECTED[first], done["body"][:500]
     out = invoke(name, event)
-    if name in ("train_worker", "ingest_worker"):
+    if name in ("train_worker", "ingest_worker", "score_worker"):
         assert out == {"batchItemFailures": []}
         return
     body = base64.b64decode(out["body"]) if out.get("isBase64Encoded") else out["body"].encode()

@@ -1,0 +1,547 @@
+"""Batch scoring jobs: ``POST /batch_jobs?model=[&experiment=]&upload=ID`` scores a received CSV
+upload (``common/uploads.py``) in chunks, 202 with a job id; ``GET /batch_jobs/{id}`` shows its
+progress and, once done, where to download the result.
+
+A job runs as tasks on revisioned records (``common/storage/records.py``) with the lease,
+fencing and retry of ``common/tasks.py``, on the workers the ingestions use (the embedded task
+pool, or SQS messages on the batch queue for the score worker):
+
+1. *plan* (the job record, ``phase: plan``): one pass over the upload finds the byte offsets of
+   row boundaries (quote-aware: a quoted field may hold a line break) and cuts the file into
+   chunks of about ``MLFN_BATCH_CHUNK_BYTES``, each recorded as a chunk record with its byte
+   range and the number of its first row; the header's columns get ``/forward_batch``'s checks.
+2. *score* (one chunk record each): the chunk's byte range is read, its rows parsed and scored
+   with ``OnnxModel.predict`` (the validation and predictions of ``/forward_batch``, row numbers
+   of the whole file), and its output CSV stored at a key fixed by the job and chunk number;
+   then the chunk is added to the job's ``done`` map (a compare-and-set), and the write that
+   completes the map also queues the job's last phase. A retried chunk (its worker died) writes
+   the same key with the same bytes, and ``done`` is keyed by chunk: every row is in the result
+   exactly once whatever was retried.
+3. *assemble* (the job record again, ``phase: assemble``): the chunk outputs, in order, become
+   one CSV, stored with one atomic write (local: a temporary file renamed; S3: a PUT or
+   multipart upload visible only once complete) at ``_batch/<job>/result.csv``, and only then
+   is the job ``succeeded`` with the result's key. A job never exposes a half-written result.
+
+A row that fails validation fails the whole job with the row named (as an ingestion does), and
+its chunk outputs are removed. Every job scores the experiment it was given, or the one deployed
+when it was created, for all its chunks.
+
+The scoring path imports no pandas or scikit-learn (the score worker runs on the ONNX layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from common.backends import Backends
+from common.errors import BadRequest, Conflict, NotFound, ServiceError
+from common.names import model_name
+from common.storage.records import Record, StaleRecord, record_store
+from common.tasks import (
+    FAILED,
+    MAX_ATTEMPTS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Lease,
+    Lost,
+    TaskQueue,
+    TaskState,
+    iso_now,
+)
+from common.uploads import INGESTED, INGESTING, PENDING, Uploads
+
+log = logging.getLogger("mlfn.batch_jobs")
+
+KIND, CHUNK = "batch_job", "batch_chunk"
+SCORING = "scoring"  # the chunks are being scored: the job record itself is not claimable
+PREFIX = "_batch/"
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+RECORD_DAYS = 30
+OUTPUT_ROW = "row"
+
+
+def check_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        raise BadRequest(f"invalid batch job id {job_id[:40]!r}: batch jobs are named by the 32 "
+                         "hexadecimal characters POST /batch_jobs answered")
+    return job_id
+
+
+def chunk_id(job_id: str, index: int) -> str:
+    return f"{job_id}-{index:06d}"
+
+
+def chunk_key(job_id: str, index: int) -> str:
+    return f"{PREFIX}{job_id}/chunks/{index:06d}.csv"
+
+
+def result_key(job_id: str) -> str:
+    return f"{PREFIX}{job_id}/result.csv"
+
+
+def _detail(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+
+
+ROW = re.compile(r"\(row ([0-9]+)\)|row ([0-9]+)")
+
+
+def _row_of(detail: str) -> int | None:
+    found = ROW.search(detail)
+    return None if found is None else int(found[1] or found[2])
+
+
+def plan_chunks(raw: Any, chunk_bytes: int) -> tuple[bytes, list[dict[str, int]]]:
+    """The header line and the chunks of a CSV file read from ``raw``: byte ranges that start
+    and end at row boundaries (a line break outside quotes), each about ``chunk_bytes`` long,
+    with the number of their first data row. Blank lines are not rows (as csv reads them)."""
+    header = b""
+    in_quotes = False
+    while True:  # the header may hold a quoted line break too
+        line = raw.readline()
+        if not line:
+            break
+        header += line
+        in_quotes ^= bool(line.count(b'"') % 2)
+        if not in_quotes and header.strip():
+            break
+    offset = len(header)
+    chunks: list[dict[str, int]] = []
+    start, first, rows = offset, 0, 0
+    in_row = False
+    while True:
+        line = raw.readline()
+        if not line:
+            break
+        offset += len(line)
+        if not in_quotes and not line.strip():
+            pass  # a blank line between rows
+        else:
+            in_row = True
+        in_quotes ^= bool(line.count(b'"') % 2)
+        if in_quotes:
+            continue
+        if in_row:
+            rows, in_row = rows + 1, False
+        if offset - start >= chunk_bytes and rows > first:
+            chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
+            start, first = offset, rows
+    if in_row:
+        rows += 1
+    if rows > first:
+        chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
+    return header, chunks
+
+
+class BatchJobs:
+    def __init__(self, backends: Backends, queue: TaskQueue | None) -> None:
+        self.backends = backends
+        self.settings = backends.settings
+        self.store = backends.experiments
+        self.objects = backends.datasets
+        self.uploads = Uploads(backends)
+        self.records = record_store(backends.experiments)
+        self.state = TaskState(self.records, self.settings.job_lease_seconds,
+                               self.settings.job_heartbeat_seconds)
+        self.queue = queue
+
+    # -- requests --------------------------------------------------------------------------
+    def start(self, model: str, upload_id: str, experiment_id: int | None) -> dict[str, Any]:
+        """Queue the scoring of upload ``upload_id`` by ``model`` (202)."""
+        name = model_name(model)
+        record = self.store.get_model(name)
+        if record.image is not None:
+            raise BadRequest(f"model {name!r} takes images: batch jobs score CSV uploads of "
+                             "tabular models; send zips to /forward_batch")
+        experiment_id = self._experiment(name, experiment_id)
+        upload = self._upload(upload_id, name)
+        job_id = uuid.uuid4().hex
+        expires = int(time.time()) + RECORD_DAYS * 86_400
+        doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
+               "upload_id": upload.id, "key": upload.doc["key"], "size": upload.doc.get("size"),
+               "filename": upload.doc.get("filename"), "status": QUEUED, "phase": "plan",
+               "attempts": 0, "done": {}, "created_at": iso_now(), "record_expires": expires}
+        created = self.records.create(KIND, job_id, doc, expires=expires)
+        self._submit(created, {"task": "batch_job", "id": job_id})
+        return self.describe(created)
+
+    def _experiment(self, model: str, experiment_id: int | None) -> int:
+        if experiment_id is None:
+            deployed = self.store.deployed_experiment(model)
+            if deployed is None:
+                raise NotFound(f"model {model!r} has no deployed experiment: deploy one or name "
+                               "it with query parameter 'experiment'")
+            return deployed
+        try:
+            exp = self.store.get_experiment(experiment_id)
+        except NotFound:
+            raise NotFound(f"query parameter 'experiment': experiment {experiment_id} does not "
+                           "exist") from None
+        if exp.model != model:
+            raise BadRequest(f"query parameter 'experiment': experiment {experiment_id} belongs "
+                             f"to model {exp.model!r}, not {model!r}")
+        if exp.status.value != SUCCEEDED or not exp.artifact_key:
+            raise BadRequest(f"query parameter 'experiment': experiment {experiment_id} is "
+                             f"{exp.status.value}; only a succeeded experiment has a model")
+        return experiment_id
+
+    def _upload(self, upload_id: str, model: str) -> Record:
+        try:
+            upload = self.uploads._refresh(self.uploads.get(upload_id))
+        except BadRequest as exc:
+            raise BadRequest(f"query parameter 'upload': {exc.detail}") from None
+        except NotFound as exc:
+            raise NotFound(f"query parameter 'upload': {exc.detail}") from None
+        if upload.doc["model"] != model:
+            raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for "
+                             f"model {upload.doc['model']!r}, not {model!r}")
+        if upload.status == PENDING:
+            raise BadRequest(f"query parameter 'upload': upload {upload_id} has not arrived yet; "
+                             "PUT the bytes to its URL first")
+        if upload.status in (INGESTING, INGESTED):
+            raise Conflict(f"query parameter 'upload': upload {upload_id} was given to ingestion "
+                           f"{upload.doc.get('ingestion_id')}; its file is no longer kept")
+        # the job reads the file for a while: it must outlive the job's start by the expiry
+        with contextlib.suppress(StaleRecord):
+            upload = self.records.update(upload, {
+                **upload.doc, "expires_at": time.time() + self.settings.upload_expiry_seconds})
+        return upload
+
+    def _submit(self, record: Record, task: dict[str, Any]) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.queue.submit(task)
+        except ServiceError as exc:
+            self._fail_job(record.id, exc)
+            raise
+
+    def get(self, job_id: str) -> Record:
+        try:
+            return self.records.get(KIND, check_id(job_id))
+        except NotFound:
+            raise NotFound(f"batch job {job_id} does not exist") from None
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.describe(self.get(job_id), links=True)
+
+    def describe(self, record: Record, links: bool = False) -> dict[str, Any]:
+        doc = record.doc
+        out = {k: doc.get(k) for k in ("job_id", "model", "experiment_id", "upload_id",
+                                        "status", "created_at")}
+        out["status"] = RUNNING if doc["status"] == SCORING or (
+            doc["status"] == QUEUED and doc.get("phase") == "assemble") else doc["status"]
+        out["phase"] = doc.get("phase")
+        done = doc.get("done") or {}
+        out["chunks_done"] = len(done)
+        out["chunks_total"] = doc.get("chunks_total")
+        out["rows_done"] = sum(done.values())
+        for name in ("rows", "filename", "size", "started_at", "finished_at", "error", "row",
+                     "attempts"):
+            if doc.get(name) is not None:
+                out[name] = doc[name]
+        began, ended = doc.get("scoring_since"), doc.get("scoring_until") or time.time()
+        if began and out["rows_done"]:
+            out["rows_per_second"] = round(out["rows_done"] / max(ended - began, 1e-6), 1)
+        out["url"] = f"/batch_jobs/{doc['job_id']}"
+        if links and doc["status"] == SUCCEEDED:
+            out["result"] = self._download(doc)
+        return out
+
+    def _download(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self.settings.object_store == "s3":
+            store: Any = self.objects
+            seconds = self.settings.upload_url_seconds
+            url = store.client.generate_presigned_url(
+                "get_object", Params={"Bucket": store.bucket, "Key": doc["result_key"]},
+                ExpiresIn=seconds)
+            return {"url": url, "url_expires_in": seconds, "content_type": "text/csv"}
+        return {"url": f"/batch_jobs/{doc['job_id']}/result", "content_type": "text/csv"}
+
+    def result(self, job_id: str) -> bytes:
+        """The result CSV of a succeeded job (the service's own download URL)."""
+        record = self.get(job_id)
+        if record.status != SUCCEEDED:
+            raise Conflict(f"batch job {job_id} is {self.describe(record)['status']}; its result "
+                           "is there once it succeeded")
+        return self.objects.get(record.doc["result_key"])
+
+    # -- workers ---------------------------------------------------------------------------
+    def claimable(self) -> list[dict[str, Any]]:
+        """The tasks an embedded worker may run now."""
+        jobs = [{"task": "batch_job", "id": r.id}
+                for r in self.records.with_status(KIND, (QUEUED, RUNNING))
+                if self.state.claimable(r)]
+        chunks = [{"task": "batch_chunk", "id": r.id}
+                  for r in self.records.with_status(CHUNK, (QUEUED, RUNNING))
+                  if self.state.claimable(r)]
+        return jobs + chunks
+
+    def recover(self) -> list[dict[str, Any]]:
+        tasks = self.claimable()
+        if self.queue is not None:
+            self.queue.start()
+            if tasks:
+                self.queue.submit(tasks[0])
+        return tasks
+
+    def run(self, task: dict[str, Any]) -> Record:
+        """A worker's entry point: a job's plan or assembly, or one chunk. Conflict if another
+        worker holds it; the record as left otherwise."""
+        if task.get("task") == "batch_chunk":
+            return self.run_chunk(str(task["id"]))
+        return self.run_job(str(task["id"]))
+
+    def run_job(self, job_id: str) -> Record:
+        record = self.records.get(KIND, job_id)
+        lease = self.state.claim(record, self._give_up)
+        if lease is None:
+            return self.records.get(KIND, job_id)
+        try:
+            if lease.doc.get("phase") == "assemble":
+                return self._assemble(lease)
+            return self._plan(lease)
+        except Lost:
+            raise
+        except ServiceError as exc:
+            if exc.status >= 500:
+                return self._again(lease, exc)
+            return self._finish_failed(lease, exc)
+        except Exception as exc:
+            log.exception("batch job %s, attempt %s", job_id, lease.attempt)
+            return self._again(lease, exc)
+
+    def _again(self, lease: Lease, exc: BaseException) -> Record:
+        if lease.attempt >= MAX_ATTEMPTS:
+            if lease.record.kind == CHUNK:
+                self._fail_job(lease.doc["job_id"], exc)
+                return lease.write(status=FAILED, error=_detail(exc), finished_at=iso_now())
+            return self._finish_failed(lease, exc)
+        return lease.write(status=QUEUED, last_error=_detail(exc))
+
+    def _finish_failed(self, lease: Lease, exc: BaseException) -> Record:
+        detail = _detail(exc)
+        done = lease.write(status=FAILED, error=detail, row=_row_of(detail), finished_at=iso_now())
+        self._clean(done)
+        return done
+
+    def _give_up(self, record: Record) -> None:
+        exc = ServiceError(f"{MAX_ATTEMPTS} attempts ran out of their lease (their workers "
+                           "stopped); no result was written")
+        if record.kind == CHUNK:
+            self._fail_job(record.doc["job_id"], exc)
+            with contextlib.suppress(StaleRecord):
+                self.records.update(record, {**record.doc, "status": FAILED,
+                                             "error": exc.detail})
+        else:
+            self._fail_job(record.id, exc)
+
+    def _fail_job(self, job_id: str, exc: BaseException) -> None:
+        """Fail the job (the first failure is the one kept) and remove its chunk outputs."""
+        detail = _detail(exc)
+        for _ in range(20):
+            record = self.records.get(KIND, job_id)
+            if record.status in (SUCCEEDED, FAILED):
+                return
+            try:
+                done = self.records.update(record, {**record.doc, "status": FAILED,
+                                                    "error": detail, "row": _row_of(detail),
+                                                    "finished_at": iso_now()})
+            except StaleRecord:
+                continue
+            self._clean(done)
+            return
+
+    def _clean(self, job: Record) -> None:
+        with contextlib.suppress(Exception):  # leftovers are removed again by a later failure
+            for key in self.objects.list(f"{PREFIX}{job.id}/chunks/"):
+                self.objects.delete(key)
+
+    # -- plan ------------------------------------------------------------------------------
+    def _plan(self, lease: Lease) -> Record:
+        doc = lease.doc
+        onnx_model = self._model(doc)
+        with self.objects.open_read(doc["key"]) as raw:
+            head = raw.read(4)
+            raw.seek(0)
+            if head.startswith(b"PK\x03\x04"):
+                raise BadRequest(f"upload {doc['upload_id']} is a zip archive; batch jobs score "
+                                 "CSV files (a header row, then one row per example)")
+            header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes)
+        columns = self._header(onnx_model, header)
+        if not chunks:
+            raise BadRequest("the CSV has no data rows (a header row, then one row per example)")
+        for i, chunk in enumerate(chunks):  # a re-planned job records the same chunks
+            with contextlib.suppress(Conflict):
+                self.records.create(CHUNK, chunk_id(lease.record.id, i),
+                                    {"job_id": lease.record.id, "index": i, **chunk,
+                                     "status": QUEUED, "attempts": 0,
+                                     "record_expires": doc["record_expires"]},
+                                    expires=doc["record_expires"])
+            lease.renew()
+        planned = lease.write(status=SCORING, phase="score", chunks_total=len(chunks),
+                              rows=sum(c["rows"] for c in chunks), columns=columns,
+                              scoring_since=time.time())
+        if self.queue is not None:
+            for i in range(len(chunks)):
+                self.queue.submit({"task": "batch_chunk", "id": chunk_id(lease.record.id, i)})
+        return planned
+
+    def _model(self, doc: dict[str, Any]) -> Any:
+        from common import context
+
+        return context.serving().load(doc["model"], int(doc["experiment_id"]))
+
+    @staticmethod
+    def _header(onnx_model: Any, header: bytes) -> list[str]:
+        """The file's columns, with ``/forward_batch``'s checks (UTF-8, unique, every feature
+        there, no unknown column)."""
+        from common.payloads import csv_records
+
+        if not header.strip():
+            raise BadRequest("the CSV is empty; it needs a header row")
+        csv_records(header, onnx_model.features, target=onnx_model.metadata.get("target"))
+        return next(csv.reader(io.StringIO(header.decode("utf-8-sig"), newline="")))
+
+    # -- score -----------------------------------------------------------------------------
+    def run_chunk(self, chunk: str) -> Record:
+        record = self.records.get(CHUNK, chunk)
+        job = self.records.get(KIND, record.doc["job_id"])
+        if job.status in (SUCCEEDED, FAILED):  # nothing left to do for it
+            if record.status not in (SUCCEEDED, FAILED):
+                with contextlib.suppress(StaleRecord):
+                    record = self.records.update(record, {**record.doc, "status": FAILED,
+                                                          "error": f"the job {job.status}"})
+            return record
+        lease = self.state.claim(record, self._give_up)
+        if lease is None:
+            return self.records.get(CHUNK, chunk)
+        try:
+            rows = self._score(job, lease)
+            self._done(job.id, int(lease.doc["index"]), rows)
+            return lease.write(status=SUCCEEDED, rows=rows, finished_at=iso_now())
+        except Lost:
+            raise
+        except ServiceError as exc:
+            if exc.status >= 500:
+                return self._again(lease, exc)
+            self._fail_job(job.id, exc)
+            return lease.write(status=FAILED, error=exc.detail, finished_at=iso_now())
+        except Exception as exc:
+            log.exception("batch chunk %s, attempt %s", chunk, lease.attempt)
+            return self._again(lease, exc)
+
+    def _score(self, job: Record, lease: Lease) -> int:
+        from common.inference.inputs import parse_csv_cell
+
+        doc, chunk = job.doc, lease.doc
+        onnx_model = self._model(doc)
+        header: list[str] = doc["columns"]
+        features = {f.name: f for f in onnx_model.features}
+        first = int(chunk["first_row"])
+        data = self.objects.read_range(doc["key"], int(chunk["start"]), int(chunk["end"]))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = first + data[:exc.start].count(b"\n")
+            raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        records: list[dict[str, Any]] = []
+        try:
+            for row in reader:
+                if not row:
+                    continue
+                i = first + len(records)
+                if len(row) != len(header):
+                    raise BadRequest(f"malformed CSV: row {i} has {len(row)} fields, the header "
+                                     f"has {len(header)}")
+                records.append({name: cell if (f := features.get(name)) is None
+                                else parse_csv_cell(f, cell, i)
+                                for name, cell in zip(header, row, strict=True)})
+        except csv.Error as exc:
+            raise BadRequest(f"malformed CSV (row {first + len(records)}): {exc}") from None
+        out = onnx_model.predict(records, first_row=first)
+        lease.renew()
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        classes = list(out.probabilities[0]) if out.probabilities else []
+        for n, prediction in enumerate(out.predictions):
+            line = [str(first + n), repr(prediction) if isinstance(prediction, float)
+                    else str(prediction)]
+            if out.probabilities is not None:
+                probs = out.probabilities[n]
+                line.extend(repr(float(probs[c])) for c in classes)
+            writer.writerow(line)
+        self.objects.put(chunk_key(job.id, int(chunk["index"])), buf.getvalue().encode())
+        if classes and "classes" not in doc:
+            self._set_classes(job.id, classes)
+        return len(out.predictions)
+
+    def _set_classes(self, job_id: str, classes: list[str]) -> None:
+        for _ in range(20):
+            record = self.records.get(KIND, job_id)
+            if "classes" in record.doc:
+                return
+            try:
+                self.records.update(record, {**record.doc, "classes": classes})
+                return
+            except StaleRecord:
+                continue
+
+    def _done(self, job_id: str, index: int, rows: int) -> None:
+        """Add the chunk to the job's ``done`` map; the write that completes it queues the
+        assembly (in the same compare-and-set, so exactly one writer does)."""
+        for _ in range(100):
+            record = self.records.get(KIND, job_id)
+            if record.status != SCORING:
+                if record.status == FAILED:  # failed while this chunk was scored: no leftovers
+                    self.objects.delete(chunk_key(job_id, index))
+                return
+            done = {**record.doc.get("done", {}), str(index): rows}
+            doc = {**record.doc, "done": done}
+            last = len(done) == int(record.doc["chunks_total"])
+            if last:
+                # the assembly gets its own attempts (the plan's are done with)
+                doc.update(status=QUEUED, phase="assemble", scoring_until=time.time(),
+                           attempts=0, plan_attempts=record.doc.get("attempts"))
+            try:
+                updated = self.records.update(record, doc)
+            except StaleRecord:
+                continue
+            if last:
+                self._submit(updated, {"task": "batch_job", "id": job_id})
+            return
+        raise Conflict(f"batch job {job_id}: too many concurrent updates; retried later")
+
+    # -- assemble --------------------------------------------------------------------------
+    def _assemble(self, lease: Lease) -> Record:
+        doc = lease.doc
+        job_id = lease.record.id
+        names = [OUTPUT_ROW, "prediction", *(f"probability_{c}" for c in doc.get("classes", []))]
+        scratch = self.settings.data_dir / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            path = Path(tmp) / "result.csv"
+            with open(path, "wb") as out:
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="\n").writerow(names)
+                out.write(buf.getvalue().encode())
+                for i in range(int(doc["chunks_total"])):
+                    out.write(self.objects.get(chunk_key(job_id, i)))
+                    lease.renew()
+            lease.write(phase="publishing")  # the fence: this attempt still holds the job
+            self.objects.put_file(result_key(job_id), path)
+        finished = lease.write(status=SUCCEEDED, phase="done", result_key=result_key(job_id),
+                               finished_at=iso_now())
+        self._clean(finished)
+        return finished

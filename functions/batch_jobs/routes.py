@@ -1,0 +1,49 @@
+"""POST /batch_jobs?model=NAME&upload=ID[&experiment=N]: score a CSV upload of any size in the
+background (202); GET /batch_jobs/{id}: its progress and download link; GET
+/batch_jobs/{id}/result: the result CSV, where the service serves it itself (without S3)."""
+
+from typing import Any
+
+from common import context
+from common.errors import BadRequest
+from common.web.guard import json_reply
+from common.web.request import Reply, Request
+from common.web.routing import Param, Route, model_query
+
+
+def start_batch_job(request: Request, model: str, upload: str, experiment: int | None) -> Any:
+    """Score an upload (a CSV file with a header row, sent through POST /uploads) with the
+    model's deployed experiment, or `experiment`: 202, the rows are scored in chunks in the
+    background and GET /batch_jobs/{id} says how it goes. A row that fails /forward_batch's
+    checks fails the job, naming the row; no result is written then."""
+    if request.body:
+        raise BadRequest("send no body: the rows are the upload's (query parameter 'upload')")
+    started = context.batch_jobs().start(model, upload, experiment)
+    reply = json_reply(started, 202)
+    reply.headers["location"] = started["url"]
+    return reply
+
+
+def batch_job(request: Request, job_id: str) -> Any:
+    """The job: status, chunks done of total, rows, rows/s and, once succeeded, `result` with
+    its download URL (presigned on S3)."""
+    return context.batch_jobs().status(job_id)
+
+
+def batch_result(request: Request, job_id: str) -> Any:
+    """The result CSV of a succeeded job: row, prediction and one probability per class."""
+    body = context.batch_jobs().result(job_id)
+    return Reply(200, body, "text/csv; charset=utf-8",
+                 {"content-disposition": f'attachment; filename="batch-{job_id}.csv"'})
+
+
+JOB_ID = Param("job_id", str, where="path", description="the id POST /batch_jobs answered")
+ROUTES = [
+    Route("POST", "/batch_jobs", start_batch_job,
+          (model_query(), Param("upload", str, description="the id of a received CSV upload"),
+           Param("experiment", int, required=False, minimum=1,
+                 description="score with this experiment (default: the deployed one)")),
+          status=202, tags=("predict",)),
+    Route("GET", "/batch_jobs/{job_id}", batch_job, (JOB_ID,), tags=("predict",)),
+    Route("GET", "/batch_jobs/{job_id}/result", batch_result, (JOB_ID,), tags=("predict",)),
+]

@@ -1,0 +1,215 @@
+"""Batch scoring jobs (``common/batch_jobs.py``) embedded over real HTTP: a file over 6 MB scored
+in chunks equals /forward_batch on the same rows; bad requests and bad rows are clear errors and
+leave no result; a worker SIGKILLed mid-chunk still gives every row exactly once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from common import context
+from common.batch_jobs import CHUNK, KIND, BatchJobs
+from tests.lifecycle_data import churn_rows
+
+HEADER = "tenure,charges,plan,region\n"
+
+
+def body_of(n: int) -> bytes:
+    plans, regions = ("basic", "plus", "premium"), ("north", "south")
+    # long numbers: a file over 6 MB in fewer rows (a quicker test)
+    return (HEADER + "".join(f"{1 + i % 71}.000000,{20 + (i * 37) % 10000 / 100:.12f},{plans[i % 3]},"
+                             f"{regions[(i // 7) % 2]}\n" for i in range(n))).encode()
+
+
+def trained(name: str = "churn") -> int:
+    import pandas as pd
+
+    life = context.lifecycle()
+    life.create_model({"name": name, "task": "classification", "target": "churned"})
+    life.add_frame(name, pd.DataFrame(churn_rows(200)))
+    life.jobs = None
+    return life.train_now(name, {"model_class": "logistic_regression", "deploy": "always"}).id
+
+
+def expected(body: bytes, model: str = "churn") -> list[list[str]]:
+    """/forward_batch's answer on the same rows, as result rows."""
+    out = context.serving().forward_batch_upload(model, "csv", body)
+    return [[str(i), str(p), *(repr(float(v)) for v in probs.values())]
+            for i, (p, probs) in enumerate(zip(out["predictions"], out["probabilities"], strict=True))]
+
+
+def rows_of(data: bytes) -> tuple[list[str], list[list[str]]]:
+    got = list(csv.reader(io.StringIO(data.decode())))
+    return got[0], got[1:]
+
+
+def wait(base: str, job: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = requests.get(f"{base}{job['url']}", timeout=10).json()
+        if got["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def upload(base: str, model: str, body: bytes) -> str:
+    doc = requests.post(f"{base}/uploads", params={"model": model}, timeout=10).json()
+    sent = requests.put(f"{base}{doc['url']}", data=body, headers=doc["headers"], timeout=60)
+    assert sent.status_code == 200, sent.text
+    return str(doc["upload_id"])
+
+
+@pytest.fixture
+def server(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
+           request: pytest.FixtureRequest) -> str:
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", str(512 * 1024))
+    monkeypatch.setenv("MLFN_JOB_POLL_SECONDS", "0.1")
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "2")
+    monkeypatch.setenv("MLFN_MAX_BATCH_ROWS", "1000000")
+    base: str = request.getfixturevalue("live_server")
+    trained()
+    return base
+
+
+def test_a_file_over_6mb_equals_forward_batch(server: str) -> None:
+    body = body_of(165_000)
+    assert len(body) > 6 * 1024 * 1024
+    upload_id = upload(server, "churn", body)
+    started = requests.post(f"{server}/batch_jobs", params={"model": "churn", "upload": upload_id},
+                            timeout=10)
+    assert started.status_code == 202, started.text
+    assert started.headers["location"] == started.json()["url"]
+    done = wait(server, started.json())
+    assert done["status"] == "succeeded", done
+    assert done["chunks_done"] == done["chunks_total"] >= 12
+    assert done["rows"] == done["rows_done"] == 165_000 and done["rows_per_second"] > 0
+    got = requests.get(f"{server}{done['result']['url']}", timeout=30)
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    header, rows = rows_of(got.content)
+    assert header == ["row", "prediction", "probability_no", "probability_yes"]
+    assert rows == expected(body)
+    keys = context.backends().datasets.list("_batch/")
+    assert keys == [f"_batch/{done['job_id']}/result.csv"]  # the chunk outputs are gone
+
+
+def test_bad_requests_name_the_field(server: str) -> None:
+    trained("other")
+
+    def start(**query: Any) -> requests.Response:
+        return requests.post(f"{server}/batch_jobs", params={"model": "churn", **query}, timeout=10)
+
+    missing = start()
+    assert missing.status_code == 400 and "'upload'" in missing.json()["detail"]
+    unknown = start(upload="0" * 32)
+    assert unknown.status_code == 404 and "'upload'" in unknown.json()["detail"], unknown.text
+    theirs = start(upload=upload(server, "other", body_of(5)))
+    assert theirs.status_code == 400 and "model 'other'" in theirs.json()["detail"]
+    pending = requests.post(f"{server}/uploads", params={"model": "churn"}, timeout=10).json()
+    early = start(upload=pending["upload_id"])
+    assert early.status_code == 400 and "not arrived" in early.json()["detail"]
+    wrong = start(upload=upload(server, "churn", body_of(5)), experiment=999)
+    assert wrong.status_code == 404 and "'experiment'" in wrong.json()["detail"]
+    nojob = requests.get(f"{server}/batch_jobs/{'a' * 32}", timeout=10)
+    assert nojob.status_code == 404
+    assert requests.get(f"{server}/batch_jobs/nope", timeout=10).status_code == 400
+    assert context.backends().datasets.list("_batch/") == []
+
+
+@pytest.mark.parametrize(("tail", "needle", "row"), [
+    (b"3,abc,basic,north\n", "feature 'charges' (row 3000)", 3000),
+    (b"3,4.5,basic\n", "row 3000 has 3 fields", 3000),
+    (b"3,4.5,\xff\xfe,north\n", "not UTF-8 text (row 3000", 3000),
+])
+def test_a_bad_row_fails_the_job_naming_it(server: str, tail: bytes, needle: str,
+                                           row: int) -> None:
+    body = body_of(3000) + tail + body_of(40_000)[len(HEADER):]
+    job = requests.post(f"{server}/batch_jobs", timeout=10,
+                        params={"model": "churn", "upload": upload(server, "churn", body)}).json()
+    done = wait(server, job)
+    assert done["status"] == "failed" and needle in done["error"], done
+    assert done["row"] == row and "result" not in done
+    assert requests.get(f"{server}{job['url']}/result", timeout=10).status_code == 409
+    context.wait_for_jobs()
+    assert context.backends().datasets.list("_batch/") == []
+
+
+def test_an_unknown_column_fails_the_plan(server: str) -> None:
+    body = b"tenure,charges,plan,region,colour\n1,2.5,basic,north,red\n"
+    job = requests.post(f"{server}/batch_jobs", timeout=10,
+                        params={"model": "churn", "upload": upload(server, "churn", body)}).json()
+    done = wait(server, job)
+    assert done["status"] == "failed" and "unknown column 'colour'" in done["error"], done
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from common import context
+    from common.inference import onnx_model
+    predict = onnx_model.OnnxModel.predict
+    def slow(self, *args, **kwargs):
+        print("scoring", flush=True)
+        time.sleep(30)
+        return predict(self, *args, **kwargs)
+    onnx_model.OnnxModel.predict = slow
+    context.batch_jobs().run({"task": "batch_chunk", "id": sys.argv[1]})
+""")
+
+
+def test_a_worker_killed_mid_chunk(embedded: Callable[[], None],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLFN_JOB_HEARTBEAT_SECONDS", "0.2")
+    monkeypatch.setenv("MLFN_MAX_BATCH_ROWS", "1000000")
+    context.reset()
+    trained()
+    body = body_of(600)
+    uploads = context.ingestions().uploads
+    doc = uploads.create("churn", None, "f.csv")
+    uploads.receive(doc["upload_id"], None, body)
+    jobs: BatchJobs = context.batch_jobs()
+    job_id = jobs.start("churn", doc["upload_id"], None)["job_id"]
+    jobs.run_job(job_id)  # the plan
+    chunks = sorted(r.id for r in jobs.records.with_status(CHUNK, ("queued",)))
+    assert len(chunks) > 5
+    victim = chunks[2]
+    for chunk in chunks[:2]:
+        jobs.run_chunk(chunk)
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, victim], env=os.environ.copy(),
+                              stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    try:
+        assert worker.stdout is not None
+        while (line := worker.stdout.readline()) and line.strip() != b"scoring":
+            pass  # EMF lines; then the worker holds the chunk, mid-scoring
+        assert line.strip() == b"scoring"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert jobs.records.get(CHUNK, victim).status == "running"
+    for chunk in chunks[3:]:
+        jobs.run_chunk(chunk)
+    assert jobs.records.get(KIND, job_id).status == "scoring"  # waits for the killed chunk
+    time.sleep(1.6)  # its lease lapses: the next worker scores it again
+    assert {"task": "batch_chunk", "id": victim} in jobs.claimable()
+    assert jobs.run_chunk(victim).doc["attempts"] == 2
+    assert jobs.records.get(KIND, job_id).doc["phase"] == "assemble"
+    done = jobs.run_job(job_id)
+    assert done.status == "succeeded", done.doc
+    _, rows = rows_of(context.backends().datasets.get(done.doc["result_key"]))
+    assert [r[0] for r in rows] == [str(i) for i in range(600)]  # every row exactly once
+    assert rows == expected(body)

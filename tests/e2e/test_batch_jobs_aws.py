@@ -1,0 +1,54 @@
+"""Batch scoring jobs on the AWS backends (moto server: S3 presigned PUT and GET, DynamoDB,
+SQS), through the real handlers with API Gateway and SQS events: a file over 6 MB scored chunk
+by chunk by the score worker (as `mlfn worker --queue batch` runs it) equals /forward_batch on the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import boto3
+import pytest
+import requests
+
+from common import context
+from functions.batch_jobs import handler as batch_jobs
+from functions.uploads import handler as uploads
+from infra.local.worker import run
+from tests.apigw import invoke
+from tests.e2e.test_batch_jobs import body_of, expected, rows_of, trained
+
+
+def test_a_file_over_6mb_on_s3_and_sqs(on_aws: Callable[[], None],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="batch")["QueueUrl"]
+    monkeypatch.setenv("MLFN_BATCH_QUEUE_URL", url)
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", str(1024 * 1024))
+    monkeypatch.setenv("MLFN_MAX_BATCH_ROWS", "1000000")
+    context.reset()
+    trained()
+    body = body_of(165_000)
+    assert len(body) > 6 * 1024 * 1024
+    doc = invoke(uploads.handler, "v1", "POST", "/uploads", {"model": "churn"}).json()
+    sent = requests.put(doc["url"], data=body, headers=doc["headers"], timeout=60)
+    assert sent.status_code == 200, sent.text
+    started = invoke(batch_jobs.handler, "v1", "POST", "/batch_jobs",
+                     {"model": "churn", "upload": doc["upload_id"]})
+    assert started.status == 202, started.body
+    job = started.json()
+
+    handled = 0  # `mlfn worker --queue batch`: the plan, then every chunk, then the assembly
+    while got := run(once=True, wait_seconds=0, queue="batch"):
+        handled += got
+    status = invoke(batch_jobs.handler, "v1", "GET", job["url"])
+    assert status.status == 200
+    done = status.json()
+    assert done["status"] == "succeeded", done
+    assert handled == done["chunks_total"] + 2 and done["chunks_total"] >= 6
+    assert done["result"]["url"].startswith("http") and "Signature" in done["result"]["url"]
+    got = requests.get(done["result"]["url"], timeout=60)
+    assert got.status_code == 200
+    header, rows = rows_of(got.content)
+    assert header == ["row", "prediction", "probability_no", "probability_yes"]
+    assert rows == expected(body)
+    assert context.backends().datasets.list("_batch/") == [f"_batch/{done['job_id']}/result.csv"]
