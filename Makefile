@@ -27,7 +27,7 @@ serve: install
 UI_PORT ?= $(if $(filter command line,$(origin PORT)),$(PORT),8501)
 
 ui: install
-	$(VENV)/bin/streamlit run ui/app.py --server.port $(UI_PORT) --server.headless true \
+	$(VENV)/bin/streamlit run ui/app.py --server.port $(UI_PORT) --server.headless true --server.maxUploadSize 1024 \
 		--browser.gatherUsageStats false --client.toolbarMode minimal
 
 ## The whole test suite: lint, types, tests.

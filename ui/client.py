@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote
@@ -17,6 +18,9 @@ import requests
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 DEFAULT_TIMEOUT = 60.0
+# The most bytes add_data takes when /health does not say (the server's MLFN_MAX_BODY_BYTES
+# default); a larger CSV goes up as an upload (POST /uploads), and so does one refused with 413.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 Task = Literal["classification", "regression"]
 DeployPolicy = Literal["never", "if_better", "always"]
@@ -206,10 +210,53 @@ class DataAdded(TypedDict):
     dataset_version: int
 
 
+class UploadPart(TypedDict):
+    part: int  # from 1
+    url: str  # presigned: PUT the part's bytes there
+
+
+class Multipart(TypedDict):
+    part_bytes: int  # every part but the last has this many bytes
+    parts: list[UploadPart]
+    complete: str  # POST it (the service's path) once every part is there
+
+
+class Upload(TypedDict):
+    """``POST /uploads`` / ``GET /uploads/{id}``: where and how to send a file's bytes."""
+
+    upload_id: str
+    model: str
+    status: Literal["pending", "received", "ingesting", "ingested"]
+    filename: str | None
+    expires_at: str
+    max_bytes: int
+    method: NotRequired[str]
+    url: NotRequired[str]  # the service's own path, or a presigned S3 URL
+    headers: NotRequired[dict[str, str]]
+    multipart: NotRequired[Multipart]
+    size: NotRequired[int]
+
+
+class Ingestion(TypedDict):
+    """``GET /ingestions/{id}``: an upload's rows becoming one dataset version, all or nothing."""
+
+    ingestion_id: str
+    model: str
+    upload_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    attempts: int
+    rows_read: int
+    url: str
+    rows_added: NotRequired[int]
+    dataset_version: NotRequired[int]
+    error: NotRequired[str]
+    row: NotRequired[int]  # the failing row, from 0 among the data rows
+
+
 class DatasetPart(TypedDict):
     version: int  # the dataset version that added it: the part's name
     rows: int
-    source: Literal["csv", "json", "zip", "multipart", "unknown"]
+    source: Literal["csv", "json", "zip", "multipart", "upload", "unknown"]
     filename: str | None
     created_at: str
     removed_in: int | None
@@ -383,6 +430,83 @@ class MlfnClient:
         """Upload a labelled CSV or zip as the multipart field ``file``."""
         files = {"file": (filename, content, _content_type(filename))}
         return cast(DataAdded, self._request("PUT", "/add_data", params={"model": model}, files=files))
+
+    def body_limit(self) -> int:
+        """The most bytes one request may carry: ``max_body_bytes`` of ``GET /health`` where the
+        server says, else :data:`DEFAULT_MAX_BODY_BYTES`."""
+        given = self.health().get("max_body_bytes")
+        return given if isinstance(given, int) and given > 0 else DEFAULT_MAX_BODY_BYTES
+
+    def add_file(self, model: str, filename: str, content: bytes,
+                 limit: int | None = None) -> DataAdded | Ingestion:
+        """Add a labelled file: in one request (:meth:`add_data`) up to ``limit`` bytes (by
+        default :meth:`body_limit`), a larger CSV as an upload whose ingestion is answered
+        (follow it with :meth:`ingestion`). A CSV the API refuses as too large (413: the
+        server's limit is lower than it says, or a gateway's) goes up as an upload too."""
+        is_csv = not filename.lower().endswith(".zip")
+        if is_csv and len(content) > (self.body_limit() if limit is None else limit):
+            return self.upload_data(model, filename, content)
+        try:
+            return self.add_data(model, filename, content)
+        except ApiError as exc:
+            if exc.status != 413 or not is_csv:
+                raise
+        return self.upload_data(model, filename, content)
+
+    def upload_data(self, model: str, filename: str, content: bytes) -> Ingestion:
+        """A CSV of any size: announce it, send its bytes where the answer says, ingest it
+        (202); the ingestion runs in the background."""
+        upload = self.create_upload(model, len(content), filename)
+        self.send_upload(upload, content)
+        return self.ingest_upload(model, upload["upload_id"])
+
+    def create_upload(self, model: str, size: int | None = None, filename: str | None = None) -> Upload:
+        params: dict[str, Any] = {"model": model}
+        if size is not None:
+            params["size"] = int(size)
+        if filename:
+            params["filename"] = filename
+        return cast(Upload, self._request("POST", "/uploads", params=params))
+
+    def send_upload(self, upload: Upload, content: bytes) -> None:
+        """PUT ``content`` where ``upload`` says: the service's own path, a presigned URL, or
+        each part to its presigned URL and then ``POST .../complete``."""
+        headers = upload.get("headers") or {}
+        multipart = upload.get("multipart")
+        if multipart is None:
+            self._put_bytes(upload["url"], content, headers)
+            return
+        size = int(multipart["part_bytes"])
+        for part in multipart["parts"]:
+            start = (int(part["part"]) - 1) * size
+            self._put_bytes(part["url"], content[start:start + size], headers)
+        self._request("POST", multipart["complete"])
+
+    def _put_bytes(self, url: str, data: bytes, headers: dict[str, str]) -> None:
+        if url.startswith("/"):  # the service's own URL: with the API key
+            self._request("PUT", url, data=data, headers=headers)
+            return
+        # A presigned URL (S3): the signature is the credential; the API key stays home.
+        host = url.split("?", 1)[0]
+        try:
+            response = requests.put(url, data=data, headers=headers, timeout=self.config.timeout)
+        except requests.RequestException as exc:
+            raise ApiUnreachable(host, type(exc).__name__) from None
+        if response.status_code >= 400:
+            code = re.search(r"<Code>(.*?)</Code>", response.text)
+            text = re.search(r"<Message>(.*?)</Message>", response.text)
+            raise ApiError(response.status_code, "the object store refused the upload",
+                           ": ".join(m.group(1) for m in (code, text) if m))
+
+    def ingest_upload(self, model: str, upload_id: str) -> Ingestion:
+        """``PUT /add_data?upload=``: start ingesting an upload that has arrived (202)."""
+        return cast(Ingestion, self._request("PUT", "/add_data",
+                                             params={"model": model, "upload": upload_id}))
+
+    def ingestion(self, ingestion_id: str, model: str | None = None) -> Ingestion:
+        params = {"model": model} if model else {}
+        return cast(Ingestion, self._request("GET", f"/ingestions/{quote(ingestion_id, safe='')}",
+                                             params=params))
 
     def datasets(self, model: str) -> Datasets:
         """The model's dataset versions and parts."""

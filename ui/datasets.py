@@ -12,6 +12,7 @@ import pandas as pd
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 PREVIEW_MAX_BYTES = 2 * 1024 * 1024  # a preview never inflates a large entry
+PREVIEW_ROWS = 100_000  # a larger CSV is looked at from its first rows (the API reads them all)
 
 
 class UnreadableFile(ValueError):
@@ -23,6 +24,13 @@ def read_csv(content: bytes, **kwargs: Any) -> pd.DataFrame:
         return pd.read_csv(io.BytesIO(content), **kwargs)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise UnreadableFile(f"this file is not a readable CSV ({exc})") from None
+
+
+def data_rows(content: bytes) -> int:
+    """About how many data rows a CSV has (its lines but the header; a quoted newline counts
+    too): the denominator of an ingestion's progress."""
+    lines = content.count(b"\n") + (0 if content.endswith(b"\n") or not content else 1)
+    return max(lines - 1, 0)
 
 
 def _open(content: bytes) -> zipfile.ZipFile:

@@ -1,14 +1,23 @@
 """Data: the chosen model's dataset versions and parts (remove a part: a new version without it);
 look at a labelled CSV (target, features, correlations, missing values), then add it to the
-model's dataset (a zip of images goes up as it is)."""
+model's dataset (a zip of images goes up as it is). A CSV over the API's request limit goes up as
+an upload (POST /uploads) and is ingested in the background: the page follows the ingestion to
+its outcome (the new dataset version, or the row that failed and why)."""
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from ui import datasets, plots, session
-from ui.client import DatasetPart, Datasets, Model
+from ui.client import DatasetPart, Datasets, Ingestion, Model
+
+INGESTION_KEY = "mlfn_ingestion"
+FOLLOW_SECONDS = 300.0  # how long one run follows an ingestion; "Check again" follows it further
+POLL_SECONDS = 0.3
 
 api = session.client()
 st.title("Data")
@@ -135,7 +144,61 @@ def explore_archive(content: bytes) -> None:
                  caption=[str(labels.get(name) or name.rsplit("/", 1)[-1]) for name, _ in samples])
 
 
+def progress_text(ingestion: Ingestion, rows: int) -> str:
+    read = ingestion.get("rows_read") or 0
+    return (f"Ingesting the upload: {ingestion['status']}, {read} of about {rows} rows read "
+            f"(attempt {max(ingestion.get('attempts') or 0, 1)})")
+
+
+def follow(ingestion: Ingestion, rows: int) -> Ingestion | None:
+    """Poll the ingestion, with a progress bar, until it ends or FOLLOW_SECONDS pass."""
+    bar = st.progress(0.0, text=progress_text(ingestion, rows))
+    deadline = time.monotonic() + FOLLOW_SECONDS
+    while ingestion["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        got = session.call("Following the ingestion", api.ingestion, ingestion["ingestion_id"],
+                           ingestion["model"])
+        if got is None:
+            return None
+        ingestion = got
+        share = min((ingestion.get("rows_read") or 0) / rows, 1.0) if rows else 0.0
+        bar.progress(share, text=progress_text(ingestion, rows))
+    bar.empty()
+    return ingestion
+
+
+def report(tracked: dict[str, Any], key: str) -> None:
+    """Follow the ingestion kept under ``key`` and show how it ended (or that it still runs)."""
+    ingestion = follow(tracked["ingestion"], tracked["rows"])
+    if ingestion is None:  # the API did not answer: keep it, to check again
+        st.button("Check the ingestion again", icon=":material/refresh:")
+        return
+    filename = tracked["filename"]
+    if ingestion["status"] == "succeeded":
+        st.session_state.pop(key, None)
+        session.flash(f"Added {ingestion.get('rows_added')} rows to **{ingestion['model']}** from "
+                      f"the upload of {filename}: dataset version {ingestion.get('dataset_version')}. "
+                      "Train on it on the Train page.")
+        st.rerun()  # the dataset above shows the new part
+    if ingestion["status"] == "failed":
+        st.session_state.pop(key, None)
+        row = ingestion.get("row")
+        where = (f" at data row {row} (counted from 0; line {row + 2} of the file)"
+                 if row is not None else "")
+        st.error(f"Ingesting {filename} failed{where}: {ingestion.get('error')}. Nothing was "
+                 "added: the dataset is unchanged.", icon=":material/error:")
+        return
+    tracked["ingestion"] = ingestion
+    st.info(f"{filename} is still being ingested ({ingestion['status']}, "
+            f"{ingestion.get('rows_read') or 0} rows read; ingestion {ingestion['ingestion_id']}).")
+    st.button("Check the ingestion again", icon=":material/refresh:")
+
+
 dataset_section(model)
+ingestion_key = f"{INGESTION_KEY}-{model['name']}"
+if ingestion_key in st.session_state:
+    st.subheader("Upload in progress")
+    report(st.session_state[ingestion_key], ingestion_key)
 
 st.subheader("Add data")
 image_model = model.get("input") == "image"
@@ -152,8 +215,12 @@ try:
     if upload.name.lower().endswith(".zip"):
         explore_archive(content)
     else:
-        frame = datasets.read_csv(content)
-        st.write(f"**{upload.name}**: {len(frame)} rows × {frame.shape[1]} columns")
+        frame = datasets.read_csv(content, nrows=datasets.PREVIEW_ROWS)
+        if len(frame) < datasets.PREVIEW_ROWS:
+            st.write(f"**{upload.name}**: {len(frame)} rows × {frame.shape[1]} columns")
+        else:
+            st.write(f"**{upload.name}**: about {datasets.data_rows(content)} rows × "
+                     f"{frame.shape[1]} columns; the first {len(frame)} are shown")
         schema_check(frame, model)
         st.dataframe(frame.head(200), width="stretch", height=240)
         explore(frame, model)
@@ -161,8 +228,12 @@ except datasets.UnreadableFile as exc:
     st.error(f"Cannot look into {upload.name}: {exc}. The API will judge it on upload.")
 
 if st.button(f"Add to {model['name']}", type="primary", icon=":material/cloud_upload:"):
-    added = session.call("Uploading the data", api.add_data, model["name"], upload.name, content)
-    if added is not None:
+    added = session.call("Uploading the data", api.add_file, model["name"], upload.name, content)
+    if added is not None and "ingestion_id" in added:  # an upload: ingested in the background
+        tracked = {"ingestion": added, "filename": upload.name, "rows": datasets.data_rows(content)}
+        st.session_state[ingestion_key] = tracked
+        report(tracked, ingestion_key)
+    elif added is not None:
         session.flash(f"Added {added['rows_added']} rows to **{added['model']}**: "
                       f"{added['rows_total']} rows in dataset version {added['dataset_version']}. "
                       "Train on it on the Train page.")
