@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,57 @@ def test_a_worker_killed_mid_chunk(embedded: Callable[[], None],
     _, rows = rows_of(context.backends().datasets.get(done.doc["result_key"]))
     assert [r[0] for r in rows] == [str(i) for i in range(600)]  # every row exactly once
     assert rows == expected(body)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 30, 10_000])
+def test_chunks_end_at_row_boundaries(chunk_bytes: int) -> None:
+    from common.batch_jobs import plan_chunks
+
+    body = (b'a,b\r\n1,"two\nlines"\r\n\r\n3,"x,""y"""\n\n4,"\n"\n5,6')  # no final line break
+    header, chunks = plan_chunks(io.BytesIO(body), chunk_bytes)
+    assert header == b"a,b\r\n"
+    assert chunks[0]["start"] == len(header) and chunks[-1]["end"] == len(body)
+    assert all(a["end"] == b["start"] for a, b in zip(chunks, chunks[1:], strict=False))
+    rows = []
+    for c in chunks:
+        got = [r for r in csv.reader(io.StringIO(body[c["start"]:c["end"]].decode(), newline="")) if r]
+        assert len(got) == c["rows"] and c["first_row"] == len(rows)
+        rows += got
+    assert rows == [["1", "two\nlines"], ["3", 'x,"y"'], ["4", "\n"], ["5", "6"]]
+    if chunk_bytes == 1:
+        assert len(chunks) == 4  # one row each
+
+
+SCORE_WORKER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from common import context
+from functions.score_worker import handler
+from infra.local.worker import sqs_event
+uploads = context.batch_jobs().uploads
+doc = uploads.create("iris", None, None)
+uploads.receive(doc["upload_id"], None, {body!r})
+job = context.batch_jobs().start("iris", doc["upload_id"], None)["job_id"]
+def deliver(task):
+    msg = {{"MessageId": "m", "ReceiptHandle": "r", "Body": json.dumps(task)}}
+    out = handler.handler(sqs_event([msg], "arn:aws:sqs:us-east-1:123456789012:batch"), None)
+    assert out == {{"batchItemFailures": []}}, out
+deliver({{"task": "batch_job", "id": job}})
+for i in range(context.batch_jobs().get(job).doc["chunks_total"]):
+    deliver({{"task": "batch_chunk", "id": f"{{job}}-{{i:06d}}"}})
+deliver({{"task": "batch_job", "id": job}})
+assert context.batch_jobs().status(job)["status"] == "succeeded"
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "pandas", "scipy", "catboost", "skl2onnx", "pyarrow", "fastapi", "starlette", "grpc"))
+print(json.dumps(heavy))
+"""
+
+
+def test_the_score_worker_imports_no_training_library(demo_env: Path) -> None:
+    """The score worker runs on the ONNX layer: plan, chunks and assembly without pandas."""
+    body = b"sepal_length,sepal_width,petal_length,petal_width\n" + b"5.1,3.5,1.4,0.2\n" * 300
+    script = SCORE_WORKER.format(root=str(Path(__file__).resolve().parents[2]), body=body)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={"MLFN_DATA_DIR": str(demo_env), "PATH": "/usr/bin:/bin",
+                              "MLFN_TASK_WORKERS": "0", "MLFN_BATCH_CHUNK_BYTES": "1000"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
