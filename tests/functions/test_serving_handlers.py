@@ -31,10 +31,13 @@ def diabetes_row() -> dict:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_health(demo_env: Path, version: str) -> None:
+def test_health(demo_env: Path, version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFN_MAX_BODY_BYTES", "65536")
+    context.reset()
     reply = invoke(health_app.handler, version, "GET", "/health")
     assert reply.status == 200
     assert reply.json()["status"] == "ok"
+    assert reply.json()["max_body_bytes"] == 65536 and reply.json()["max_batch_rows"] == 10_000
 
 
 @pytest.mark.parametrize("version", VERSIONS)
