@@ -143,6 +143,38 @@ def plan_chunks(raw: Any, chunk_bytes: int) -> tuple[bytes, list[dict[str, int]]
     return header, chunks
 
 
+def _plain_feeds(features: list[Any], header: list[str],
+                 rows: list[list[str]]) -> dict[str, Any] | None:
+    """The ONNX feeds of CSV rows in one NumPy call per column when every cell is plain (a
+    finite number within float32 for a numeric feature, a non-empty string for a categorical
+    one): the feeds ``feeds_from_records`` builds from the same cells. None otherwise, and the
+    rows then go through ``OnnxModel.predict`` value by value, which names the culprit."""
+    import numpy as np
+
+    from common.domain import FeatureKind
+    from common.inference.inputs import FLOAT32_MAX
+
+    if not rows:
+        return None
+    columns = dict(zip(header, zip(*rows, strict=True), strict=True))
+    feeds: dict[str, Any] = {}
+    for f in features:
+        cells = columns[f.name]
+        if f.kind is FeatureKind.numeric:
+            try:  # float(), as parse_csv_cell reads a cell; "" and text raise
+                values = np.array(list(map(float, cells)), dtype=np.float64)
+            except ValueError:
+                return None
+            if not np.abs(values).max() <= FLOAT32_MAX:  # also False for NaN and inf
+                return None
+            feeds[f.name] = values.astype(np.float32).reshape(-1, 1)
+        else:
+            if "" in cells:
+                return None
+            feeds[f.name] = np.array(cells, dtype=object).reshape(-1, 1)
+    return feeds
+
+
 class BatchJobs:
     def __init__(self, backends: Backends, queue: TaskQueue | None) -> None:
         self.backends = backends
@@ -455,37 +487,48 @@ class BatchJobs:
         except UnicodeDecodeError as exc:
             bad = first + data[:exc.start].count(b"\n")
             raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") from None
-        reader = csv.reader(io.StringIO(text, newline=""))
-        records: list[dict[str, Any]] = []
-        try:
-            for row in reader:
-                if not row:
-                    continue
-                i = first + len(records)
-                if len(row) != len(header):
-                    raise BadRequest(f"malformed CSV: row {i} has {len(row)} fields, the header "
-                                     f"has {len(header)}")
-                records.append({name: cell if (f := features.get(name)) is None
-                                else parse_csv_cell(f, cell, i)
-                                for name, cell in zip(header, row, strict=True)})
-        except csv.Error as exc:
-            raise BadRequest(f"malformed CSV (row {first + len(records)}): {exc}") from None
-        out = onnx_model.predict(records, first_row=first)
+        rows = self._rows(text, first, len(header))
+        feeds = _plain_feeds(onnx_model.features, header, rows)
+        if feeds is not None:
+            out = onnx_model.predict_feeds(feeds)
+        else:  # a cell that is not plain: /forward_batch's path, which names the row
+            records = [{name: cell if (f := features.get(name)) is None
+                        else parse_csv_cell(f, cell, first + i)
+                        for name, cell in zip(header, row, strict=True)}
+                       for i, row in enumerate(rows)]
+            out = onnx_model.predict(records, first_row=first)
         lease.renew()
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        classes = list(out.probabilities[0]) if out.probabilities else []
-        for n, prediction in enumerate(out.predictions):
-            line = [str(first + n), repr(prediction) if isinstance(prediction, float)
-                    else str(prediction)]
-            if out.probabilities is not None:
-                probs = out.probabilities[n]
-                line.extend(repr(float(probs[c])) for c in classes)
-            writer.writerow(line)
+        # csv writes a float as repr() does: the shortest text that reads back the same float
+        numbers = range(first, first + len(out.predictions))
+        if out.probabilities is None:
+            classes: list[str] = []
+            writer.writerows(zip(numbers, out.predictions, strict=True))
+        else:  # every row's dict has the classes in the model's order
+            classes = list(out.probabilities[0])
+            writer.writerows((n, p, *probs.values()) for n, p, probs
+                             in zip(numbers, out.predictions, out.probabilities, strict=True))
         self.objects.put(chunk_key(job.id, int(chunk["index"])), buf.getvalue().encode())
         if classes and "classes" not in doc:
             self._set_classes(job.id, classes)
         return len(out.predictions)
+
+    @staticmethod
+    def _rows(text: str, first: int, width: int) -> list[list[str]]:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows: list[list[str]] = []
+        try:
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise BadRequest(f"malformed CSV: row {first + len(rows)} has {len(row)} "
+                                     f"fields, the header has {width}")
+                rows.append(row)
+        except csv.Error as exc:
+            raise BadRequest(f"malformed CSV (row {first + len(rows)}): {exc}") from None
+        return rows
 
     def _set_classes(self, job_id: str, classes: list[str]) -> None:
         for _ in range(20):

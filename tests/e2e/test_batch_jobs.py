@@ -158,12 +158,12 @@ WORKER = textwrap.dedent("""
     import sys, time
     from common import context
     from common.inference import onnx_model
-    predict = onnx_model.OnnxModel.predict
+    predict = onnx_model.OnnxModel.predict_feeds  # both scoring paths run it
     def slow(self, *args, **kwargs):
         print("scoring", flush=True)
         time.sleep(30)
         return predict(self, *args, **kwargs)
-    onnx_model.OnnxModel.predict = slow
+    onnx_model.OnnxModel.predict_feeds = slow
     context.batch_jobs().run({"task": "batch_chunk", "id": sys.argv[1]})
 """)
 
@@ -268,3 +268,23 @@ def test_the_score_worker_imports_no_training_library(demo_env: Path) -> None:
                               "MLFN_TASK_WORKERS": "0", "MLFN_BATCH_CHUNK_BYTES": "1000"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_chunk_with_missing_cells_scores_as_forward_batch(embedded: Callable[[], None],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty cells take /forward_batch's value-by-value path (the chunk's other rows too)."""
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    context.reset()
+    trained()
+    body = body_of(100) + b"5,,basic,north\n12.5,30,,south\n" + body_of(100)[len(HEADER):]
+    uploads = context.ingestions().uploads
+    doc = uploads.create("churn", None, None)
+    uploads.receive(doc["upload_id"], None, body)
+    jobs: BatchJobs = context.batch_jobs()
+    jobs.start("churn", doc["upload_id"], None)
+    context.wait_for_jobs()
+    (job,) = jobs.records.with_status(KIND, ("succeeded",))
+    assert job.doc["chunks_total"] > 3
+    _, rows = rows_of(context.backends().datasets.get(job.doc["result_key"]))
+    assert rows == expected(body)
