@@ -260,14 +260,17 @@ class DriftAggregator:
             found = counter.count(PREDICTION, predictions) if predictions else None
             if found is not None:
                 counts[PREDICTION] = found
-            with self._lock:
-                before_rows, before = self._pending.get((model, experiment_id), (0, {}))
-                for name, values in counts.items():
-                    if name in before and len(before[name]) == len(values):
-                        before[name] = before[name] + values
-                    else:
-                        before[name] = values
-                self._pending[(model, experiment_id)] = (before_rows + rows, before)
+            self._merge((model, experiment_id), rows, counts)
+
+    def _merge(self, key: tuple[str, int], rows: int, counts: dict[str, np.ndarray]) -> None:
+        """Add counts to the pending ones of ``key`` (bins of another profile replace them)."""
+        with self._lock:
+            pending_rows, pending = self._pending.get(key, (0, {}))
+            for name, values in counts.items():
+                if name in pending and len(pending[name]) == len(values):
+                    values = pending[name] + values
+                pending[name] = values
+            self._pending[key] = (pending_rows + rows, pending)
 
     def persist(self, force: bool = False) -> None:
         """Write the pending counts, one row per (model, experiment), if due or ``force``."""
@@ -294,13 +297,7 @@ class DriftAggregator:
                 self.store_of().add(model, experiment_id, at, self.writer, rows, plain, value)
             except Exception:  # kept for the next persist, merged with what comes meanwhile
                 log.exception("could not write the drift counts of %s/%s", model, experiment_id)
-                with self._lock:
-                    later_rows, later = self._pending.get((model, experiment_id), (0, {}))
-                    for name, values in counts.items():
-                        if name in later and len(later[name]) == len(values):
-                            values = values + later[name]
-                        later[name] = values
-                    self._pending[(model, experiment_id)] = (rows + later_rows, later)
+                self._merge((model, experiment_id), rows, counts)
                 continue
             if value is not None and self.emit is not None:
                 self.emit(model, experiment_id, value)
