@@ -177,7 +177,11 @@ class Monitor:
 
     def record(self, event: InferenceEvent) -> None:
         """Queue ``event``; never blocks (a full queue drops it and counts the drop)."""
-        if not self.emf and self.sink is None and self.drift is None:
+        if not self.emf and self.sink is None:  # nothing to write: only drift counts, if on
+            if self.drift is not None:
+                self.drift.add((event,))
+                if self._thread is None:
+                    self._start()  # it persists them
             return
         with self._lock:
             cold, self._cold_start = self._cold_start, False
@@ -211,6 +215,11 @@ class Monitor:
                     batch.append(self._events.popleft())
                 self._write(batch)
             self._report_drops()
+            if self.drift is not None:
+                try:
+                    self.drift.persist()  # when due (drift_flush_seconds)
+                except Exception:
+                    log.exception("could not persist the drift counts")
 
     def _write(self, batch: list[tuple[InferenceEvent, bool]]) -> None:
         for event, _ in batch:
@@ -230,7 +239,6 @@ class Monitor:
         if self.drift is not None:
             try:
                 self.drift.add([event for event, _ in batch])
-                self.drift.persist()
             except Exception:
                 log.exception("could not count %d inference events for drift", len(batch))
         if self.after_write is not None:

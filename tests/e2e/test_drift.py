@@ -263,3 +263,19 @@ def test_wide_models_fit_a_dynamodb_item(aws: str) -> None:
     assert total(log, "wide", 1, at + timedelta(seconds=1)) == (0, {})
     log.delete("wide")
     assert total(log, "wide", 2, at - timedelta(seconds=1)) == (0, {})
+
+
+def test_drift_counts_with_every_other_monitoring_off(
+        embedded: Any, quiet: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EMF, no inference log: the calls still reach the drift counts (and only them)."""
+    monkeypatch.setenv("MLFN_INFERENCE_LOG", "off")
+    monkeypatch.setenv("MLFN_DRIFT_FLUSH_SECONDS", "0")
+    context.reset()
+    experiment = churn_model()
+    for row in TRAINING[:30]:
+        assert invoke(forward.handler, "v2", "POST", "/forward", MODEL, features(row)).status == 200
+    assert context.serving().monitor.dropped == 0 and not context.serving().monitor._events
+    context.serving().monitor.flush()  # the writer's turn: persisted, being due
+    assert total(context.serving().drift_log(), "churn", experiment,
+                 datetime(2000, 1, 1, tzinfo=UTC))[0] == 30
+    assert drift().json()["rows"] == 30
