@@ -10,13 +10,14 @@ pool, or SQS messages on the batch queue for the score worker):
    row boundaries (quote-aware: a quoted field may hold a line break) and cuts the file into
    chunks of about ``MLFN_BATCH_CHUNK_BYTES``, each recorded as a chunk record with its byte
    range and the number of its first row; the header's columns get ``/forward_batch``'s checks.
-2. *score* (one chunk record each): the chunk's byte range is read, its rows parsed and scored
-   with ``OnnxModel.predict`` (the validation and predictions of ``/forward_batch``, row numbers
-   of the whole file), and its output CSV stored at a key fixed by the job and chunk number;
-   then the chunk is added to the job's ``done`` map (a compare-and-set), and the write that
-   completes the map also queues the job's last phase. A retried chunk (its worker died) writes
-   the same key with the same bytes, and ``done`` is keyed by chunk: every row is in the result
-   exactly once whatever was retried.
+2. *score* (one chunk record each): the chunk's byte range is read and scored with one ONNX run.
+   A plain chunk (no quotes, only finite numbers and non-empty categories) is read in one pass
+   of NumPy's C reader; any other goes through ``csv`` and the validation of ``/forward_batch``
+   (same predictions, row numbers of the whole file). Its output CSV is stored at a key fixed by
+   the job and chunk number; then the chunk is added to the job's ``done`` map (a compare-and-
+   set), and the write that completes the map also queues the job's last phase. A retried chunk
+   (its worker died) writes the same key with the same bytes, and ``done`` is keyed by chunk:
+   every row is in the result exactly once whatever was retried.
 3. *assemble* (the job record again, ``phase: assemble``): the chunk outputs, in order, become
    one CSV, stored with one atomic write (local: a temporary file renamed; S3: a PUT or
    multipart upload visible only once complete) at ``_batch/<job>/result.csv``, and only then
@@ -143,6 +144,58 @@ def plan_chunks(raw: Any, chunk_bytes: int) -> tuple[bytes, list[dict[str, int]]
     return header, chunks
 
 
+def _checked_numbers(values: Any) -> Any:
+    """``values`` (float64) as a float32 feed column, or None when one is not plain: NaN, inf or
+    beyond float32 (the value-by-value path then names the row)."""
+    import numpy as np
+
+    from common.inference.inputs import FLOAT32_MAX
+
+    if not np.abs(values).max() <= FLOAT32_MAX:  # also False for NaN and inf
+        return None
+    return values.astype(np.float32).reshape(-1, 1)
+
+
+def _fast_feeds(features: list[Any], header: list[str], text: str,
+                rows: int) -> dict[str, Any] | None:
+    """The ONNX feeds of a chunk read in one pass of NumPy's C reader (``np.loadtxt``), when the
+    chunk is plain: no quote character (unquoted CSV splits the same way in both readers), no
+    lone carriage return, exactly ``rows`` rows of the header's width, every numeric cell a
+    number within float32 and every categorical cell non-empty. None otherwise: the rows then
+    go through ``csv`` and the checks of ``/forward_batch``, which name the culprit."""
+    import numpy as np
+
+    from common.domain import FeatureKind
+
+    if not rows or '"' in text or text.count("\r") != text.count("\r\n"):
+        return None
+    kinds = {f.name: f.kind for f in features}
+    fields = [(f"c{i}", "f8" if kinds.get(name) is FeatureKind.numeric else "O")
+              for i, name in enumerate(header)]
+    try:
+        table = np.loadtxt(io.StringIO(text), dtype=np.dtype(fields), delimiter=",",
+                           comments=None, quotechar=None, ndmin=1)
+    except ValueError:  # a cell that is not a number, a row of another width
+        return None
+    if len(table) != rows:
+        return None
+    feeds: dict[str, Any] = {}
+    for i, name in enumerate(header):
+        kind = kinds.get(name)
+        if kind is None:
+            continue  # not a feature (the target, say): /forward_batch ignores it too
+        column = table[f"c{i}"]
+        if kind is FeatureKind.numeric:
+            feeds[name] = _checked_numbers(column)
+            if feeds[name] is None:
+                return None
+        else:
+            if (column == "").any():
+                return None
+            feeds[name] = column.reshape(-1, 1)
+    return feeds
+
+
 def _plain_feeds(features: list[Any], header: list[str],
                  rows: list[list[str]]) -> dict[str, Any] | None:
     """The ONNX feeds of CSV rows in one NumPy call per column when every cell is plain (a
@@ -152,7 +205,6 @@ def _plain_feeds(features: list[Any], header: list[str],
     import numpy as np
 
     from common.domain import FeatureKind
-    from common.inference.inputs import FLOAT32_MAX
 
     if not rows:
         return None
@@ -165,14 +217,36 @@ def _plain_feeds(features: list[Any], header: list[str],
                 values = np.array(list(map(float, cells)), dtype=np.float64)
             except ValueError:
                 return None
-            if not np.abs(values).max() <= FLOAT32_MAX:  # also False for NaN and inf
+            feeds[f.name] = _checked_numbers(values)
+            if feeds[f.name] is None:
                 return None
-            feeds[f.name] = values.astype(np.float32).reshape(-1, 1)
         else:
             if "" in cells:
                 return None
             feeds[f.name] = np.array(cells, dtype=object).reshape(-1, 1)
     return feeds
+
+
+def _csv_cell(value: Any) -> str:
+    """``value`` as ``csv.writer`` writes it in a row (quoted when it must be)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([value])
+    return buf.getvalue()
+
+
+def output_rows(first: int, scores: Any, classes: list[Any]) -> str:
+    """The result rows of scored rows numbered from ``first``: ``row,prediction`` and, for a
+    classifier, one probability per class in the model's order. The text ``csv.writer`` writes
+    for the same values (a float as ``repr``: the shortest text that reads back the same
+    float), built a column at a time."""
+    if scores.values is not None:
+        columns = [list(map(repr, scores.values.tolist()))]
+    else:
+        texts = {c: _csv_cell(c) for c in classes}
+        columns = [[texts[c] for c in scores.labels]]
+        columns += [list(map(repr, column)) for column in scores.probabilities.T.tolist()]
+    numbers = map(str, range(first, first + len(columns[0])))
+    return "".join(line + "\n" for line in map(",".join, zip(numbers, *columns, strict=True)))
 
 
 class BatchJobs:
@@ -474,7 +548,7 @@ class BatchJobs:
             return self._again(lease, exc)
 
     def _score(self, job: Record, lease: Lease) -> int:
-        from common.inference.inputs import parse_csv_cell
+        from common.inference.inputs import feeds_from_records, parse_csv_cell
 
         doc, chunk = job.doc, lease.doc
         onnx_model = self._model(doc)
@@ -487,32 +561,26 @@ class BatchJobs:
         except UnicodeDecodeError as exc:
             bad = first + data[:exc.start].count(b"\n")
             raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") from None
-        rows = self._rows(text, first, len(header))
-        feeds = _plain_feeds(onnx_model.features, header, rows)
+        feeds = _fast_feeds(onnx_model.features, header, text, int(chunk["rows"]))
+        if feeds is None:
+            rows = self._rows(text, first, len(header))
+            feeds = _plain_feeds(onnx_model.features, header, rows)
         if feeds is not None:
-            out = onnx_model.predict_feeds(feeds)
+            scores = onnx_model.scores(feeds)
         else:  # a cell that is not plain: /forward_batch's path, which names the row
             records = [{name: cell if (f := features.get(name)) is None
                         else parse_csv_cell(f, cell, first + i)
                         for name, cell in zip(header, row, strict=True)}
                        for i, row in enumerate(rows)]
-            out = onnx_model.predict(records, first_row=first)
+            scores = onnx_model.scores(feeds_from_records(
+                onnx_model.features, records, first, onnx_model.metadata.get("target")))
         lease.renew()
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        # csv writes a float as repr() does: the shortest text that reads back the same float
-        numbers = range(first, first + len(out.predictions))
-        if out.probabilities is None:
-            classes: list[str] = []
-            writer.writerows(zip(numbers, out.predictions, strict=True))
-        else:  # every row's dict has the classes in the model's order
-            classes = list(out.probabilities[0])
-            writer.writerows((n, p, *probs.values()) for n, p, probs
-                             in zip(numbers, out.predictions, out.probabilities, strict=True))
-        self.objects.put(chunk_key(job.id, int(chunk["index"])), buf.getvalue().encode())
+        classes = [] if scores.values is not None else onnx_model.classes
+        self.objects.put(chunk_key(job.id, int(chunk["index"])),
+                         output_rows(first, scores, classes).encode())
         if classes and "classes" not in doc:
-            self._set_classes(job.id, classes)
-        return len(out.predictions)
+            self._set_classes(job.id, [str(c) for c in classes])
+        return len(scores.labels if scores.values is None else scores.values)
 
     @staticmethod
     def _rows(text: str, first: int, width: int) -> list[list[str]]:

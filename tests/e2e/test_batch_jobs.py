@@ -158,12 +158,12 @@ WORKER = textwrap.dedent("""
     import sys, time
     from common import context
     from common.inference import onnx_model
-    predict = onnx_model.OnnxModel.predict_feeds  # both scoring paths run it
+    scores = onnx_model.OnnxModel.scores  # every scoring path runs it
     def slow(self, *args, **kwargs):
         print("scoring", flush=True)
         time.sleep(30)
-        return predict(self, *args, **kwargs)
-    onnx_model.OnnxModel.predict_feeds = slow
+        return scores(self, *args, **kwargs)
+    onnx_model.OnnxModel.scores = slow
     context.batch_jobs().run({"task": "batch_chunk", "id": sys.argv[1]})
 """)
 
@@ -270,21 +270,109 @@ def test_the_score_worker_imports_no_training_library(demo_env: Path) -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_a_chunk_with_missing_cells_scores_as_forward_batch(embedded: Callable[[], None],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Empty cells take /forward_batch's value-by-value path (the chunk's other rows too)."""
+TRICKY = [  # each takes csv's path (or NumPy's reader declines it) and must score the same
+    b"5,,basic,north\n12.5,30,,south\n",  # empty cells
+    b'5,30,"basic",north\n6,"3,0e1",plus,"south"\n',  # quotes (a comma in a quoted number)
+    b"5,30,basic,north\r\n6,31,plus,south\r\n",  # CRLF (NumPy's reader takes it)
+    b"1_000,30,basic,north\n 7 ,31 ,plus,south\n",  # what float() reads, with spaces
+    b"nan,30,basic,north\n5,inf,plus,south\n",  # NaN and inf: the value-by-value checks
+    b"5,30,#basic,north\n",  # a comment character is a plain cell
+    b"5,30,basic,north\n   \n6,31,plus,south\n",  # a line of spaces between rows
+]
+
+
+@pytest.mark.parametrize("rows", TRICKY)
+def test_a_chunk_with_unusual_cells_scores_as_forward_batch(embedded: Callable[[], None],
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            rows: bytes) -> None:
+    """Plain chunks are read by NumPy's C reader, the others by csv; every chunk's result
+    equals /forward_batch on the same rows (or the job fails as /forward_batch does)."""
     monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
     monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
     context.reset()
     trained()
-    body = body_of(100) + b"5,,basic,north\n12.5,30,,south\n" + body_of(100)[len(HEADER):]
+    body = body_of(100) + rows + body_of(100)[len(HEADER):]
     uploads = context.ingestions().uploads
     doc = uploads.create("churn", None, None)
     uploads.receive(doc["upload_id"], None, body)
     jobs: BatchJobs = context.batch_jobs()
     jobs.start("churn", doc["upload_id"], None)
     context.wait_for_jobs()
+    try:
+        want = expected(body)
+    except Exception as exc:  # /forward_batch refuses these rows: so does the job
+        (job,) = jobs.records.with_status(KIND, ("failed",))
+        assert str(getattr(exc, "detail", exc)) in job.doc["error"], job.doc
+        return
     (job,) = jobs.records.with_status(KIND, ("succeeded",))
     assert job.doc["chunks_total"] > 3
-    _, rows = rows_of(context.backends().datasets.get(job.doc["result_key"]))
-    assert rows == expected(body)
+    _, got = rows_of(context.backends().datasets.get(job.doc["result_key"]))
+    assert got == want
+
+
+def test_a_regression_and_quoted_labels_score_as_forward_batch(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The result's text: regression values, and class labels that need quoting in CSV."""
+    import pandas as pd
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    context.reset()
+    life = context.lifecycle()
+    life.jobs = None
+    frame = pd.DataFrame(churn_rows(200))
+    frame["churned"] = frame["churned"].map({"yes": 'yes, "left"', "no": "no"})
+    life.create_model({"name": "quoted", "task": "classification", "target": "churned"})
+    life.add_frame("quoted", frame)
+    life.train_now("quoted", {"model_class": "random_forest", "deploy": "always",
+                              "hyperparameters": {"n_estimators": 5}})
+    life.create_model({"name": "charges", "task": "regression", "target": "charges"})
+    life.add_frame("charges", frame.drop(columns=["churned"]))
+    life.train_now("charges", {"model_class": "random_forest", "deploy": "always",
+                               "hyperparameters": {"n_estimators": 5}})
+    uploads = context.ingestions().uploads
+    jobs: BatchJobs = context.batch_jobs()
+    body = body_of(300)
+    regression = b"tenure,plan,region\n" + b"".join(
+        f"{1 + i % 71},{('basic', 'plus')[i % 2]},north\n".encode() for i in range(300))
+    for model, data in (("quoted", body), ("charges", regression)):
+        doc = uploads.create(model, None, None)
+        uploads.receive(doc["upload_id"], None, data)
+        jobs.start(model, doc["upload_id"], None)
+    context.wait_for_jobs()
+    done = {j.doc["model"]: j for j in jobs.records.with_status(KIND, ("succeeded",))}
+    header, got = rows_of(context.backends().datasets.get(done["quoted"].doc["result_key"]))
+    assert header == ["row", "prediction", "probability_no", 'probability_yes, "left"']
+    assert got == expected(body, "quoted")
+    assert any(r[1] == 'yes, "left"' for r in got)
+    header, got = rows_of(context.backends().datasets.get(done["charges"].doc["result_key"]))
+    out = context.serving().forward_batch_upload("charges", "csv", regression)
+    assert header == ["row", "prediction"]
+    assert got == [[str(i), repr(float(v))] for i, v in enumerate(out["predictions"])]
+
+
+def test_numpys_reader_takes_plain_chunks_only() -> None:
+    """The fast reader gives the feeds csv's path gives on a plain chunk, and declines the
+    chunks it could read differently from csv (csv's path then decides)."""
+    from common.batch_jobs import _fast_feeds, _plain_feeds
+    from common.domain import Feature
+
+    features = [Feature.model_validate({"name": n, "kind": k}) for n, k in
+                (("tenure", "numeric"), ("charges", "numeric"), ("plan", "categorical"),
+                 ("region", "categorical"))]
+    header = HEADER.strip().split(",")
+    text = body_of(50)[len(HEADER):].decode()
+    fast = _fast_feeds(features, header, text, 50)
+    plain = _plain_feeds(features, header, [r for r in csv.reader(io.StringIO(text)) if r])
+    assert fast is not None and plain is not None and fast.keys() == plain.keys()
+    for name in fast:
+        assert fast[name].dtype == plain[name].dtype and (fast[name] == plain[name]).all()
+    assert _fast_feeds(features, header, text, 49) is None  # the plan counted another number
+    declined = [r for r in TRICKY if b"\r\n" not in r and b"#" not in r]
+    assert len(declined) == 5
+    for rows in declined:
+        assert _fast_feeds(features, header, text + rows.decode(), 50 + rows.count(b"\n")) is None
+    taken = _fast_feeds(features, header, "5,30,#basic,north\r\n", 1)  # plain cells, CRLF
+    assert taken is not None and taken["plan"].tolist() == [["#basic"]]
+    assert taken["region"].tolist() == [["north"]]
+    assert _fast_feeds(features, header, text + "5,1e39,basic,north\n", 51) is None  # > float32
