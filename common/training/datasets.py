@@ -100,9 +100,14 @@ def _numbers(feature: Feature, values: list[Any], csv: bool) -> np.ndarray:
     CSV cells by ``parse_csv_cell``, then each value by ``numeric_value`` (finite, in float32
     range, a number and not a boolean or a string)."""
     name = feature.name
+    plain = False
     if csv:
-        values = [None if v is None else parse_csv_cell(feature, v, i) for i, v in enumerate(values)]
-    if all(type(v) is float or type(v) is int or v is None for v in values):
+        try:  # every cell a number: what parse_csv_cell reads, in one C loop
+            values, plain = list(map(float, values)), True
+        except (TypeError, ValueError):  # a missing or empty cell, or text: cell by cell
+            values = [None if v is None else parse_csv_cell(feature, v, i)
+                      for i, v in enumerate(values)]
+    if plain or all(type(v) is float or type(v) is int or v is None for v in values):
         try:
             numbers = np.array(values, dtype=np.float64)  # None -> NaN
         except OverflowError:  # an int too large for a float: named below
