@@ -40,6 +40,7 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,12 @@ def _row_of(detail: str) -> int | None:
     return None if found is None else int(found[1] or found[2])
 
 
-def plan_chunks(raw: Any, chunk_bytes: int) -> tuple[bytes, list[dict[str, int]]]:
+def plan_chunks(raw: Any, chunk_bytes: int,
+                renew: Callable[[], None] = lambda: None) -> tuple[bytes, list[dict[str, int]]]:
     """The header line and the chunks of a CSV file read from ``raw``: byte ranges that start
     and end at row boundaries (a line break outside quotes), each about ``chunk_bytes`` long,
-    with the number of their first data row. Blank lines are not rows (as csv reads them)."""
+    with the number of their first data row. Blank lines are not rows (as csv reads them).
+    ``renew`` is called after each chunk (the plan's lease, on a file of gigabytes)."""
     header = b""
     in_quotes = False
     while True:  # the header may hold a quoted line break too
@@ -137,6 +140,7 @@ def plan_chunks(raw: Any, chunk_bytes: int) -> tuple[bytes, list[dict[str, int]]
         if offset - start >= chunk_bytes and rows > first:
             chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
             start, first = offset, rows
+            renew()
     if in_row:
         rows += 1
     if rows > first:
@@ -234,17 +238,32 @@ def _csv_cell(value: Any) -> str:
     return buf.getvalue()
 
 
+def _float_texts(values: Any) -> list[str]:
+    """``repr`` of each float64 of ``values``, computed once per distinct value when values
+    repeat (a forest's probabilities are averages of few leaf values: a few hundred distinct
+    ones in a chunk of thousands of rows)."""
+    import numpy as np
+
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    # by bit pattern: 0.0 and -0.0 are equal floats but distinct texts
+    distinct, index = np.unique(values.view(np.int64), return_inverse=True)
+    if len(distinct) > len(values) // 2:
+        return list(map(repr, values.tolist()))
+    texts = list(map(repr, distinct.view(np.float64).tolist()))
+    return [texts[i] for i in index.tolist()]
+
+
 def output_rows(first: int, scores: Any, classes: list[Any]) -> str:
     """The result rows of scored rows numbered from ``first``: ``row,prediction`` and, for a
     classifier, one probability per class in the model's order. The text ``csv.writer`` writes
     for the same values (a float as ``repr``: the shortest text that reads back the same
     float), built a column at a time."""
     if scores.values is not None:
-        columns = [list(map(repr, scores.values.tolist()))]
+        columns = [_float_texts(scores.values)]
     else:
         texts = {c: _csv_cell(c) for c in classes}
         columns = [[texts[c] for c in scores.labels]]
-        columns += [list(map(repr, column)) for column in scores.probabilities.T.tolist()]
+        columns += [_float_texts(column) for column in scores.probabilities.T]
     numbers = map(str, range(first, first + len(columns[0])))
     return "".join(line + "\n" for line in map(",".join, zip(numbers, *columns, strict=True)))
 
@@ -483,7 +502,7 @@ class BatchJobs:
             if head.startswith(b"PK\x03\x04"):
                 raise BadRequest(f"upload {doc['upload_id']} is a zip archive; batch jobs score "
                                  "CSV files (a header row, then one row per example)")
-            header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes)
+            header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes, lease.renew)
         columns = self._header(onnx_model, header)
         if not chunks:
             raise BadRequest("the CSV has no data rows (a header row, then one row per example)")

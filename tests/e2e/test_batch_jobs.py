@@ -221,8 +221,10 @@ def test_chunks_end_at_row_boundaries(chunk_bytes: int) -> None:
     from common.batch_jobs import plan_chunks
 
     body = (b'a,b\r\n1,"two\nlines"\r\n\r\n3,"x,""y"""\n\n4,"\n"\n5,6')  # no final line break
-    header, chunks = plan_chunks(io.BytesIO(body), chunk_bytes)
+    renewed: list[int] = []
+    header, chunks = plan_chunks(io.BytesIO(body), chunk_bytes, lambda: renewed.append(1))
     assert header == b"a,b\r\n"
+    assert len(chunks) - 1 <= len(renewed) <= len(chunks)  # the lease, between chunks
     assert chunks[0]["start"] == len(header) and chunks[-1]["end"] == len(body)
     assert all(a["end"] == b["start"] for a, b in zip(chunks, chunks[1:], strict=False))
     rows = []
@@ -349,6 +351,17 @@ def test_a_regression_and_quoted_labels_score_as_forward_batch(
     out = context.serving().forward_batch_upload("charges", "csv", regression)
     assert header == ["row", "prediction"]
     assert got == [[str(i), repr(float(v))] for i, v in enumerate(out["predictions"])]
+
+
+def test_float_texts_are_repr_whether_values_repeat_or_not() -> None:
+    import numpy as np
+
+    from common.batch_jobs import _float_texts
+
+    repeated = np.array([0.0, -0.0, 0.5, 1 / 3, 0.5, -0.0, 1 / 3, 0.0, 0.5, 0.5] * 10)
+    unique = np.random.default_rng(0).random(100)
+    for values in (repeated, unique, repeated.reshape(10, 10).T[0], np.array([])):
+        assert _float_texts(values) == [repr(v) for v in values.tolist()]
 
 
 def test_numpys_reader_takes_plain_chunks_only() -> None:
