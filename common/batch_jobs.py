@@ -404,12 +404,12 @@ class BatchJobs:
     # -- workers ---------------------------------------------------------------------------
     def claimable(self) -> list[dict[str, Any]]:
         """The tasks an embedded worker may run now."""
-        jobs = [{"task": "batch_job", "id": r.id}
-                for r in self.records.with_status(KIND, (QUEUED, RUNNING))
-                if self.state.claimable(r)]
+        records = self.records.with_status(KIND, (QUEUED, RUNNING))
+        jobs = [{"task": "batch_job", "id": r.id} for r in records if self.state.claimable(r)]
+        planning = {r.id for r in records if r.doc.get("phase") == "plan"}
         chunks = [{"task": "batch_chunk", "id": r.id}
                   for r in self.records.with_status(CHUNK, (QUEUED, RUNNING))
-                  if self.state.claimable(r)]
+                  if self.state.claimable(r) and r.doc["job_id"] not in planning]
         return jobs + chunks
 
     def recover(self) -> list[dict[str, Any]]:
@@ -548,6 +548,9 @@ class BatchJobs:
                     record = self.records.update(record, {**record.doc, "status": FAILED,
                                                           "error": f"the job {job.status}"})
             return record
+        if job.doc.get("phase") == "plan":  # its chunks are recorded before the job's columns
+            raise Conflict(f"batch job {job.id} is still being planned; its chunk {chunk} runs "
+                           "once the plan is recorded")
         lease = self.state.claim(record, self._give_up)
         if lease is None:
             return self.records.get(CHUNK, chunk)

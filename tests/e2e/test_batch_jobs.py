@@ -389,3 +389,41 @@ def test_numpys_reader_takes_plain_chunks_only() -> None:
     assert taken is not None and taken["plan"].tolist() == [["#basic"]]
     assert taken["region"].tolist() == [["north"]]
     assert _fast_feeds(features, header, text + "5,1e39,basic,north\n", 51) is None  # > float32
+
+
+def test_chunks_wait_until_the_plan_is_recorded(embedded: Callable[[], None],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan records its chunks one by one, then the job's columns: a worker polling in
+    between neither lists nor scores a chunk (it used to, and failed it for want of columns)."""
+    from common.errors import Conflict
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    context.reset()
+    trained()
+    uploads = context.ingestions().uploads
+    doc = uploads.create("churn", None, None)
+    body = body_of(300)
+    uploads.receive(doc["upload_id"], None, body)
+    jobs: BatchJobs = context.batch_jobs()
+    job_id = jobs.start("churn", doc["upload_id"], None)["job_id"]
+    create, seen = jobs.records.create, []
+
+    def create_and_poll(kind: str, record_id: str, doc: dict[str, Any], **kw: Any) -> Any:
+        created = create(kind, record_id, doc, **kw)
+        if kind == CHUNK:  # another worker looks now, mid-plan
+            assert {"task": "batch_chunk", "id": record_id} not in jobs.claimable()
+            with pytest.raises(Conflict, match="still being planned"):
+                jobs.run_chunk(record_id)
+            assert jobs.records.get(CHUNK, record_id).doc["attempts"] == 0
+            seen.append(record_id)
+        return created
+
+    monkeypatch.setattr(jobs.records, "create", create_and_poll)
+    jobs.run_job(job_id)
+    assert len(seen) > 3
+    assert {"task": "batch_chunk", "id": seen[0]} in jobs.claimable()  # planned: now it runs
+    context.wait_for_jobs()
+    done = jobs.records.get(KIND, job_id)
+    assert done.status == "succeeded", done.doc
+    assert rows_of(context.backends().datasets.get(done.doc["result_key"]))[1] == expected(body)
