@@ -8,6 +8,11 @@ adapters only get, create, update, list and delete. Kept on the experiment store
 apart from its own tables (like the idempotency records and the rollouts): a ``records`` table
 on SQL (SQLite, PostgreSQL), items ``REC#<kind>#<id>`` / ``META`` on DynamoDB with the table's
 TTL attribute ``expiration`` where a record expires.
+
+A record's expiry is the ``expires`` given to ``create``, then the ``record_expires`` of each
+document written (DynamoDB rewrites the whole item, so a document without it loses its TTL; SQL
+keeps the one it had). ``delete_expired`` removes the records past it: ``mlfn gc`` calls it, as
+SQL has no TTL of its own (on DynamoDB the TTL deletes them too, within a few days).
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ class RecordStore(Protocol):
 
     def delete(self, kind: str, record_id: str) -> None: ...
 
+    def delete_expired(self, kinds: tuple[str, ...], now: float,
+                       dry_run: bool = False) -> list[tuple[str, str]]:
+        """Delete (with ``dry_run`` only find) the records of ``kinds`` whose expiry is at or
+        before ``now`` (epoch seconds); their (kind, id)."""
+        ...
+
+
+def _expires(doc: dict[str, Any]) -> int | None:
+    expires = doc.get("record_expires")
+    return None if expires is None else int(expires)
+
 
 def _dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, separators=(",", ":"), default=str)
@@ -105,10 +121,11 @@ class SqlRecords:
 
     def update(self, record: Record, doc: dict[str, Any]) -> Record:
         with self.store._transaction(write=True) as cur:
-            self.store._exec(cur, "UPDATE records SET doc = ?, status = ?, revision = ? "
+            self.store._exec(cur, "UPDATE records SET doc = ?, status = ?, revision = ?, "
+                                  "expires = COALESCE(?, expires) "
                                   "WHERE kind = ? AND id = ? AND revision = ?",
                              (_dumps(doc), str(doc.get("status", "")), record.revision + 1,
-                              record.kind, record.id, record.revision))
+                              _expires(doc), record.kind, record.id, record.revision))
             if cur.rowcount != 1:
                 raise StaleRecord(f"{record.kind} {record.id}")
         return Record(record.kind, record.id, doc, record.revision + 1)
@@ -123,6 +140,17 @@ class SqlRecords:
     def delete(self, kind: str, record_id: str) -> None:
         with self.store._transaction(write=True) as cur:
             self.store._exec(cur, "DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+
+    def delete_expired(self, kinds: tuple[str, ...], now: float,
+                       dry_run: bool = False) -> list[tuple[str, str]]:
+        # One statement: a record whose expiry moved on since it was found is not deleted.
+        verb = "SELECT kind, id FROM" if dry_run else "DELETE FROM"
+        returning = "" if dry_run else " RETURNING kind, id"
+        marks = ", ".join("?" for _ in kinds)
+        with self.store._transaction(write=not dry_run) as cur:
+            self.store._exec(cur, f"{verb} records WHERE kind IN ({marks}) AND expires IS NOT NULL "
+                                  f"AND expires <= ?{returning}", (*kinds, int(now)))
+            return sorted((str(kind), str(record_id)) for kind, record_id in cur.fetchall())
 
 
 class DynamoRecords:
@@ -168,12 +196,10 @@ class DynamoRecords:
         return Record(kind, record_id, doc, 1)
 
     def update(self, record: Record, doc: dict[str, Any]) -> Record:
-        expires = doc.get("record_expires")
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=self._item(record.kind, record.id, doc, record.revision + 1,
-                                None if expires is None else int(expires)),
+                Item=self._item(record.kind, record.id, doc, record.revision + 1, _expires(doc)),
                 ConditionExpression="revision = :r",
                 ExpressionAttributeValues={":r": {"N": str(record.revision)}})
         except self.client.exceptions.ConditionalCheckFailedException:
@@ -192,6 +218,30 @@ class DynamoRecords:
 
     def delete(self, kind: str, record_id: str) -> None:
         self.client.delete_item(TableName=self.table, Key=self._key(kind, record_id))
+
+    def delete_expired(self, kinds: tuple[str, ...], now: float,
+                       dry_run: bool = False) -> list[tuple[str, str]]:
+        # The TTL deletes them as well, but only within days: a scan, and a conditional delete
+        # that spares a record whose expiry moved on since the scan.
+        limit = {":now": {"N": str(int(now))}}
+        values = {f":k{i}": {"S": k} for i, k in enumerate(kinds)}
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table, ConsistentRead=True, ProjectionExpression="#k, rid",
+            FilterExpression=f"#k IN ({', '.join(values)}) AND expiration <= :now",
+            ExpressionAttributeNames={"#k": "kind"},
+            ExpressionAttributeValues={**values, **limit})
+        gone = []
+        for item in (item for page in pages for item in page.get("Items", [])):
+            kind, record_id = item["kind"]["S"], item["rid"]["S"]
+            if not dry_run:
+                try:
+                    self.client.delete_item(TableName=self.table, Key=self._key(kind, record_id),
+                                            ConditionExpression="expiration <= :now",
+                                            ExpressionAttributeValues=limit)
+                except self.client.exceptions.ConditionalCheckFailedException:
+                    continue
+            gone.append((kind, record_id))
+        return sorted(gone)
 
 
 def record_store(experiments: Any) -> RecordStore:

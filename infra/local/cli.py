@@ -167,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         found = collect(context.backends(), timedelta(seconds=args.min_age), args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         for kind, keys in (("temp file", found.temporary), ("dataset part", found.parts),
-                           ("model file", found.models), ("expired upload", found.uploads)):
+                           ("model file", found.models), ("expired upload", found.uploads),
+                           ("scratch file", found.scratch), ("expired record", found.records),
+                           ("batch output", found.batch_outputs)):
             for key in keys:
                 print(f"{verb} {kind} {key}")
-        print(f"{verb} {found.total} files")
+        print(f"{verb} {found.total} files and records")
         return 0
 
     if args.command == "worker":
