@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     upload_url_seconds: int = Field(default=3600, ge=1, le=604_800)
     upload_multipart_bytes: int = Field(default=100 * 1024**2, ge=5 * 1024**2)
     upload_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    # Presigned S3 URLs (uploads, batch results) are signed for this endpoint instead of the
+    # one the service reaches S3 through: an emulator's in-network name (docker-compose's
+    # http://moto:5000) is not what a client outside that network can reach. Empty: the same.
+    presign_endpoint_url: str = ""
     # Ingestion of an upload (PUT /add_data?upload=, common/ingestion.py) reads this many rows
     # at a time (one Parquet row group each). Ingestions run on task_workers threads per
     # server process (0: none here; `mlfn worker` processes take them), or, with

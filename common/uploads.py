@@ -25,6 +25,7 @@ which ingestion took it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -60,6 +61,33 @@ def check_id(upload_id: str) -> str:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def presigned_url(backends: Backends, method: str, params: dict[str, Any], seconds: int) -> str:
+    """A presigned URL for the S3 client ``method`` (``put_object``, ``upload_part``,
+    ``get_object``) on the datasets bucket, valid ``seconds``: SigV4 (botocore presigns with
+    SigV2 by default where S3 still takes it), for MLFN_PRESIGN_ENDPOINT_URL when it is set.
+    SigV4 signs the host, so the URL is signed for the endpoint the client will reach rather
+    than rewritten after signing (S3 would refuse it)."""
+    store: Any = backends.datasets
+    client = store.client
+    signer = _signer(backends.settings.presign_endpoint_url or None, client.meta.region_name,
+                     client.meta.config)
+    return str(signer.generate_presigned_url(method, Params={"Bucket": store.bucket, **params},
+                                             ExpiresIn=seconds))
+
+
+@functools.lru_cache(maxsize=8)
+def _signer(endpoint: str | None, region: str, config: Any) -> Any:
+    """An S3 client that only signs URLs (it sends nothing): for ``endpoint`` (None: where
+    boto3 finds S3, as the service's own client does), with that client's region, configuration
+    and credential chain, and SigV4."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name=region,
+        config=config.merge(Config(signature_version="s3v4")))
 
 
 class Uploads:
@@ -112,18 +140,16 @@ class Uploads:
         headers = {"Content-Type": OCTET_STREAM}
         if not self.on_s3:
             return {"method": "PUT", "url": f"/uploads/{upload_id}/content", "headers": headers}
-        client, bucket = self._s3()
         seconds = self.settings.upload_url_seconds
         until = _iso(time.time() + seconds)
         if "multipart_id" not in doc:
-            url = client.generate_presigned_url(
-                "put_object", Params={"Bucket": bucket, "Key": doc["key"],
-                                      "ContentType": OCTET_STREAM}, ExpiresIn=seconds)
+            url = presigned_url(self.backends, "put_object",
+                                {"Key": doc["key"], "ContentType": OCTET_STREAM}, seconds)
             return {"method": "PUT", "url": url, "headers": headers, "url_expires_at": until}
-        parts = [{"part": n, "url": client.generate_presigned_url(
-            "upload_part", Params={"Bucket": bucket, "Key": doc["key"],
-                                   "UploadId": doc["multipart_id"], "PartNumber": n},
-            ExpiresIn=seconds)} for n in range(1, int(doc["parts"]) + 1)]
+        parts = [{"part": n, "url": presigned_url(
+            self.backends, "upload_part",
+            {"Key": doc["key"], "UploadId": doc["multipart_id"], "PartNumber": n}, seconds)}
+            for n in range(1, int(doc["parts"]) + 1)]
         return {"method": "PUT", "headers": headers, "url_expires_at": until,
                 "multipart": {"part_bytes": doc["part_bytes"], "parts": parts,
                               "complete": f"/uploads/{upload_id}/complete"}}
