@@ -63,6 +63,12 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
+def _record_expires(expires_at: float) -> int:
+    """When the record may go (DynamoDB's TTL): a day after the upload expires, so that its
+    expiry is reported until then; every write carries it, or DynamoDB drops the TTL."""
+    return int(expires_at) + 86_400
+
+
 def presigned_url(backends: Backends, method: str, params: dict[str, Any], seconds: int) -> str:
     """A presigned URL for the S3 client ``method`` (``put_object``, ``upload_part``,
     ``get_object``) on the datasets bucket, valid ``seconds``: SigV4 (botocore presigns with
@@ -122,7 +128,8 @@ class Uploads:
         expires = now + self.settings.upload_expiry_seconds
         doc: dict[str, Any] = {"upload_id": upload_id, "model": name, "status": PENDING,
                                "declared_size": size, "filename": filename,
-                               "created_at": _iso(now), "expires_at": expires}
+                               "created_at": _iso(now), "expires_at": expires,
+                               "record_expires": _record_expires(expires)}
         if self.on_s3:
             doc["key"] = f"{PREFIX}{upload_id}"
         if self.on_s3 and size is not None and size > self.settings.upload_multipart_bytes:
@@ -132,7 +139,7 @@ class Uploads:
                                                      ContentType=OCTET_STREAM)
             doc.update(multipart_id=started["UploadId"], part_bytes=part,
                        parts=math.ceil(size / part))
-        record = self.records.create(KIND, upload_id, doc, expires=int(expires) + 86_400)
+        record = self.records.create(KIND, upload_id, doc, expires=doc["record_expires"])
         return self.describe(record, urls=True)
 
     def _urls(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +343,7 @@ class Uploads:
             doc = {**record.doc, "status": INGESTED if ingested else RECEIVED}
             if not ingested:
                 doc["expires_at"] = time.time() + self.settings.upload_expiry_seconds
+                doc["record_expires"] = _record_expires(doc["expires_at"])
             try:
                 self.records.update(record, doc)
             except StaleRecord:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import boto3
 import pytest
 import requests
 
@@ -81,6 +83,11 @@ def test_presigned_urls_are_signed_for_the_public_endpoint(
     assert put.status_code == 200, put.text
     got = invoke(uploads.handler, "v1", "GET", f"/uploads/{single['upload_id']}")
     assert got.json()["status"] == "received" and got.json()["size"] == len(body)
+    # the record keeps its DynamoDB TTL through its updates (a day after the upload expires)
+    item = boto3.client("dynamodb").get_item(
+        TableName=context.settings().table_name, ConsistentRead=True,
+        Key={"pk": {"S": f"REC#upload#{single['upload_id']}"}, "sk": {"S": "META"}})["Item"]
+    assert int(item["expiration"]["N"]) > time.time() + context.settings().upload_expiry_seconds
 
     multipart = announce(size=str(6 * MIB))
     parts = multipart["multipart"]["parts"]
