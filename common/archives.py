@@ -8,7 +8,8 @@ compression methods other than store and deflate).
 
 Memory stays bounded: all checks that need only the central directory run first, then one entry
 at a time is read (in chunks, never past its declared size) and handed to ``decode``, so a caller
-that decodes keeps only what ``decode`` returns, never every entry's bytes at once.
+that decodes keeps only what ``decode`` returns, never every entry's bytes at once;
+:func:`iter_images` hands those over one at a time (an upload's archive, read from its file).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, BinaryIO, Generic, TypeVar, overload
 
 from common.errors import BadRequest
 
@@ -76,17 +77,20 @@ def _ignored(path: PurePosixPath) -> bool:
     return path.parts[0] == "__MACOSX" or any(p.startswith(".") for p in path.parts)
 
 
+Source = bytes | BinaryIO  # a request's body, or a seekable file (an upload's object)
+
+
 @overload
-def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+def read_images(data: Source, limits: ArchiveLimits, labelled: bool,
                 *, decode: None = None) -> list[ArchiveImage[bytes]]: ...
 
 
 @overload
-def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+def read_images(data: Source, limits: ArchiveLimits, labelled: bool,
                 *, decode: Callable[[str, bytes], T]) -> list[ArchiveImage[T]]: ...
 
 
-def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
+def read_images(data: Source, limits: ArchiveLimits, labelled: bool,
                 *, decode: Callable[[str, bytes], Any] | None = None) -> list[ArchiveImage[Any]]:
     """Images of a zip archive in archive order, labelled by folder name or ``labels.csv``.
 
@@ -97,6 +101,16 @@ def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
         the image's ``data`` and the raw bytes are dropped at once. Without it ``data`` is the
         raw bytes (all of them held together: fine for small archives only).
     """
+    return list(iter_images(data, limits, labelled, decode=decode or _raw))
+
+
+def iter_images(data: Source, limits: ArchiveLimits, labelled: bool,
+                *, decode: Callable[[str, bytes], T]) -> Iterator[ArchiveImage[T]]:
+    """:func:`read_images` one image at a time, for archives whose decoded images together are
+    too big to hold: every check of the central directory and of the labels has passed before
+    the first image is yielded, and a bad entry raises when the iteration reaches it. ``data``
+    may be a seekable binary file, which is read (not copied) entry by entry; the caller
+    closes it after the iteration."""
     archive = _open(data)
     with archive:
         files = _files(archive, limits)
@@ -105,17 +119,19 @@ def read_images(data: bytes, limits: ArchiveLimits, labelled: bool,
         # from the central directory before any image is read or decoded.
         listed = _read_labels(_read_entry(archive, labels_info)) if labels_info else None
         planned = _labelled([(i, p) for i, p in files if i is not labels_info], listed, labelled)
-        images: list[ArchiveImage[Any]] = []
         for info, name, label in planned:
             # No local names the raw bytes: they are garbage as soon as decode returns.
-            value = _read_entry(archive, info) if decode is None else decode(name, _read_entry(archive, info))
-            images.append(ArchiveImage(name=name, data=value, label=label))
-        return images
+            yield ArchiveImage(name=name, data=decode(name, _read_entry(archive, info)),
+                               label=label)
 
 
-def _open(data: bytes) -> zipfile.ZipFile:
+def _raw(name: str, blob: bytes) -> bytes:
+    return blob
+
+
+def _open(data: Source) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        return zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except _DAMAGED as exc:
         if isinstance(exc, NotImplementedError):
             reason = f"unsupported: {exc}"

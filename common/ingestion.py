@@ -10,6 +10,13 @@ changes and the ingestion says which row was wrong. A first upload of a model (n
 yet) is read twice: once to infer the schema from every row, as ``add_data`` infers it from the
 whole body, then to check and write.
 
+An image model's upload is a zip archive of labelled images, as ``add_data`` takes: it is read
+entry by entry from the object's file (``common.archives.iter_images``: ``add_data``'s checks and
+``MLFN_ARCHIVE_*`` limits, labels resolved before any image is decoded), each image decoded by
+``common.images.preprocess`` and written, a chunk of images (``image_frame``) per row group, to
+the same kind of local Parquet file, registered the same way; a bad entry fails the ingestion
+with its name.
+
 Crashes: the part's key is fixed by the ingestion id, and an attempt fences itself (a
 compare-and-set on the ingestion record, ``common/tasks.py``) just before it registers the
 part, so a retry after a crash either finds the part registered (and only records success) or
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import logging
 import re
 import tempfile
@@ -61,6 +69,7 @@ NEW = "new"  # recorded, its upload not taken yet: no worker claims it
 INGESTION_ID = re.compile(r"[0-9a-f]{32}")
 ROW = re.compile(r"\(row ([0-9]+)\)")
 ZIP_MAGIC = b"PK\x03\x04"
+IMAGE_CHUNK_BYTES = 32 * 1024 * 1024  # decoded pixels held at once by an image ingestion
 RECORD_DAYS = 30  # DynamoDB TTL of an ingestion record
 
 
@@ -162,10 +171,7 @@ class Ingestions:
     def start(self, model: str, upload_id: str) -> dict[str, Any]:
         """Queue the ingestion of ``upload_id`` into ``model``'s dataset (202)."""
         name = model_name(model)
-        record = self.store.get_model(name)
-        if record.image is not None:
-            raise BadRequest(f"model {name!r} takes images: ingesting a zip upload is not "
-                             "supported yet; send zips of up to MLFN_MAX_BODY_BYTES to add_data")
+        self.store.get_model(name)  # a clear 404 for an unknown model
         ingestion_id = uuid.uuid4().hex
         doc = {"ingestion_id": ingestion_id, "model": name, "upload_id": upload_id,
                "status": NEW, "attempts": 0, "rows_read": 0, "created_at": iso_now()}
@@ -284,29 +290,36 @@ class Ingestions:
         key = dataset_part_key(model.name, f"ingest-{lease.record.id}")
         done = self._registered(model.name, key)
         if done is None:
-            features = model.features
             with tempfile.TemporaryDirectory(dir=self._scratch()) as tmp:
                 path = Path(tmp) / "part.parquet"
-                if features is None:
-                    features = self._infer(upload, model, lease)
-                for _ in range(3):
-                    rows = self._write(upload, model, features, path, lease)
+                if model.image is not None:
+                    rows = self._write_images(upload, model, path, lease)
                     lease.write(phase="registering")  # the fence: this attempt still holds it
-                    try:
-                        done = self._register(model, key, path, rows, features,
-                                              upload.doc.get("filename"))
-                        break
-                    except SchemaConflict as exc:  # another first upload fixed its schema
-                        features = exc.stored
-                        model = self.store.get_model(model.name)
+                    done = self._register(model, key, path, rows, None, upload.doc.get("filename"))
                 else:
-                    raise Conflict(f"model {model.name!r}: the feature schema is being set "
-                                   "concurrently; retry")
+                    done = self._ingest_rows(upload, model, key, path, lease)
         version, rows = done
         finished = lease.write(status=SUCCEEDED, finished_at=iso_now(), rows_added=rows,
                                rows_read=rows, dataset_version=version, error=None, row=None)
         self.uploads.release(doc["upload_id"], lease.record.id, ingested=True)
         return finished
+
+    def _ingest_rows(self, upload: Record, model: ModelRecord, key: str, path: Path,
+                     lease: Lease) -> tuple[int, int]:
+        """A CSV upload: checked and written at ``path``, then registered as the part ``key``."""
+        features = model.features
+        if features is None:
+            features = self._infer(upload, model, lease)
+        for _ in range(3):
+            rows = self._write(upload, model, features, path, lease)
+            lease.write(phase="registering")  # the fence: this attempt still holds it
+            try:
+                return self._register(model, key, path, rows, features, upload.doc.get("filename"))
+            except SchemaConflict as exc:  # another first upload fixed its schema
+                features = exc.stored
+                model = self.store.get_model(model.name)
+        raise Conflict(f"model {model.name!r}: the feature schema is being set concurrently; "
+                       "retry")
 
     def _scratch(self) -> Path:
         path = self.settings.data_dir / "tmp"
@@ -396,10 +409,49 @@ class Ingestions:
                 lease.renew(rows_read=rows, phase="checking rows")
         return rows
 
+    def _write_images(self, upload: Record, model: ModelRecord, path: Path, lease: Lease) -> int:
+        """A zip upload of labelled images: read entry by entry from the object's file with
+        ``add_data``'s checks and decoding (``read_images``, ``preprocess``, ``image_frame``),
+        written at ``path`` as Parquet, one row group per chunk of images; returns the images."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from common.archives import iter_images
+        from common.images import preprocess
+        from common.training.datasets import image_frame
+        from common.training.frames import pixel_columns
+
+        spec = model.image
+        assert spec is not None
+        fields = [pa.field(c, pa.float32()) for c in pixel_columns(spec)]
+        fields.append(pa.field(model.target, pa.float64() if model.task is Task.regression
+                               else pa.string()))
+        schema = pa.schema(fields)
+        # A chunk's pixels stay near IMAGE_CHUNK_BYTES whatever the image size.
+        size = max(1, min(self.settings.ingest_chunk_rows, IMAGE_CHUNK_BYTES // (4 * spec.n_pixels)))
+        rows = 0
+        with self.backends.datasets.open_read(upload.doc["key"]) as raw, \
+                pq.ParquetWriter(path, schema) as writer:
+            if not raw.read(4).startswith(ZIP_MAGIC[:2]):
+                raise BadRequest(f"upload {upload.id} is not a zip archive; model {model.name!r} "
+                                 "takes images: upload a zip of images in folders named by label "
+                                 "(7/a.png) or listed in a labels.csv")
+            raw.seek(0)
+            images = iter_images(raw, self.settings.archive_limits, labelled=True,
+                                 decode=lambda name, blob: preprocess(blob, spec, name=name))
+            while chunk := list(itertools.islice(images, size)):
+                frame = image_frame([i.data for i in chunk], [i.label for i in chunk],
+                                    [i.name for i in chunk], model)
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                rows += len(chunk)
+                lease.renew(rows_read=rows, phase="checking images")
+        return rows
+
     def _register(self, model: ModelRecord, key: str, path: Path, rows: int,
-                  features: list[Feature], filename: str | None) -> tuple[int, int]:
-        """Store the part file, then register it (fixing ``features`` on a first upload); on a
-        refusal the file is removed again (as ``Lifecycle._store_part`` does)."""
+                  features: list[Feature] | None, filename: str | None) -> tuple[int, int]:
+        """Store the part file, then register it (fixing ``features`` on a first upload of a
+        tabular model; None for images); on a refusal the file is removed again (as
+        ``Lifecycle._store_part`` does)."""
         self.backends.datasets.put_file(key, path)
         first = model.features is None
         try:

@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,16 +26,19 @@ ROWS = "".join(f"{i % 70},{i % 50}.5,{('a', 'b')[i % 2]},{('yes', 'no')[(i // 3)
                for i in range(300))
 
 
-def prepared(monkeypatch: pytest.MonkeyPatch, body: bytes) -> tuple[Ingestions, str]:
+CHURN = {"name": "churn", "task": "classification", "target": "churned"}
+
+
+def prepared(monkeypatch: pytest.MonkeyPatch, body: bytes, model: dict[str, Any] = CHURN,
+             filename: str = "f.csv") -> tuple[Ingestions, str]:
     """A model, an upload of ``body`` and its ingestion, queued (no worker running)."""
     monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
     context.reset()
-    context.lifecycle().create_model({"name": "churn", "task": "classification",
-                                      "target": "churned"})
+    context.lifecycle().create_model(model)
     uploads = context.ingestions().uploads
-    doc = uploads.create("churn", None, "f.csv")
+    doc = uploads.create(model["name"], None, filename)
     uploads.receive(doc["upload_id"], None, body)
-    started = context.ingestions().start("churn", doc["upload_id"])
+    started = context.ingestions().start(model["name"], doc["upload_id"])
     return context.ingestions(), started["ingestion_id"]
 
 
@@ -43,9 +47,9 @@ def lapse(ingestions: Ingestions, ingestion_id: str) -> None:
     ingestions.records.update(record, {**record.doc, "lease_until": time.time() - 1})
 
 
-def test_a_crash_after_registering_is_not_applied_twice(embedded: Callable[[], None],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+def crash_after_registering(ingestions: Ingestions, ingestion_id: str,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the ingestion in a process that dies just after it registered the part."""
     original = Ingestions._register
 
     def register_then_die(self: Ingestions, *args: object) -> tuple[int, int]:
@@ -56,6 +60,12 @@ def test_a_crash_after_registering_is_not_applied_twice(embedded: Callable[[], N
     with pytest.raises(KeyboardInterrupt):
         ingestions.run(ingestion_id)
     monkeypatch.setattr(Ingestions, "_register", original)
+
+
+def test_a_crash_after_registering_is_not_applied_twice(embedded: Callable[[], None],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    crash_after_registering(ingestions, ingestion_id, monkeypatch)
     with pytest.raises(Conflict):  # its lease is live: nobody else may take it yet
         ingestions.run(ingestion_id)
     lapse(ingestions, ingestion_id)
@@ -78,33 +88,35 @@ def test_a_stale_attempt_cannot_write(embedded: Callable[[], None],
     assert len(context.backends().experiments.dataset_parts("churn")) == 1
 
 
-WORKER = textwrap.dedent("""
-    import sys, time
-    from common import context
-    from common.training import datasets
-    conform = datasets.conform
-    def slow(*args, **kwargs):
-        time.sleep(0.05)
-        return conform(*args, **kwargs)
-    datasets.conform = slow
-    print("ready", flush=True)
-    context.ingestions().run(sys.argv[1])
-""")
+def slowed_worker(module: str, function: str, seconds: float) -> str:
+    """A worker script that runs one ingestion (its id: argv[1]) with ``module.function``
+    slowed by ``seconds`` a call, so that a test can kill it mid-file."""
+    return textwrap.dedent(f"""
+        import importlib, sys, time
+        from common import context
+        module = importlib.import_module({module!r})
+        original = getattr(module, {function!r})
+        def slow(*args, **kwargs):
+            time.sleep({seconds!r})
+            return original(*args, **kwargs)
+        setattr(module, {function!r}, slow)
+        context.ingestions().run(sys.argv[1])
+    """)
 
 
-def test_a_worker_killed_mid_ingestion(embedded: Callable[[], None], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFN_INGEST_CHUNK_ROWS", "5")
-    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
-    monkeypatch.setenv("MLFN_JOB_HEARTBEAT_SECONDS", "0.2")
-    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, ingestion_id], env=os.environ.copy(),
+WORKER = slowed_worker("common.training.datasets", "conform", 0.05)
+
+
+def kill_mid_ingestion(ingestions: Ingestions, ingestion_id: str, script: str, rows: int) -> None:
+    """Run ``script`` (given the ingestion id) in a worker process and SIGKILL it once it has
+    read ``rows`` rows (and written row groups)."""
+    worker = subprocess.Popen([sys.executable, "-c", script, ingestion_id], env=os.environ.copy(),
                               stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     try:
         deadline = time.monotonic() + 60
-        while True:  # killed once it has read some rows (and written row groups)
+        while True:
             doc = ingestions.records.get("ingestion", ingestion_id).doc
-            if doc["status"] == "running" and doc["rows_read"] >= 50:
+            if doc["status"] == "running" and doc["rows_read"] >= rows:
                 break
             assert time.monotonic() < deadline and worker.poll() is None, doc
             time.sleep(0.02)
@@ -113,6 +125,15 @@ def test_a_worker_killed_mid_ingestion(embedded: Callable[[], None], tmp_path: P
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_worker_killed_mid_ingestion(embedded: Callable[[], None], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFN_INGEST_CHUNK_ROWS", "5")
+    monkeypatch.setenv("MLFN_JOB_LEASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLFN_JOB_HEARTBEAT_SECONDS", "0.2")
+    ingestions, ingestion_id = prepared(monkeypatch, (HEADER + ROWS).encode())
+    kill_mid_ingestion(ingestions, ingestion_id, WORKER, rows=50)
     store = context.backends().experiments
     assert store.dataset_parts("churn") == [] and store.get_model("churn").dataset_version == 0
     assert ingestions.status(ingestion_id)["status"] == "running"

@@ -45,6 +45,19 @@ def ingest(base: str, model: str, upload_id: str) -> requests.Response:
                         timeout=10)
 
 
+def retrained(base: str, model: str, timeout: float = 60) -> dict[str, Any]:
+    """PUT /retrain (logistic regression) and the experiment once it succeeded or failed."""
+    trained = requests.put(f"{base}/retrain", params={"model": model},
+                           json={"model_class": "logistic_regression"}, timeout=10)
+    assert trained.status_code in (200, 201, 202), trained.text
+    exp: dict[str, Any] = trained.json()
+    deadline = time.monotonic() + timeout
+    while exp["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        exp = requests.get(f"{base}/metrics/{exp['experiment_id']}", timeout=10).json()
+    return exp
+
+
 @pytest.fixture
 def server(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
            request: pytest.FixtureRequest) -> str:
@@ -90,14 +103,7 @@ def test_upload_ingest_retrain(server: str) -> None:
     # a second file appends a version, then retrain trains on it
     more = upload(server, "churn", (HEADER + rows(30, 100)).encode())
     assert wait(server, ingest(server, "churn", more["upload_id"]).json())["dataset_version"] == 2
-    trained = requests.put(f"{server}/retrain", params={"model": "churn"},
-                           json={"model_class": "logistic_regression"}, timeout=10)
-    assert trained.status_code in (200, 201, 202), trained.text
-    exp = trained.json()
-    deadline = time.monotonic() + 60
-    while exp["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.1)
-        exp = requests.get(f"{server}/metrics/{exp['experiment_id']}", timeout=10).json()
+    exp = retrained(server, "churn")
     assert exp["status"] == "succeeded", exp
     assert exp["dataset_version"] == 2 and exp["rows"] == 130
 
