@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from common import context
+from common.domain import Experiment
 from functions.add_data import handler as add_data
 from functions.ingest_worker import handler as ingest_worker
 from functions.models import handler as models
@@ -62,20 +63,29 @@ def csv_rows(n: int, start: int = 0, pad: int = 0) -> bytes:
 HEADER = b"n,m,note,label\n"
 
 
-def announce(**query: str) -> dict[str, Any]:
-    reply = invoke(uploads.handler, "v1", "POST", "/uploads", {"model": "wide", **query})
+def announce(model: str = "wide", **query: str) -> dict[str, Any]:
+    reply = invoke(uploads.handler, "v1", "POST", "/uploads", {"model": model, **query})
     assert reply.status == 201, reply.body
     return reply.json()
 
 
-def ingest(upload_id: str, drain: Callable[[], int]) -> dict[str, Any]:
+def ingest(upload_id: str, drain: Callable[[], int], model: str = "wide") -> dict[str, Any]:
     started = invoke(add_data.handler, "v1", "PUT", "/add_data",
-                     {"model": "wide", "upload": upload_id})
+                     {"model": model, "upload": upload_id})
     assert started.status == 202, started.body
     assert drain() == 1
     got = invoke(uploads.handler, "v1", "GET", f"/ingestions/{started.json()['ingestion_id']}")
     assert got.status == 200
     return got.json()
+
+
+def retrained(model: str, on_aws: Callable[[], None]) -> Experiment:
+    """PUT /retrain (logistic regression) through its handler, run by the training worker."""
+    trained = invoke(retrain.handler, "v1", "PUT", "/retrain", {"model": model},
+                     body={"model_class": "logistic_regression"})
+    assert trained.status == 202, trained.body
+    on_aws()  # the training worker drains the retrain queue
+    return context.backends().experiments.get_experiment(trained.json()["experiment_id"])
 
 
 def test_presigned_put_ingest_retrain(stack: Callable[[], int], on_aws: Callable[[], None]) -> None:
@@ -92,11 +102,7 @@ def test_presigned_put_ingest_retrain(stack: Callable[[], int], on_aws: Callable
     assert done["dataset_version"] == 1
     bucket = context.backends().datasets
     assert bucket.list("_uploads/") == []  # the upload's object went with its ingestion
-    trained = invoke(retrain.handler, "v1", "PUT", "/retrain", {"model": "wide"},
-                     body={"model_class": "logistic_regression"})
-    assert trained.status == 202, trained.body
-    on_aws()  # the training worker drains the retrain queue
-    exp = context.backends().experiments.get_experiment(trained.json()["experiment_id"])
+    exp = retrained("wide", on_aws)
     assert exp.status.value == "succeeded" and exp.dataset_version == 1 and exp.rows == 3000
 
 
