@@ -48,6 +48,8 @@ class Acks:
     experiments: set[int] = field(default_factory=set)
     deploys: list[tuple[int, int | None]] = field(default_factory=list)  # (deployed, previous)
     deleted: set[int] = field(default_factory=set)
+    # Deletes sent but not answered (the kill came first): each may or may not have happened.
+    asked: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -99,6 +101,8 @@ def traffic(url: str, acks: Acks, rng: random.Random, stop: threading.Event) -> 
                              if e["status"] in ("succeeded", "failed")]
                     if ended:
                         target = rng.choice(ended)
+                        with acks.lock:
+                            acks.asked.add(target)
                         reply = session.delete(f"{url}/experiments/{target}", timeout=10)
                         if reply.status_code == 204:
                             with acks.lock:
@@ -127,7 +131,7 @@ def check_invariants(data: Path, acks: Acks, cycle: int) -> None:
             assert version in by_version and by_version[version].rows == rows, \
                 f"{where}: acknowledged upload (version {version}) lost"
         experiments = {e.id: e for e in store.list_experiments("churn")}
-        for exp_id in acks.experiments - acks.deleted:
+        for exp_id in acks.experiments - acks.deleted - acks.asked:
             assert exp_id in experiments, f"{where}: acknowledged retrain {exp_id} lost"
         for exp_id in acks.deleted:
             assert exp_id not in experiments, f"{where}: acknowledged delete {exp_id} undone"
