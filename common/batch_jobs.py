@@ -60,12 +60,13 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import INGESTED, INGESTING, PENDING, Uploads
+from common.uploads import Uploads, presigned_url
 
 log = logging.getLogger("mlfn.batch_jobs")
 
 KIND, CHUNK = "batch_job", "batch_chunk"
 SCORING = "scoring"  # the chunks are being scored: the job record itself is not claimable
+ENDED = (SUCCEEDED, FAILED)
 PREFIX = "_batch/"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 RECORD_DAYS = 30
@@ -289,7 +290,7 @@ class BatchJobs:
             raise BadRequest(f"model {name!r} takes images: batch jobs score CSV uploads of "
                              "tabular models; send zips to /forward_batch")
         experiment_id = self._experiment(name, experiment_id)
-        upload = self._upload(upload_id, name)
+        upload = self._upload(lambda: self.uploads.arrived(upload_id, name))
         job_id = uuid.uuid4().hex
         expires = int(time.time()) + RECORD_DAYS * 86_400
         doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
@@ -297,6 +298,11 @@ class BatchJobs:
                "filename": upload.doc.get("filename"), "status": QUEUED, "phase": "plan",
                "attempts": 0, "done": {}, "created_at": iso_now(), "record_expires": expires}
         created = self.records.create(KIND, job_id, doc, expires=expires)
+        try:  # noted on the upload once the job exists: an ingestion sees a job it can read
+            self._upload(lambda: self.uploads.hold(upload_id, name, job_id))
+        except BaseException:
+            self.records.delete(KIND, job_id)
+            raise
         self._submit(created, {"task": "batch_job", "id": job_id})
         return self.describe(created)
 
@@ -320,27 +326,16 @@ class BatchJobs:
                              f"{exp.status.value}; only a succeeded experiment has a model")
         return experiment_id
 
-    def _upload(self, upload_id: str, model: str) -> Record:
+    @staticmethod
+    def _upload(read: Callable[[], Record]) -> Record:
+        """The upload ``read`` returns, its errors naming the query parameter."""
         try:
-            upload = self.uploads._refresh(self.uploads.get(upload_id))
+            return read()
         except BadRequest as exc:
-            raise BadRequest(f"query parameter 'upload': {exc.detail}") from None
+            raise BadRequest(exc.detail if exc.detail.startswith("query parameter")
+                             else f"query parameter 'upload': {exc.detail}") from None
         except NotFound as exc:
             raise NotFound(f"query parameter 'upload': {exc.detail}") from None
-        if upload.doc["model"] != model:
-            raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for "
-                             f"model {upload.doc['model']!r}, not {model!r}")
-        if upload.status == PENDING:
-            raise BadRequest(f"query parameter 'upload': upload {upload_id} has not arrived yet; "
-                             "PUT the bytes to its URL first")
-        if upload.status in (INGESTING, INGESTED):
-            raise Conflict(f"query parameter 'upload': upload {upload_id} was given to ingestion "
-                           f"{upload.doc.get('ingestion_id')}; its file is no longer kept")
-        # the job reads the file for a while: it must outlive the job's start by the expiry
-        with contextlib.suppress(StaleRecord):
-            upload = self.records.update(upload, {
-                **upload.doc, "expires_at": time.time() + self.settings.upload_expiry_seconds})
-        return upload
 
     def _submit(self, record: Record, task: dict[str, Any]) -> None:
         if self.queue is None:
@@ -385,11 +380,8 @@ class BatchJobs:
 
     def _download(self, doc: dict[str, Any]) -> dict[str, Any]:
         if self.settings.object_store == "s3":
-            store: Any = self.objects
             seconds = self.settings.upload_url_seconds
-            url = store.client.generate_presigned_url(
-                "get_object", Params={"Bucket": store.bucket, "Key": doc["result_key"]},
-                ExpiresIn=seconds)
+            url = presigned_url(self.backends, "get_object", {"Key": doc["result_key"]}, seconds)
             return {"url": url, "url_expires_in": seconds, "content_type": "text/csv"}
         return {"url": f"/batch_jobs/{doc['job_id']}/result", "content_type": "text/csv"}
 

@@ -14,7 +14,8 @@ Each upload is one record (``common/storage/records.py``) and one object under `
 the datasets store (a prefix no model name can take): ``_uploads/<id>`` on S3, where the URL is
 signed before the bytes arrive, ``_uploads/<id>.<nonce>`` locally, where two PUTs racing each
 write their own object and only the one whose record update wins is kept. An upload expires
-``MLFN_UPLOAD_EXPIRY_SECONDS`` after it was announced unless an ingestion holds it: ``mlfn gc``
+``MLFN_UPLOAD_EXPIRY_SECONDS`` after it was announced (or after the last batch job on it
+started) unless an ingestion or a batch job still holds it: ``mlfn gc``
 (and the server at start-up) removes expired records and their objects, and objects without a
 record; on S3 the bucket's lifecycle rule also expires ``_uploads/`` objects and aborts multipart
 uploads never completed. An ingested upload's object is removed at once (its rows live in the
@@ -181,7 +182,7 @@ class Uploads:
         except NotFound:
             raise NotFound(f"upload {upload_id} does not exist (or it expired and was "
                            "removed)") from None
-        if self._expired(record, time.time()):
+        if self._expired(record, time.time()) and self.holder(record) is None:
             raise NotFound(f"upload {upload_id} expired at {_iso(float(record.doc['expires_at']))};"
                            " announce a new one with POST /uploads")
         return record
@@ -308,27 +309,81 @@ class Uploads:
     def take(self, upload_id: str, model: str, ingestion_id: str) -> Record:
         """Hand the upload to ``ingestion_id`` (received -> ingesting, one compare-and-set):
         BadRequest unless it belongs to ``model`` and has arrived, Conflict if another
-        ingestion has it or had it."""
+        ingestion has it or had it, or a batch job still reads it (an ingested upload's file is
+        removed)."""
+        for _ in range(20):
+            record = self.arrived(upload_id, model)
+            if record.status in (INGESTING, INGESTED):
+                verb = "is being" if record.status == INGESTING else "was"
+                raise Conflict(f"upload {upload_id} {verb} ingested by ingestion "
+                               f"{record.doc.get('ingestion_id')} (GET /ingestions/"
+                               f"{record.doc.get('ingestion_id')}); an upload is ingested once")
+            job = self.holder(record)
+            if job is not None:
+                raise Conflict(f"upload {upload_id} is being scored by batch job {job} (GET "
+                               f"/batch_jobs/{job}); ingest it once the job has ended (ingesting "
+                               "removes the upload's file)")
+            try:
+                return self.records.update(record, {**record.doc, "status": INGESTING,
+                                                    "ingestion_id": ingestion_id})
+            except StaleRecord:
+                continue  # taken, held or extended meanwhile: look again
+        raise Conflict(f"upload {upload_id} kept changing while it was being taken; try again")
+
+    def arrived(self, upload_id: str, model: str) -> Record:
+        """The upload's record; BadRequest if it belongs to another model or has not arrived,
+        NotFound if it does not exist (or expired)."""
         record = self._refresh(self.get(upload_id))
         if record.doc["model"] != model:
-            raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for model "
-                             f"{record.doc['model']!r}, not {model!r}")
+            raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for "
+                             f"model {record.doc['model']!r}, not {model!r}")
         if record.status == PENDING:
             how = ("complete it with POST /uploads/{id}/complete after the last part"
                    if "multipart_id" in record.doc else "PUT the bytes to its URL first")
             raise BadRequest(f"query parameter 'upload': upload {upload_id} has not arrived yet; "
                              f"{how}")
-        if record.status in (INGESTING, INGESTED):
-            verb = "is being" if record.status == INGESTING else "was"
-            raise Conflict(f"upload {upload_id} {verb} ingested by ingestion "
-                           f"{record.doc.get('ingestion_id')} (GET /ingestions/"
-                           f"{record.doc.get('ingestion_id')}); an upload is ingested once")
+        return record
+
+    # -- use by batch jobs -----------------------------------------------------------------
+    def hold(self, upload_id: str, model: str, job_id: str) -> Record:
+        """Let batch job ``job_id`` (its record written already) read the upload: the job is
+        noted on the upload (ended jobs' notes dropped) and its expiry pushed back, in one
+        compare-and-set. While the job has not ended, the upload is neither ingested
+        (:meth:`take`) nor expired. Conflict once an ingestion has it."""
+        for _ in range(20):
+            record = self.arrived(upload_id, model)
+            if record.status in (INGESTING, INGESTED):
+                raise Conflict(f"query parameter 'upload': upload {upload_id} was given to "
+                               f"ingestion {record.doc.get('ingestion_id')}; its file is no "
+                               "longer kept")
+            expires_at = time.time() + self.settings.upload_expiry_seconds
+            jobs = [j for j in record.doc.get("batch_jobs", []) if self._running(j)]
+            try:
+                return self.records.update(record, {
+                    **record.doc, "batch_jobs": [*jobs, job_id],
+                    "expires_at": max(expires_at, float(record.doc["expires_at"])),
+                    "record_expires": _record_expires(max(expires_at,
+                                                          float(record.doc["expires_at"])))})
+            except StaleRecord:
+                continue
+        raise Conflict(f"upload {upload_id} kept changing while a batch job was starting on it; "
+                       "try again")
+
+    def holder(self, record: Record) -> str | None:
+        """A batch job noted on the upload that has not ended, if any."""
+        for job_id in record.doc.get("batch_jobs", []):
+            if self._running(job_id):
+                return str(job_id)
+        return None
+
+    def _running(self, job_id: str) -> bool:
+        from common.batch_jobs import ENDED
+        from common.batch_jobs import KIND as JOB
+
         try:
-            return self.records.update(record, {**record.doc, "status": INGESTING,
-                                                "ingestion_id": ingestion_id})
-        except StaleRecord:
-            raise Conflict(f"upload {upload_id} was taken by another ingestion at the same "
-                           "time; an upload is ingested once") from None
+            return self.records.get(JOB, job_id).status not in ENDED
+        except NotFound:
+            return False
 
     def release(self, upload_id: str, ingestion_id: str, ingested: bool) -> None:
         """The ingestion ended: ``ingested`` (the object removed, the record kept until it
@@ -362,7 +417,7 @@ class Uploads:
         gone: list[str] = []
         kept: set[str] = set()
         for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED)):
-            if not self._expired(record, now):
+            if not self._expired(record, now) or self.holder(record) is not None:
                 if record.doc.get("key"):
                     kept.add(record.doc["key"])
                 continue

@@ -51,6 +51,11 @@ def expected(body: bytes, model: str = "churn") -> list[list[str]]:
             for i, (p, probs) in enumerate(zip(out["predictions"], out["probabilities"], strict=True))]
 
 
+def labelled(n: int) -> bytes:
+    rows = churn_rows(n, seed=7)
+    return "".join(",".join(map(str, r)) + "\n" for r in [list(rows[0]), *(r.values() for r in rows)]).encode()
+
+
 def rows_of(data: bytes) -> tuple[list[str], list[list[str]]]:
     got = list(csv.reader(io.StringIO(data.decode())))
     return got[0], got[1:]
@@ -427,3 +432,71 @@ def test_chunks_wait_until_the_plan_is_recorded(embedded: Callable[[], None],
     done = jobs.records.get(KIND, job_id)
     assert done.status == "succeeded", done.doc
     assert rows_of(context.backends().datasets.get(done.doc["result_key"]))[1] == expected(body)
+
+
+def test_an_upload_a_batch_job_reads_is_neither_ingested_nor_expired_under_it(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingesting an upload removes its file: while a batch job has not ended, an ingestion of
+    its upload is refused (409 naming the job) and the expiry keeps the upload; once the job
+    has ended (here: failed) the ingestion goes ahead, and a later batch job on the upload is
+    refused without leaving a job record."""
+    from common.errors import Conflict
+    from common.uploads import Uploads
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    monkeypatch.setenv("MLFN_UPLOAD_EXPIRY_SECONDS", "60")
+    context.reset()
+    trained()
+    ingestions, jobs = context.ingestions(), context.batch_jobs()
+    upload_id = ingestions.uploads.create("churn", None, None)["upload_id"]
+    body = labelled(300)  # a labelled file: ingested fine, refused by scoring (the target)
+    ingestions.uploads.receive(upload_id, None, body)
+    job_id = jobs.start("churn", upload_id, None)["job_id"]
+    with pytest.raises(Conflict, match=f"being scored by batch job {job_id}"):
+        ingestions.start("churn", upload_id)
+    assert ingestions.records.with_status("ingestion", ("new", "queued")) == []
+    key = Uploads(context.backends()).get(upload_id).doc["key"]
+    far = time.time() + 3600  # long past the upload's expiry: the job still holds it
+    assert Uploads(context.backends()).expire(now=far) == []
+    assert context.backends().datasets.exists(key)
+    while tasks := jobs.claimable():
+        for task in tasks:
+            jobs.run(task)
+    done = jobs.records.get(KIND, job_id)
+    assert done.status == "failed" and "'churned' is the model's target" in done.doc["error"]
+    taken = ingestions.start("churn", upload_id)  # the job has ended: the upload is free
+    assert ingestions.run(taken["ingestion_id"]).doc["rows_added"] == 300
+    with pytest.raises(Conflict, match="was given to ingestion"):
+        jobs.start("churn", upload_id, None)
+    assert [r.id for r in jobs.records.with_status(KIND, ("queued", "running", "scoring",
+                                                          "succeeded", "failed"))] == [job_id]
+
+
+def test_an_ingestion_taking_the_upload_as_a_job_starts_wins_cleanly(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race itself: an ingestion takes the upload after the job's record is written but
+    before the job is noted on the upload. The job is refused (409) and its record removed;
+    the ingestion keeps the upload."""
+    from common.errors import Conflict
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    context.reset()
+    trained()
+    ingestions, jobs = context.ingestions(), context.batch_jobs()
+    upload_id = ingestions.uploads.create("churn", None, None)["upload_id"]
+    ingestions.uploads.receive(upload_id, None, labelled(50))
+    create, taken = jobs.records.create, []
+
+    def create_then_ingest(kind: str, record_id: str, doc: dict[str, Any], **kw: Any) -> Any:
+        created = create(kind, record_id, doc, **kw)
+        if kind == KIND:
+            taken.append(ingestions.start("churn", upload_id)["ingestion_id"])
+        return created
+
+    monkeypatch.setattr(jobs.records, "create", create_then_ingest)
+    with pytest.raises(Conflict, match=f"given to ingestion {taken[0] if taken else ''}"):
+        jobs.start("churn", upload_id, None)
+    assert len(taken) == 1
+    assert jobs.records.with_status(KIND, ("queued", "running", "scoring")) == []
+    assert ingestions.run(taken[0]).doc["rows_added"] == 50
