@@ -49,6 +49,7 @@ class ArchiveLimits:
     max_entries: int = 10_000
     max_total_bytes: int = 256 * 1024 * 1024
     max_ratio: float = 100.0
+    setting: str = "MLFN_ARCHIVE"  # the settings' prefix, named by the errors
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def _files(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfil
     """The entries to read, in archive order: every check the central directory allows."""
     infos = archive.infolist()
     if len(infos) > limits.max_entries:
-        raise BadRequest(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
+        raise BadRequest(f"the archive has {len(infos)} entries; the limit is {limits.max_entries} "
+                         f"({limits.setting}_MAX_ENTRIES)")
     total = 0
     files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     seen: set[str] = set()
@@ -164,7 +166,8 @@ def _files(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfil
         total += info.file_size
         if total > limits.max_total_bytes:
             raise BadRequest(
-                f"the archive unpacks to more than {limits.max_total_bytes} bytes (zip bomb guard)"
+                f"the archive unpacks to more than {limits.max_total_bytes} bytes (zip bomb guard, "
+                f"{limits.setting}_MAX_BYTES)"
             )
         if info.file_size > 1024 and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
             raise BadRequest(

@@ -437,7 +437,7 @@ class Ingestions:
                                  "takes images: upload a zip of images in folders named by label "
                                  "(7/a.png) or listed in a labels.csv")
             raw.seek(0)
-            images = iter_images(raw, self.settings.archive_limits, labelled=True,
+            images = iter_images(raw, self.settings.upload_archive_limits, labelled=True,
                                  decode=lambda name, blob: preprocess(blob, spec, name=name))
             while chunk := list(itertools.islice(images, size)):
                 frame = image_frame([i.data for i in chunk], [i.label for i in chunk],

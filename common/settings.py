@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     upload_url_seconds: int = Field(default=3600, ge=1, le=604_800)
     upload_multipart_bytes: int = Field(default=100 * 1024**2, ge=5 * 1024**2)
     upload_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    # A zip of images ingested from an upload is read entry by entry, but its central
+    # directory is held (about 1 KB per entry): at most this many entries, and this many bytes
+    # once inflated (add_data's archive_max_* guard a request's archive; the ratio is shared).
+    upload_archive_max_entries: int = Field(default=250_000, ge=1)
+    upload_archive_max_bytes: int = Field(default=20 * 1024**3, ge=1024)
     # Presigned S3 URLs (uploads, batch results) are signed for this endpoint instead of the
     # one the service reaches S3 through: an emulator's in-network name (docker-compose's
     # http://moto:5000) is not what a client outside that network can reach. Empty: the same.
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def archive_limits(self) -> ArchiveLimits:
         return ArchiveLimits(self.archive_max_entries, self.archive_max_bytes, self.archive_max_ratio)
+
+    @property
+    def upload_archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(self.upload_archive_max_entries, self.upload_archive_max_bytes,
+                             self.archive_max_ratio, "MLFN_UPLOAD_ARCHIVE")
 
     @property
     def sqlite_path(self) -> Path:

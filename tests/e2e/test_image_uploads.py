@@ -161,3 +161,23 @@ def test_a_crash_after_registering_an_archive_is_not_applied_twice(
     assert done.status == "succeeded" and done.doc["attempts"] == 2
     assert [(p.version, p.rows) for p in context.backends().experiments.dataset_parts("digits")] \
         == [(1, 12)]
+
+
+def test_an_upload_has_its_own_archive_limits(embedded: Callable[[], None],
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              request: pytest.FixtureRequest) -> None:
+    """add_data's MLFN_ARCHIVE_* limits guard one request's archive; an upload is held to
+    MLFN_UPLOAD_ARCHIVE_* instead (an upload exists to carry more), named when exceeded."""
+    monkeypatch.setenv("MLFN_ARCHIVE_MAX_ENTRIES", "10")
+    monkeypatch.setenv("MLFN_UPLOAD_ARCHIVE_MAX_ENTRIES", "30")
+    base: str = request.getfixturevalue("base")
+    archive = digits_archive(range(20))
+    direct = requests.put(f"{base}/add_data", params={"model": "direct"}, data=archive,
+                          headers={"Content-Type": "application/zip"}, timeout=30)
+    assert direct.status_code == 400 and "(MLFN_ARCHIVE_MAX_ENTRIES)" in direct.json()["detail"]
+    done = ingested(base, "digits", archive)
+    assert done["status"] == "succeeded" and done["rows_added"] == 20, done
+    big = ingested(base, "digits", digits_archive(range(40)))
+    assert big["status"] == "failed", big
+    assert "40 entries; the limit is 30 (MLFN_UPLOAD_ARCHIVE_MAX_ENTRIES)" in big["error"], big
+    assert versions(base, "digits")["dataset_version"] == 1
