@@ -19,7 +19,7 @@ import requests
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 DEFAULT_TIMEOUT = 60.0
 # The most bytes add_data takes when /health does not say (the server's MLFN_MAX_BODY_BYTES
-# default); a larger CSV goes up as an upload (POST /uploads), and so does one refused with 413.
+# default); a larger file goes up as an upload (POST /uploads), and so does one refused with 413.
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 Task = Literal["classification", "regression"]
@@ -439,23 +439,23 @@ class MlfnClient:
 
     def add_file(self, model: str, filename: str, content: bytes,
                  limit: int | None = None) -> DataAdded | Ingestion:
-        """Add a labelled file: in one request (:meth:`add_data`) up to ``limit`` bytes (by
-        default :meth:`body_limit`), a larger CSV as an upload whose ingestion is answered
-        (follow it with :meth:`ingestion`). A CSV the API refuses as too large (413: the
-        server's limit is lower than it says, or a gateway's) goes up as an upload too."""
-        is_csv = not filename.lower().endswith(".zip")
-        if is_csv and len(content) > (self.body_limit() if limit is None else limit):
+        """Add a labelled file (a CSV, or a zip of images): in one request (:meth:`add_data`)
+        up to ``limit`` bytes (by default :meth:`body_limit`), a larger one as an upload whose
+        ingestion is answered (follow it with :meth:`ingestion`). A file the API refuses as too
+        large (413: the server's limit is lower than it says, or a gateway's) goes up as an
+        upload too."""
+        if len(content) > (self.body_limit() if limit is None else limit):
             return self.upload_data(model, filename, content)
         try:
             return self.add_data(model, filename, content)
         except ApiError as exc:
-            if exc.status != 413 or not is_csv:
+            if exc.status != 413:
                 raise
         return self.upload_data(model, filename, content)
 
     def upload_data(self, model: str, filename: str, content: bytes) -> Ingestion:
-        """A CSV of any size: announce it, send its bytes where the answer says, ingest it
-        (202); the ingestion runs in the background."""
+        """A CSV or zip of any size: announce it, send its bytes where the answer says, ingest
+        it (202); the ingestion runs in the background."""
         upload = self.create_upload(model, len(content), filename)
         self.send_upload(upload, content)
         return self.ingest_upload(model, upload["upload_id"])

@@ -33,6 +33,17 @@ def data_rows(content: bytes) -> int:
     return max(lines - 1, 0)
 
 
+def file_rows(filename: str, content: bytes) -> int:
+    """About how many rows a file adds: a zip's images (0 if it cannot be read: the API will
+    say why), a CSV's :func:`data_rows`."""
+    if not filename.lower().endswith(".zip"):
+        return data_rows(content)
+    try:
+        return len(archive_labels(content))
+    except UnreadableFile:
+        return 0
+
+
 def _open(content: bytes) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(io.BytesIO(content))

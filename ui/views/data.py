@@ -1,8 +1,9 @@
 """Data: the chosen model's dataset versions and parts (remove a part: a new version without it);
 look at a labelled CSV (target, features, correlations, missing values), then add it to the
-model's dataset (a zip of images goes up as it is). A CSV over the API's request limit goes up as
-an upload (POST /uploads) and is ingested in the background: the page follows the ingestion to
-its outcome (the new dataset version, or the row that failed and why)."""
+model's dataset (a zip of images goes up as it is). A file over the API's request limit (a CSV or
+a zip) goes up as an upload (POST /uploads) and is ingested in the background: the page follows
+the ingestion to its outcome (the new dataset version, or the row or archive entry that failed
+and why)."""
 
 from __future__ import annotations
 
@@ -230,7 +231,8 @@ except datasets.UnreadableFile as exc:
 if st.button(f"Add to {model['name']}", type="primary", icon=":material/cloud_upload:"):
     added = session.call("Uploading the data", api.add_file, model["name"], upload.name, content)
     if added is not None and "ingestion_id" in added:  # an upload: ingested in the background
-        tracked = {"ingestion": added, "filename": upload.name, "rows": datasets.data_rows(content)}
+        tracked = {"ingestion": added, "filename": upload.name,
+                   "rows": datasets.file_rows(upload.name, content)}
         st.session_state[ingestion_key] = tracked
         report(tracked, ingestion_key)
     elif added is not None:
