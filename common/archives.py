@@ -126,6 +126,29 @@ def iter_images(data: Source, limits: ArchiveLimits, labelled: bool,
                                label=label)
 
 
+def image_entries(data: Source, limits: ArchiveLimits
+                  ) -> tuple[zipfile.ZipFile, list[tuple[zipfile.ZipInfo, str]]]:
+    """The open archive and its image entries (with the names :func:`iter_images` gives
+    them) in the order it reads them unlabelled (``labels.csv`` and ignored files left out),
+    every check of the central directory passed, no entry read: a batch job cuts them into
+    chunks, each read with :func:`read_entry`. The caller closes the archive."""
+    archive = _open(data)
+    try:
+        files = _files(archive, limits)
+        labels_info = next((i for i, p in files if str(p) == LABELS_FILE), None)
+        listed = _read_labels(_read_entry(archive, labels_info)) if labels_info else None
+        planned = _labelled([(i, p) for i, p in files if i is not labels_info], listed, False)
+    except BaseException:
+        archive.close()
+        raise
+    return archive, [(info, name) for info, name, _ in planned]
+
+
+def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes, with every check :func:`iter_images` makes of them."""
+    return _read_entry(archive, info)
+
+
 def _raw(name: str, blob: bytes) -> bytes:
     return blob
 

@@ -1,6 +1,6 @@
 """Batch scoring jobs: ``POST /batch_jobs?model=[&experiment=]&upload=ID`` scores a received CSV
-upload (``common/uploads.py``) in chunks, 202 with a job id; ``GET /batch_jobs/{id}`` shows its
-progress and, once done, where to download the result.
+upload (``common/uploads.py``; for an image model a zip of images) in chunks, 202 with a job id;
+``GET /batch_jobs/{id}`` shows its progress and, once done, where to download the result.
 
 A job runs as tasks on revisioned records (``common/storage/records.py``) with the lease,
 fencing and retry of ``common/tasks.py``, on the workers the ingestions use (the embedded task
@@ -10,6 +10,9 @@ pool, or SQS messages on the batch queue for the score worker):
    row boundaries (quote-aware: a quoted field may hold a line break) and cuts the file into
    chunks of about ``MLFN_BATCH_CHUNK_BYTES``, each recorded as a chunk record with its byte
    range and the number of its first row; the header's columns get ``/forward_batch``'s checks.
+   A zip of images for an image model: its central directory (read by byte ranges, with the
+   checks ``/forward_batch`` makes of an archive) is cut into runs of consecutive images of
+   about ``MLFN_BATCH_CHUNK_BYTES`` compressed, each chunk the run's first image and count.
 2. *score* (one chunk record each): the chunk's byte range is read and scored with one ONNX run.
    A plain chunk (no quotes, only finite numbers and non-empty categories) is read in one pass
    of NumPy's C reader; any other goes through ``csv`` and the validation of ``/forward_batch``
@@ -17,7 +20,9 @@ pool, or SQS messages on the batch queue for the score worker):
    the job and chunk number; then the chunk is added to the job's ``done`` map (a compare-and-
    set), and the write that completes the map also queues the job's last phase. A retried chunk
    (its worker died) writes the same key with the same bytes, and ``done`` is keyed by chunk:
-   every row is in the result exactly once whatever was retried.
+   every row is in the result exactly once whatever was retried. An image chunk reads the
+   archive's directory and its own entries by byte ranges (no download of the whole zip),
+   decodes them as ``/forward_batch`` does and scores them in one run.
 3. *assemble* (the job record again, ``phase: assemble``): the chunk outputs, in order, become
    one CSV, stored with one atomic write (local: a temporary file renamed; S3: a PUT or
    multipart upload visible only once complete) at ``_batch/<job>/result.csv``, and only then
@@ -44,9 +49,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.archives import IMAGE_SUFFIXES
 from common.backends import Backends
 from common.errors import BadRequest, Conflict, NotFound, ServiceError
 from common.names import model_name
+from common.storage.ranged import open_ranged
 from common.storage.records import Record, StaleRecord, record_store
 from common.tasks import (
     FAILED,
@@ -71,6 +78,8 @@ PREFIX = "_batch/"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 RECORD_DAYS = 30
 OUTPUT_ROW = "row"
+OUTPUT_FILE = "file"  # a zip's rows: the image's name in the archive, as /forward_batch's files
+IMAGE_CHUNK_PIXEL_BYTES = 64 * 1024 * 1024
 
 
 def check_id(job_id: str) -> str:
@@ -254,9 +263,25 @@ def _float_texts(values: Any) -> list[str]:
     return [texts[i] for i in index.tolist()]
 
 
-def output_rows(first: int, scores: Any, classes: list[Any]) -> str:
-    """The result rows of scored rows numbered from ``first``: ``row,prediction`` and, for a
-    classifier, one probability per class in the model's order. The text ``csv.writer`` writes
+def plan_image_chunks(sizes: list[int], chunk_bytes: int, cap: int) -> list[dict[str, int]]:
+    """Runs of consecutive images (their compressed ``sizes``, in archive order) of about
+    ``chunk_bytes`` and at most ``cap`` images each: the first image's number and the count."""
+    chunks: list[dict[str, int]] = []
+    first, size = 0, 0
+    for i, entry in enumerate(sizes):
+        size += entry
+        if size >= chunk_bytes or i + 1 - first >= cap:
+            chunks.append({"first_row": first, "rows": i + 1 - first})
+            first, size = i + 1, 0
+    if first < len(sizes):
+        chunks.append({"first_row": first, "rows": len(sizes) - first})
+    return chunks
+
+
+def output_rows(first: int, scores: Any, classes: list[Any], files: list[str] | None = None) -> str:
+    """The result rows of scored rows numbered from ``first``: ``row`` (and for a zip the
+    image's ``file``), ``prediction`` and, for a classifier, one probability per class in the
+    model's order. The text ``csv.writer`` writes
     for the same values (a float as ``repr``: the shortest text that reads back the same
     float), built a column at a time."""
     if scores.values is not None:
@@ -265,6 +290,8 @@ def output_rows(first: int, scores: Any, classes: list[Any]) -> str:
         texts = {c: _csv_cell(c) for c in classes}
         columns = [[texts[c] for c in scores.labels]]
         columns += [_float_texts(column) for column in scores.probabilities.T]
+    if files is not None:
+        columns.insert(0, [_csv_cell(name) for name in files])
     numbers = map(str, range(first, first + len(columns[0])))
     return "".join(line + "\n" for line in map(",".join, zip(numbers, *columns, strict=True)))
 
@@ -285,10 +312,7 @@ class BatchJobs:
     def start(self, model: str, upload_id: str, experiment_id: int | None) -> dict[str, Any]:
         """Queue the scoring of upload ``upload_id`` by ``model`` (202)."""
         name = model_name(model)
-        record = self.store.get_model(name)
-        if record.image is not None:
-            raise BadRequest(f"model {name!r} takes images: batch jobs score CSV uploads of "
-                             "tabular models; send zips to /forward_batch")
+        self.store.get_model(name)  # a clear 404 for an unknown model
         experiment_id = self._experiment(name, experiment_id)
         upload = self._upload(lambda: self.uploads.arrived(upload_id, name))
         job_id = uuid.uuid4().hex
@@ -488,16 +512,44 @@ class BatchJobs:
     def _plan(self, lease: Lease) -> Record:
         doc = lease.doc
         onnx_model = self._model(doc)
+        if onnx_model.image is not None:
+            return self._plan_images(lease, onnx_model)
         with self.objects.open_read(doc["key"]) as raw:
             head = raw.read(4)
             raw.seek(0)
             if head.startswith(b"PK\x03\x04"):
-                raise BadRequest(f"upload {doc['upload_id']} is a zip archive; batch jobs score "
-                                 "CSV files (a header row, then one row per example)")
+                raise BadRequest(f"upload {doc['upload_id']} is a zip archive; model "
+                                 f"{doc['model']!r} is tabular: batch jobs score its CSV files "
+                                 "(a header row, then one row per example)")
             header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes, lease.renew)
         columns = self._header(onnx_model, header)
         if not chunks:
             raise BadRequest("the CSV has no data rows (a header row, then one row per example)")
+        return self._record_plan(lease, chunks, columns=columns)
+
+    def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
+        from common.archives import image_entries
+
+        doc = lease.doc
+        with open_ranged(self.objects, doc["key"]) as raw:
+            if not raw.peek(2)[:2] == b"PK":
+                raise BadRequest(f"upload {doc['upload_id']} is not a zip archive; model "
+                                 f"{doc['model']!r} takes images: batch jobs score a zip of "
+                                 "its images (folders and labels.csv are ignored)")
+            archive, entries = image_entries(raw, self.settings.upload_archive_limits)
+            archive.close()
+        if not entries:
+            raise BadRequest(f"upload {doc['upload_id']} holds no images "
+                             f"({', '.join(IMAGE_SUFFIXES)})")
+        # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
+        cap = max(1, min(self.settings.max_batch_rows,
+                         IMAGE_CHUNK_PIXEL_BYTES // (4 * onnx_model.image.n_pixels)))
+        chunks = plan_image_chunks([info.compress_size for info, _ in entries],
+                                   self.settings.batch_chunk_bytes, cap)
+        return self._record_plan(lease, chunks, columns=[], input="zip")
+
+    def _record_plan(self, lease: Lease, chunks: list[dict[str, int]], **fields: Any) -> Record:
+        doc = lease.doc
         for i, chunk in enumerate(chunks):  # a re-planned job records the same chunks
             with contextlib.suppress(Conflict):
                 self.records.create(CHUNK, chunk_id(lease.record.id, i),
@@ -507,8 +559,8 @@ class BatchJobs:
                                     expires=doc["record_expires"])
             lease.renew()
         planned = lease.write(status=SCORING, phase="score", chunks_total=len(chunks),
-                              rows=sum(c["rows"] for c in chunks), columns=columns,
-                              scoring_since=time.time())
+                              rows=sum(c["rows"] for c in chunks), scoring_since=time.time(),
+                              **fields)
         if self.queue is not None:
             for i in range(len(chunks)):
                 self.queue.submit({"task": "batch_chunk", "id": chunk_id(lease.record.id, i)})
@@ -566,6 +618,8 @@ class BatchJobs:
 
         doc, chunk = job.doc, lease.doc
         onnx_model = self._model(doc)
+        if doc.get("input") == "zip":
+            return self._score_images(job, lease, onnx_model)
         header: list[str] = doc["columns"]
         features = {f.name: f for f in onnx_model.features}
         first = int(chunk["first_row"])
@@ -595,6 +649,35 @@ class BatchJobs:
         if classes and "classes" not in doc:
             self._set_classes(job.id, [str(c) for c in classes])
         return len(scores.labels if scores.values is None else scores.values)
+
+    def _score_images(self, job: Record, lease: Lease, onnx_model: Any) -> int:
+        import numpy as np
+
+        from common.archives import image_entries, read_entry
+        from common.images import INPUT_NAME, preprocess
+
+        spec = onnx_model.image
+        first, rows = int(lease.doc["first_row"]), int(lease.doc["rows"])
+        with open_ranged(self.objects, job.doc["key"]) as raw:
+            archive, entries = image_entries(raw, self.settings.upload_archive_limits)
+            with archive:
+                taken = entries[first:first + rows]
+                pixels = []
+                for n, (info, name) in enumerate(taken, 1):
+                    pixels.append(preprocess(read_entry(archive, info), spec, name=name))
+                    if n % 500 == 0:
+                        lease.renew()
+        if len(taken) != rows:
+            raise ServiceError(f"upload {job.doc['upload_id']} changed under its batch job: "
+                               f"chunk {lease.doc['index']} expected {rows} images")
+        scores = onnx_model.scores({INPUT_NAME: np.stack(pixels)})
+        lease.renew()
+        classes = [] if scores.values is not None else onnx_model.classes
+        self.objects.put(chunk_key(job.id, int(lease.doc["index"])),
+                         output_rows(first, scores, classes, [n for _, n in taken]).encode())
+        if classes and "classes" not in job.doc:
+            self._set_classes(job.id, [str(c) for c in classes])
+        return rows
 
     @staticmethod
     def _rows(text: str, first: int, width: int) -> list[list[str]]:
@@ -652,7 +735,8 @@ class BatchJobs:
     def _assemble(self, lease: Lease) -> Record:
         doc = lease.doc
         job_id = lease.record.id
-        names = [OUTPUT_ROW, "prediction", *(f"probability_{c}" for c in doc.get("classes", []))]
+        names = [OUTPUT_ROW, *([OUTPUT_FILE] if doc.get("input") == "zip" else []), "prediction",
+                 *(f"probability_{c}" for c in doc.get("classes", []))]
         scratch = self.settings.data_dir / "tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:

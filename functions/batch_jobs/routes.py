@@ -1,5 +1,5 @@
-"""POST /batch_jobs?model=NAME&upload=ID[&experiment=N]: score a CSV upload of any size in the
-background (202); GET /batch_jobs/{id}: its progress and download link; GET
+"""POST /batch_jobs?model=NAME&upload=ID[&experiment=N]: score an upload of any size (a CSV, or a
+zip of images for an image model) in the background (202); GET /batch_jobs/{id}: its progress and download link; GET
 /batch_jobs/{id}/result: the result CSV, where the service serves it itself (without S3)."""
 
 from typing import Any
@@ -12,10 +12,11 @@ from common.web.routing import Param, Route, model_query
 
 
 def start_batch_job(request: Request, model: str, upload: str, experiment: int | None) -> Any:
-    """Score an upload (a CSV file with a header row, sent through POST /uploads) with the
-    model's deployed experiment, or `experiment`: 202, the rows are scored in chunks in the
-    background and GET /batch_jobs/{id} says how it goes. A row that fails /forward_batch's
-    checks fails the job, naming the row; no result is written then."""
+    """Score an upload (sent through POST /uploads: a CSV file with a header row, or for an
+    image model a zip of images) with the model's deployed experiment, or `experiment`: 202,
+    the rows are scored in chunks in the background and GET /batch_jobs/{id} says how it goes.
+    A row (or image) that fails /forward_batch's checks fails the job, naming it; no result is
+    written then. While the job runs its upload cannot be ingested (409)."""
     if request.body:
         raise BadRequest("send no body: the rows are the upload's (query parameter 'upload')")
     started = context.batch_jobs().start(model, upload, experiment)
@@ -31,7 +32,8 @@ def batch_job(request: Request, job_id: str) -> Any:
 
 
 def batch_result(request: Request, job_id: str) -> Any:
-    """The result CSV of a succeeded job: row, prediction and one probability per class."""
+    """The result CSV of a succeeded job: row (for a zip, then the image's file), prediction
+    and one probability per class."""
     body = context.batch_jobs().result(job_id)
     return Reply(200, body, "text/csv; charset=utf-8",
                  {"content-disposition": f'attachment; filename="batch-{job_id}.csv"'})
@@ -40,7 +42,7 @@ def batch_result(request: Request, job_id: str) -> Any:
 JOB_ID = Param("job_id", str, where="path", description="the id POST /batch_jobs answered")
 ROUTES = [
     Route("POST", "/batch_jobs", start_batch_job,
-          (model_query(), Param("upload", str, description="the id of a received CSV upload"),
+          (model_query(), Param("upload", str, description="the id of a received upload (CSV, or zip of images)"),
            Param("experiment", int, required=False, minimum=1,
                  description="score with this experiment (default: the deployed one)")),
           status=202, tags=("predict",)),

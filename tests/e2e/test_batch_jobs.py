@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,22 @@ def upload(base: str, model: str, body: bytes) -> str:
     return str(doc["upload_id"])
 
 
+def serving(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, chunk_bytes: int,
+            train: Callable[[], int]) -> str:
+    """The live server with two task threads, chunks of ``chunk_bytes``, a model ``train``ed."""
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", str(chunk_bytes))
+    monkeypatch.setenv("MLFN_JOB_POLL_SECONDS", "0.1")
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "2")
+    base: str = request.getfixturevalue("live_server")
+    train()
+    return base
+
+
 @pytest.fixture
 def server(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
            request: pytest.FixtureRequest) -> str:
-    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", str(512 * 1024))
-    monkeypatch.setenv("MLFN_JOB_POLL_SECONDS", "0.1")
-    monkeypatch.setenv("MLFN_TASK_WORKERS", "2")
     monkeypatch.setenv("MLFN_MAX_BATCH_ROWS", "1000000")
-    base: str = request.getfixturevalue("live_server")
-    trained()
-    return base
+    return serving(monkeypatch, request, 512 * 1024, trained)
 
 
 def test_a_file_over_6mb_equals_forward_batch(server: str) -> None:
@@ -500,3 +507,111 @@ def test_an_ingestion_taking_the_upload_as_a_job_starts_wins_cleanly(
     assert len(taken) == 1
     assert jobs.records.with_status(KIND, ("queued", "running", "scoring")) == []
     assert ingestions.run(taken[0]).doc["rows_added"] == 50
+
+
+# -- zips of images ----------------------------------------------------------------------------
+DIGITS = {"name": "digits", "task": "classification", "input": "image", "image_size": 8}
+
+
+def trained_images() -> int:
+    from common.demo import digits_archive
+
+    life = context.lifecycle()
+    life.create_model(dict(DIGITS))
+    life.add_images("digits", digits_archive(range(300)))
+    life.jobs = None
+    return life.train_now("digits", {"model_class": "logistic_regression", "deploy": "always"}).id
+
+
+def images_zip(indices: range, extra: list[tuple[str, bytes]] | None = None,
+               labels: bytes = b"filename,label\n") -> bytes:
+    """Digits in nested folders and at the top, with files a batch job skips (a labels.csv,
+    a hidden file, a folder entry), and ``extra`` entries at the middle."""
+    from common.demo import digits_png
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("scans/", b"")
+        archive.writestr("labels.csv", labels)
+        archive.writestr(".DS_Store", b"\0" * 40)
+        for n, i in enumerate(indices):
+            if extra and n == len(indices) // 2:
+                for name, data in extra:
+                    archive.writestr(name, data)
+            archive.writestr(f"scans/{i % 3}/d,{i}.png" if i % 2 else f"top_{i}.png", digits_png(i))
+    return buf.getvalue()
+
+
+def expected_images(body: bytes, classes: list[str]) -> list[list[str]]:
+    """/forward_batch's answer on the same zip, as result rows (its probabilities come most
+    probable first: here in the model's class order)."""
+    out = context.serving().forward_batch_upload("digits", "zip", body)
+    return [[str(i), name, str(p), *(repr(float(probs[c])) for c in classes)]
+            for i, (name, p, probs) in enumerate(zip(out["files"], out["predictions"],
+                                                     out["probabilities"], strict=True))]
+
+
+@pytest.fixture
+def image_server(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
+                 request: pytest.FixtureRequest) -> str:
+    return serving(monkeypatch, request, 20_000, trained_images)  # ~100 digits a chunk
+
+
+def test_a_zip_of_images_equals_forward_batch(image_server: str) -> None:
+    body = images_zip(range(300, 1500))
+    started = requests.post(f"{image_server}/batch_jobs", timeout=10,
+                            params={"model": "digits", "upload": upload(image_server, "digits", body)})
+    assert started.status_code == 202, started.text
+    done = wait(image_server, started.json())
+    assert done["status"] == "succeeded", done
+    assert done["rows"] == done["rows_done"] == 1200 and done["chunks_total"] >= 8, done
+    got = requests.get(f"{image_server}{done['result']['url']}", timeout=30)
+    header, rows = rows_of(got.content)
+    assert header[:3] == ["row", "file", "prediction"] and len(header) == 13
+    classes = [name.removeprefix("probability_") for name in header[3:]]
+    assert classes == [str(d) for d in range(10)]
+    assert rows == expected_images(body, classes)
+    assert rows[1][1] == "scans/1/d,301.png"  # a name with a comma: quoted in the CSV
+    assert context.backends().datasets.list("_batch/") == [f"_batch/{done['job_id']}/result.csv"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ([("7/broken.png", b"not a png")], "7/broken.png: not a decodable image"),
+    ([("notes.txt", b"hello")], "archive entry 'notes.txt' is not an image file"),
+    ([], "labels.csv must start with the header 'filename,label'"),
+])
+def test_a_bad_entry_fails_the_image_job_naming_it(image_server: str, extra: list[tuple[str, bytes]],
+                                                    needle: str) -> None:
+    body = images_zip(range(300, 800), extra) if extra else images_zip(range(300, 800),
+                                                                       labels=b"name;label\n")
+    job = requests.post(f"{image_server}/batch_jobs", timeout=10,
+                        params={"model": "digits", "upload": upload(image_server, "digits", body)})
+    done = wait(image_server, job.json())
+    assert done["status"] == "failed" and needle in done["error"], done
+    assert requests.get(f"{image_server}{done['url']}/result", timeout=10).status_code == 409
+    assert context.backends().datasets.list("_batch/") == []
+
+
+def test_the_wrong_kind_of_file_fails_the_plan(image_server: str) -> None:
+    trained()
+    csv_job = requests.post(f"{image_server}/batch_jobs", timeout=10, params={
+        "model": "digits", "upload": upload(image_server, "digits", body_of(20))}).json()
+    done = wait(image_server, csv_job)
+    assert done["status"] == "failed" and "is not a zip archive; model 'digits' takes images" \
+        in done["error"], done
+    zip_job = requests.post(f"{image_server}/batch_jobs", timeout=10, params={
+        "model": "churn", "upload": upload(image_server, "churn", images_zip(range(5)))}).json()
+    done = wait(image_server, zip_job)
+    assert done["status"] == "failed" and "is a zip archive; model 'churn' is tabular" \
+        in done["error"], done
+
+
+def test_image_chunks_hold_a_bounded_number_of_images() -> None:
+    from common.batch_jobs import plan_image_chunks
+
+    assert plan_image_chunks([], 100, 5) == []
+    assert plan_image_chunks([60, 60, 60], 100, 5) == [{"first_row": 0, "rows": 2},
+                                                       {"first_row": 2, "rows": 1}]
+    chunks = plan_image_chunks([1] * 12, 100, 5)
+    assert [c["rows"] for c in chunks] == [5, 5, 2]
+    assert [c["first_row"] for c in chunks] == [0, 5, 10]

@@ -15,7 +15,15 @@ from functions.batch_jobs import handler as batch_jobs
 from functions.uploads import handler as uploads
 from infra.local.worker import run
 from tests.apigw import invoke
-from tests.e2e.test_batch_jobs import body_of, expected, rows_of, trained
+from tests.e2e.test_batch_jobs import (
+    body_of,
+    expected,
+    expected_images,
+    images_zip,
+    rows_of,
+    trained,
+    trained_images,
+)
 
 
 def test_a_file_over_6mb_on_s3_and_sqs(on_aws: Callable[[], None],
@@ -52,3 +60,31 @@ def test_a_file_over_6mb_on_s3_and_sqs(on_aws: Callable[[], None],
     assert header == ["row", "prediction", "probability_no", "probability_yes"]
     assert rows == expected(body)
     assert context.backends().datasets.list("_batch/") == [f"_batch/{done['job_id']}/result.csv"]
+
+
+def test_a_zip_of_images_on_s3_is_read_by_ranges(on_aws: Callable[[], None],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image model's batch job on S3: the plan and every chunk read the zip by ranged GETs
+    (never the whole object), and the result equals /forward_batch on the same zip."""
+    from common.storage import s3_objects
+
+    sqs = boto3.client("sqs")
+    monkeypatch.setenv("MLFN_BATCH_QUEUE_URL", sqs.create_queue(QueueName="batch")["QueueUrl"])
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "20000")
+    context.reset()
+    trained_images()
+    body = images_zip(range(300, 1100))
+    doc = invoke(uploads.handler, "v1", "POST", "/uploads", {"model": "digits"}).json()
+    assert requests.put(doc["url"], data=body, headers=doc["headers"], timeout=60).status_code == 200
+    whole = []
+    monkeypatch.setattr(s3_objects.S3ObjectStore, "open_read",
+                        lambda self, key: whole.append(key) or pytest.fail("downloaded whole"))
+    job = invoke(batch_jobs.handler, "v1", "POST", "/batch_jobs",
+                 {"model": "digits", "upload": doc["upload_id"]}).json()
+    while run(once=True, wait_seconds=0, queue="batch"):
+        pass
+    done = invoke(batch_jobs.handler, "v1", "GET", job["url"]).json()
+    assert done["status"] == "succeeded" and done["chunks_total"] >= 5, done
+    header, rows = rows_of(requests.get(done["result"]["url"], timeout=60).content)
+    assert rows == expected_images(body, [c.removeprefix("probability_") for c in header[3:]])
+    assert whole == []
