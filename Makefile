@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= train,aws,postgres,local,pipeline,ui,dev
 
-.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip bench-rollouts bench-tuning aws-check clean
+.PHONY: install serve ui test lint typecheck unit bench bench-server bench-oip bench-rollouts bench-tuning bench-scale aws-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-rollouts: install
 ## a tuned random forest (8 grid candidates as jobs) with 1 and with 2 worker processes (~2 min).
 bench-tuning: install
 	$(PY) bench/bench_tuning.py
+
+## a 1 GB CSV ingested through an upload (peak RSS) and scored as a batch job with 1 and 2 workers beside the ONNX Runtime floor, then bench-tuning (~12 min).
+bench-scale: install
+	$(PY) bench/bench_scale.py
 
 ## SAM/CloudFormation lint, sam build of the zip functions + layer, size limits, compose config.
 aws-check: install
