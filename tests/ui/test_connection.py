@@ -7,6 +7,7 @@ import socket
 import zipfile
 
 import pytest
+import requests
 
 from tests.lifecycle_data import churn_rows, to_csv
 from tests.ui.conftest import by_label, make_opener, texts
@@ -52,8 +53,24 @@ def test_an_api_key(request, monkeypatch):
 
 
 def test_a_body_over_the_limit(request, monkeypatch):
-    """A zip has no upload flow (a CSV over the limit goes up as an upload: test_data_uploads)."""
+    """A batch to predict has no upload flow: over the limit, the 413 is explained (the Data
+    page sends a large file as an upload instead: test_data_uploads, test_data_zip_uploads)."""
     live_with(request, monkeypatch, MLFN_MAX_BODY_BYTES="2000")
+    at = make_opener()("views/predict.py", model="iris")
+    rows = "".join(f"{5 + i % 30 / 10},3.1,{1 + i % 50 / 10},0.{i % 9 + 1}\n" for i in range(200))
+    big = ("sepal_length,sepal_width,petal_length,petal_width\n" + rows).encode()
+    assert len(big) > 2000
+    at.file_uploader(key="batch-iris").set_value(("big.csv", big, "text/csv")).run()
+    by_label(at.button, "Predict the batch").click().run()
+    assert not at.exception
+    error = texts(at.error)
+    assert "payload too large" in error and "HTTP 413" in error and "MLFN_MAX_BODY_BYTES" in error
+
+
+def test_a_large_zip_for_a_tabular_model(request, monkeypatch):
+    """Over the limit the Data page uploads the zip; its ingestion says what the model takes."""
+    url = live_with(request, monkeypatch, MLFN_MAX_BODY_BYTES="2000")
+    before = requests.get(f"{url}/datasets", params={"model": "iris"}, timeout=10).json()
     at = make_opener()("views/data.py", model="iris")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -64,4 +81,7 @@ def test_a_body_over_the_limit(request, monkeypatch):
     by_label(at.button, "Add to iris").click().run()
     assert not at.exception
     error = texts(at.error)
-    assert "payload too large" in error and "HTTP 413" in error and "MLFN_MAX_BODY_BYTES" in error
+    assert "Ingesting big.zip failed" in error and "this model takes CSV rows" in error, error
+    assert "Nothing was added" in error and not at.success
+    after = requests.get(f"{url}/datasets", params={"model": "iris"}, timeout=10).json()
+    assert after["dataset_version"] == before["dataset_version"]
