@@ -178,3 +178,39 @@ def test_expired_uploads_are_collected(embedded: Callable[[], None],
     gone = uploads.expire()
     assert sorted(gone) == sorted([never, sent, fresh, orphan])
     assert context.backends().datasets.list("_uploads/") == []
+
+
+def test_the_delivery_after_the_last_attempt_fails_the_ingestion(
+        on_aws: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three attempts died (each invocation timed out): the next delivery through the ingest
+    worker's handler marks the ingestion failed, names why, and consumes the message."""
+    import json
+
+    import boto3
+    import requests
+
+    from common.tasks import MAX_ATTEMPTS
+    from functions.ingest_worker import handler as ingest_worker
+    from infra.local.worker import sqs_event
+
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="ingest")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    monkeypatch.setenv("MLFN_INGEST_QUEUE_URL", url)
+    context.reset()
+    context.lifecycle().create_model(CHURN)
+    ingestions = context.ingestions()
+    doc = ingestions.uploads.create(CHURN["name"], None, "f.csv")
+    sent = requests.put(doc["url"], data=(HEADER + ROWS).encode(), headers=doc["headers"], timeout=30)
+    assert sent.status_code == 200, sent.text
+    ingestion_id = ingestions.start(CHURN["name"], doc["upload_id"])["ingestion_id"]
+    record = ingestions.records.get("ingestion", ingestion_id)
+    ingestions.records.update(record, {**record.doc, "status": "running", "attempts": MAX_ATTEMPTS,
+                                       "lease_until": time.time() - 1})
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0)["Messages"]
+    assert json.loads(got[0]["Body"]) == {"task": "ingest", "id": ingestion_id}
+    answer = ingest_worker.handler(sqs_event(got, arn), None)
+    assert answer == {"batchItemFailures": []}
+    done = ingestions.status(ingestion_id)
+    assert done["status"] == "failed" and f"{MAX_ATTEMPTS} attempts ran out" in done["error"], done
+    assert context.backends().experiments.dataset_parts("churn") == []

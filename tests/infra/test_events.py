@@ -249,3 +249,15 @@ def test_the_worker_consumes_sqs_and_reports_partial_failures() -> None:
     events = template_functions()["train_worker"]["Events"]
     (sqs,) = [e for e in events.values() if e["Type"] == "SQS"]
     assert sqs["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_task_queues_deliver_once_more_than_a_task_has_attempts() -> None:
+    """A task (ingestion, batch job, chunk) whose 3 attempts all died (a Lambda timeout each
+    time) is marked failed by the next delivery's claim: the queue must still deliver it."""
+    from common import jobstate, tasks
+
+    resources = template()["Resources"]
+    for queue, attempts in (("IngestQueue", tasks.MAX_ATTEMPTS), ("BatchQueue", tasks.MAX_ATTEMPTS),
+                            ("JobsQueue", jobstate.MAX_ATTEMPTS)):
+        redrive = resources[queue]["Properties"]["RedrivePolicy"]
+        assert int(redrive["maxReceiveCount"]) > attempts, queue
