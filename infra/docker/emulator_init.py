@@ -16,18 +16,22 @@ from common.settings import Settings
 
 log = logging.getLogger("mlfn.emulator_init")
 
-# As template.yaml: a message that fails three deliveries moves to the dead-letter queue. The
-# visibility timeout outlasts one training job (the job lease).
+# As template.yaml: a retrain message that fails three deliveries moves to the dead-letter
+# queue, an ingest or batch message (a task: 3 attempts, the delivery that records their failure,
+# one duplicate) five. The visibility timeout outlasts one job's lease.
 MAX_RECEIVE_COUNT = 3
+TASK_MAX_RECEIVE_COUNT = 5
 
 
 def create_queues(settings: Settings) -> None:
-    for url in (settings.queue_url, settings.ingest_queue_url, settings.batch_queue_url):
+    for url, count in ((settings.queue_url, MAX_RECEIVE_COUNT),
+                       (settings.ingest_queue_url, TASK_MAX_RECEIVE_COUNT),
+                       (settings.batch_queue_url, TASK_MAX_RECEIVE_COUNT)):
         if url:
-            create_queue(settings, url)
+            create_queue(settings, url, count)
 
 
-def create_queue(settings: Settings, queue_url: str) -> None:
+def create_queue(settings: Settings, queue_url: str, max_receive_count: int = MAX_RECEIVE_COUNT) -> None:
     import boto3
 
     sqs = boto3.client("sqs")
@@ -35,7 +39,7 @@ def create_queue(settings: Settings, queue_url: str) -> None:
     dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
     url = sqs.create_queue(
         QueueName=name,
         Attributes={

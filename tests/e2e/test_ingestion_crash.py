@@ -214,3 +214,30 @@ def test_the_delivery_after_the_last_attempt_fails_the_ingestion(
     done = ingestions.status(ingestion_id)
     assert done["status"] == "failed" and f"{MAX_ATTEMPTS} attempts ran out" in done["error"], done
     assert context.backends().experiments.dataset_parts("churn") == []
+
+
+def test_the_emulators_queues_redrive_as_the_template(on_aws: Callable[[], None],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose's emulator_init creates the queues with the template's delivery counts."""
+    import json
+
+    import boto3
+
+    from infra.docker.emulator_init import create_queues
+    from tests.infra.test_events import template
+
+    endpoint = boto3.client("sqs").meta.endpoint_url.rstrip("/")
+    urls = {name: f"{endpoint}/123456789012/{name}" for name in ("jobs", "ingest", "batch")}
+    monkeypatch.setenv("MLFN_QUEUE_URL", urls["jobs"])
+    monkeypatch.setenv("MLFN_INGEST_QUEUE_URL", urls["ingest"])
+    monkeypatch.setenv("MLFN_BATCH_QUEUE_URL", urls["batch"])
+    context.reset()
+    create_queues(context.settings())
+    resources = template()["Resources"]
+    sqs = boto3.client("sqs")
+    for name, queue in (("jobs", "JobsQueue"), ("ingest", "IngestQueue"), ("batch", "BatchQueue")):
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+        redrive = json.loads(got["Attributes"]["RedrivePolicy"])
+        assert int(redrive["maxReceiveCount"]) == \
+            int(resources[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"]), name
