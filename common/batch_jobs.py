@@ -379,6 +379,31 @@ class BatchJobs:
     def status(self, job_id: str) -> dict[str, Any]:
         return self.describe(self.get(job_id), links=True)
 
+    def of_model(self, model: str) -> list[dict[str, Any]]:
+        """The model's jobs (those whose records have not expired), newest first."""
+        name = model_name(model)
+        self.store.get_model(name)  # a clear 404 for an unknown model
+        records = [r for r in self.records.with_status(KIND, (QUEUED, RUNNING, SCORING, *ENDED))
+                   if r.doc.get("model") == name]
+        records.sort(key=lambda r: str(r.doc.get("created_at", "")), reverse=True)
+        return [self.describe(r) for r in records]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a job that has not ended: it fails as cancelled (the first end wins: Conflict
+        if it ended first), its chunk outputs are removed and no result is published; a
+        chunk being scored finishes its run and is dropped."""
+        record = self.get(job_id)
+        if record.status not in ENDED:
+            self._fail_job(job_id, ServiceError(f"cancelled by POST /batch_jobs/{job_id}/cancel"),
+                           cancelled=True)
+            record = self.get(job_id)
+        if not record.doc.get("cancelled"):
+            raise Conflict(f"batch job {job_id} {record.status} before it could be cancelled; "
+                           "nothing to cancel")
+        with contextlib.suppress(Exception):  # an assembly that wrote just before the cancel
+            self.objects.delete(result_key(job_id))
+        return self.describe(record)
+
     def describe(self, record: Record, links: bool = False) -> dict[str, Any]:
         doc = record.doc
         out = {k: doc.get(k) for k in ("job_id", "model", "experiment_id", "upload_id",
@@ -391,7 +416,7 @@ class BatchJobs:
         out["chunks_total"] = doc.get("chunks_total")
         out["rows_done"] = sum(done.values())
         for name in ("rows", "filename", "size", "started_at", "finished_at", "error", "row",
-                     "attempts"):
+                     "attempts", "cancelled"):
             if doc.get(name) is not None:
                 out[name] = doc[name]
         began, ended = doc.get("scoring_since"), doc.get("scoring_until") or time.time()
@@ -487,17 +512,19 @@ class BatchJobs:
         else:
             self._fail_job(record.id, exc)
 
-    def _fail_job(self, job_id: str, exc: BaseException) -> None:
+    def _fail_job(self, job_id: str, exc: BaseException, cancelled: bool = False) -> None:
         """Fail the job (the first failure is the one kept) and remove its chunk outputs."""
         detail = _detail(exc)
         for _ in range(20):
             record = self.records.get(KIND, job_id)
             if record.status in (SUCCEEDED, FAILED):
                 return
+            doc = {**record.doc, "status": FAILED, "error": detail, "row": _row_of(detail),
+                   "finished_at": iso_now()}
+            if cancelled:
+                doc["cancelled"] = True
             try:
-                done = self.records.update(record, {**record.doc, "status": FAILED,
-                                                    "error": detail, "row": _row_of(detail),
-                                                    "finished_at": iso_now()})
+                done = self.records.update(record, doc)
             except StaleRecord:
                 continue
             self._clean(done)

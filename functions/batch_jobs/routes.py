@@ -1,6 +1,7 @@
 """POST /batch_jobs?model=NAME&upload=ID[&experiment=N]: score an upload of any size (a CSV, or a
-zip of images for an image model) in the background (202); GET /batch_jobs/{id}: its progress and download link; GET
-/batch_jobs/{id}/result: the result CSV, where the service serves it itself (without S3)."""
+zip of images for an image model) in the background (202); GET /batch_jobs?model=NAME: the model's jobs; GET /batch_jobs/{id}: its
+progress and download link; POST /batch_jobs/{id}/cancel; GET /batch_jobs/{id}/result: the
+result CSV, where the service serves it itself (without S3)."""
 
 from typing import Any
 
@@ -31,6 +32,19 @@ def batch_job(request: Request, job_id: str) -> Any:
     return context.batch_jobs().status(job_id)
 
 
+def list_batch_jobs(request: Request, model: str) -> Any:
+    """The model's batch jobs, newest first (a job's record is kept 30 days)."""
+    return context.batch_jobs().of_model(model)
+
+
+def cancel_batch_job(request: Request, job_id: str) -> Any:
+    """Stop a job that has not ended: it is failed as cancelled (`cancelled: true`), its chunk
+    outputs are removed and no result is published. 409 if it ended first."""
+    if request.body:
+        raise BadRequest("send no body: POST /batch_jobs/{job_id}/cancel takes none")
+    return context.batch_jobs().cancel(job_id)
+
+
 def batch_result(request: Request, job_id: str) -> Any:
     """The result CSV of a succeeded job: row (for a zip, then the image's file), prediction
     and one probability per class."""
@@ -46,6 +60,8 @@ ROUTES = [
            Param("experiment", int, required=False, minimum=1,
                  description="score with this experiment (default: the deployed one)")),
           status=202, tags=("predict",)),
+    Route("GET", "/batch_jobs", list_batch_jobs, (model_query(),), tags=("predict",)),
     Route("GET", "/batch_jobs/{job_id}", batch_job, (JOB_ID,), tags=("predict",)),
+    Route("POST", "/batch_jobs/{job_id}/cancel", cancel_batch_job, (JOB_ID,), tags=("predict",)),
     Route("GET", "/batch_jobs/{job_id}/result", batch_result, (JOB_ID,), tags=("predict",)),
 ]

@@ -615,3 +615,55 @@ def test_image_chunks_hold_a_bounded_number_of_images() -> None:
     chunks = plan_image_chunks([1] * 12, 100, 5)
     assert [c["rows"] for c in chunks] == [5, 5, 2]
     assert [c["first_row"] for c in chunks] == [0, 5, 10]
+
+
+def test_list_and_cancel(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
+                         request: pytest.FixtureRequest) -> None:
+    """GET /batch_jobs?model= lists the model's jobs newest first; POST .../cancel stops one
+    mid-scoring: no result, no chunk outputs, its upload free again; a job that ended is a 409."""
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")  # the test runs the tasks itself
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    base: str = request.getfixturevalue("live_server")
+    trained()
+    trained("other")
+    jobs = context.batch_jobs()
+    upload_id = upload(base, "churn", body_of(300))
+
+    def start() -> dict[str, Any]:
+        started = requests.post(f"{base}/batch_jobs", params={"model": "churn", "upload": upload_id},
+                                timeout=10)
+        assert started.status_code == 202, started.text
+        return started.json()
+
+    first, second = start(), start()
+    listed = requests.get(f"{base}/batch_jobs", params={"model": "churn"}, timeout=10)
+    assert listed.status_code == 200
+    assert [j["job_id"] for j in listed.json()] == [second["job_id"], first["job_id"]]
+    assert requests.get(f"{base}/batch_jobs", params={"model": "other"}, timeout=10).json() == []
+    assert requests.get(f"{base}/batch_jobs", params={"model": "nope"}, timeout=10).status_code == 404
+    assert requests.get(f"{base}/batch_jobs", timeout=10).status_code == 400
+
+    jobs.run_job(first["job_id"])  # planned: its chunks are queued
+    chunks = [t for t in jobs.claimable() if t["task"] == "batch_chunk"]
+    assert len(chunks) > 3
+    jobs.run(chunks[0])  # one chunk scored, its output stored
+    assert context.backends().datasets.list(f"_batch/{first['job_id']}/chunks/")
+    cancelled = requests.post(f"{base}/batch_jobs/{first['job_id']}/cancel", timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "failed" and cancelled.json()["cancelled"] is True
+    assert "cancelled by POST" in cancelled.json()["error"]
+    for task in chunks[1:]:
+        jobs.run(task)  # the workers find the job ended: nothing scored, nothing stored
+    assert context.backends().datasets.list(f"_batch/{first['job_id']}/") == []
+    again = requests.post(f"{base}/batch_jobs/{first['job_id']}/cancel", timeout=10)
+    assert again.status_code == 200 and again.json()["cancelled"] is True
+
+    while tasks := jobs.claimable():  # the second job runs to its end
+        for task in tasks:
+            jobs.run(task)
+    assert jobs.status(second["job_id"])["status"] == "succeeded"
+    late = requests.post(f"{base}/batch_jobs/{second['job_id']}/cancel", timeout=10)
+    assert late.status_code == 409 and "succeeded before it could be cancelled" in late.json()["detail"]
+    assert requests.post(f"{base}/batch_jobs/{'f' * 32}/cancel", timeout=10).status_code == 404
+    taken = requests.put(f"{base}/add_data", params={"model": "churn", "upload": upload_id}, timeout=10)
+    assert taken.status_code == 202, taken.text  # no job holds the upload any more

@@ -28,7 +28,8 @@ FUNCTION = {"create_model": "models", "delete_experiment": "experiments", "forwa
             "feedback": "rollouts", "live_metrics": "rollouts", "drift": "rollouts",
             **dict.fromkeys(INFERENCE_EVENTS, "inference"),
             "upload_status": "uploads", "complete_upload": "uploads", "upload_content": "uploads", "ingestion": "uploads",
-            "add_data_upload": "add_data", "batch_job": "batch_jobs", "batch_result": "batch_jobs"}
+            "add_data_upload": "add_data", "batch_job": "batch_jobs", "batch_result": "batch_jobs",
+            "batch_jobs_list": "batch_jobs", "cancel_batch_job": "batch_jobs"}
 # Events that undo another one, which is run first: the model events/create_model.json creates
 # and the part events/add_data.json adds.
 AFTER = {"delete_model": "create_model", "delete_dataset_part": "add_data"}
@@ -47,7 +48,8 @@ EXPECTED = {
     "uploads": 201, "upload_status": 404, "complete_upload": 404, "ingestion": 404, "upload_content": 404,
     "add_data_upload": 404,
     # Batch jobs of an upload no store has, and jobs no store has.
-    "batch_jobs": 404, "batch_job": 404, "batch_result": 404,
+    "batch_jobs": 404, "batch_job": 404, "batch_result": 404, "cancel_batch_job": 404,
+    "batch_jobs_list": 200,  # iris has none
 }
 
 
