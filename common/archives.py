@@ -50,6 +50,8 @@ class ArchiveLimits:
     max_total_bytes: int = 256 * 1024 * 1024
     max_ratio: float = 100.0
     setting: str = "MLFN_ARCHIVE"  # the settings' prefix, named by the errors
+    # One entry is read whole before it is decoded: no image file is larger.
+    max_entry_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,9 @@ def _files(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfil
             raise BadRequest(f"archive entry {info.filename!r} is a symbolic link")
         if info.is_dir() or _ignored(path):
             continue
+        if info.file_size > limits.max_entry_bytes:
+            raise BadRequest(f"archive entry {info.filename!r} is {info.file_size} bytes; an "
+                             f"image file may have at most {limits.max_entry_bytes}")
         total += info.file_size
         if total > limits.max_total_bytes:
             raise BadRequest(

@@ -43,13 +43,13 @@ import io
 import logging
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.archives import IMAGE_SUFFIXES
 from common.backends import Backends
 from common.errors import BadRequest, Conflict, NotFound, ServiceError
 from common.names import model_name
@@ -74,12 +74,17 @@ log = logging.getLogger("mlfn.batch_jobs")
 KIND, CHUNK = "batch_job", "batch_chunk"
 SCORING = "scoring"  # the chunks are being scored: the job record itself is not claimable
 ENDED = (SUCCEEDED, FAILED)
+NEW = "new"  # recorded, not yet noted on its upload: no worker claims it
 PREFIX = "_batch/"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 RECORD_DAYS = 30
 OUTPUT_ROW = "row"
 OUTPUT_FILE = "file"  # a zip's rows: the image's name in the archive, as /forward_batch's files
 IMAGE_CHUNK_PIXEL_BYTES = 64 * 1024 * 1024
+# The last zip a worker process scored chunks of (BatchJobs._archive): its key, the open
+# archive, its entries and the ranged file under it.
+_ARCHIVE: dict[str, tuple[tuple[int, str], Any, list[Any], Any]] = {}
+_ARCHIVE_LOCK = threading.Lock()
 
 
 def check_id(job_id: str) -> str:
@@ -105,12 +110,14 @@ def _detail(exc: BaseException) -> str:
     return exc.detail if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
 
 
-ROW = re.compile(r"\(row ([0-9]+)\)|row ([0-9]+)")
+ROW = re.compile(r"\(row ([0-9]+)\)")
+BARE_ROW = re.compile(r"\brow ([0-9]+)\b")
 
 
 def _row_of(detail: str) -> int | None:
-    found = ROW.search(detail)
-    return None if found is None else int(found[1] or found[2])
+    """The row an error names: "(row N)" first (a file name in it may hold "row 7" too)."""
+    found = ROW.search(detail) or BARE_ROW.search(detail)
+    return None if found is None else int(found[1])
 
 
 def plan_chunks(raw: Any, chunk_bytes: int,
@@ -242,10 +249,11 @@ def _plain_feeds(features: list[Any], header: list[str],
 
 
 def _csv_cell(value: Any) -> str:
-    """``value`` as ``csv.writer`` writes it in a row (quoted when it must be)."""
+    """``value`` as ``csv.writer`` writes it in a row (quoted when it must be: a delimiter, a
+    quote, or a line break, which csv only quotes when it is in the line terminator)."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow([value])
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\r\n").writerow([value])
+    return buf.getvalue()[:-2]
 
 
 def _float_texts(values: Any) -> list[str]:
@@ -320,15 +328,19 @@ class BatchJobs:
         doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
                "upload_id": upload.id, "key": upload.doc["key"], "size": upload.doc.get("size"),
                "filename": upload.doc.get("filename"), "status": QUEUED, "phase": "plan",
-               "attempts": 0, "done": {}, "created_at": iso_now(), "record_expires": expires}
-        created = self.records.create(KIND, job_id, doc, expires=expires)
-        try:  # noted on the upload once the job exists: an ingestion sees a job it can read
+               "attempts": 0, "done": {}, "created_at": iso_now(), "created_ts": time.time(),
+               "record_expires": expires}
+        # Recorded "new" (no worker claims it), noted on the upload (an ingestion then sees a
+        # job that reads it), and only then queued: a job never runs on an upload it lost.
+        created = self.records.create(KIND, job_id, {**doc, "status": NEW}, expires=expires)
+        try:
             self._upload(lambda: self.uploads.hold(upload_id, name, job_id))
         except BaseException:
             self.records.delete(KIND, job_id)
             raise
-        self._submit(created, {"task": "batch_job", "id": job_id})
-        return self.describe(created)
+        queued = self.records.update(created, doc)
+        self._submit(queued, {"task": "batch_job", "id": job_id})
+        return self.describe(queued)
 
     def _experiment(self, model: str, experiment_id: int | None) -> int:
         if experiment_id is None:
@@ -383,7 +395,7 @@ class BatchJobs:
         """The model's jobs (those whose records have not expired), newest first."""
         name = model_name(model)
         self.store.get_model(name)  # a clear 404 for an unknown model
-        records = [r for r in self.records.with_status(KIND, (QUEUED, RUNNING, SCORING, *ENDED))
+        records = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING, *ENDED))
                    if r.doc.get("model") == name]
         records.sort(key=lambda r: str(r.doc.get("created_at", "")), reverse=True)
         return [self.describe(r) for r in records]
@@ -410,6 +422,8 @@ class BatchJobs:
                                         "status", "created_at")}
         out["status"] = RUNNING if doc["status"] == SCORING or (
             doc["status"] == QUEUED and doc.get("phase") == "assemble") else doc["status"]
+        if doc["status"] == NEW:
+            out["status"] = QUEUED
         out["phase"] = doc.get("phase")
         done = doc.get("done") or {}
         out["chunks_done"] = len(done)
@@ -499,6 +513,7 @@ class BatchJobs:
         detail = _detail(exc)
         done = lease.write(status=FAILED, error=detail, row=_row_of(detail), finished_at=iso_now())
         self._clean(done)
+        self.uploads.release_hold(done.doc["upload_id"], done.id)
         return done
 
     def _give_up(self, record: Record) -> None:
@@ -528,6 +543,7 @@ class BatchJobs:
             except StaleRecord:
                 continue
             self._clean(done)
+            self.uploads.release_hold(done.doc["upload_id"], job_id)
             return
 
     def _clean(self, job: Record) -> None:
@@ -555,19 +571,12 @@ class BatchJobs:
         return self._record_plan(lease, chunks, columns=columns)
 
     def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
-        from common.archives import image_entries
-
         doc = lease.doc
-        with open_ranged(self.objects, doc["key"]) as raw:
-            if not raw.peek(2)[:2] == b"PK":
-                raise BadRequest(f"upload {doc['upload_id']} is not a zip archive; model "
-                                 f"{doc['model']!r} takes images: batch jobs score a zip of "
-                                 "its images (folders and labels.csv are ignored)")
-            archive, entries = image_entries(raw, self.settings.upload_archive_limits)
-            archive.close()
-        if not entries:
-            raise BadRequest(f"upload {doc['upload_id']} holds no images "
-                             f"({', '.join(IMAGE_SUFFIXES)})")
+        if self.objects.read_range(doc["key"], 0, 2) != b"PK":
+            raise BadRequest(f"upload {doc['upload_id']} is not a zip archive; model "
+                             f"{doc['model']!r} takes images: batch jobs score a zip of its "
+                             "images (folders and labels.csv are ignored)")
+        entries = self._archive(doc["key"])[1]  # kept open: this worker's chunks read it
         # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
         cap = max(1, min(self.settings.max_batch_rows,
                          IMAGE_CHUNK_PIXEL_BYTES // (4 * onnx_model.image.n_pixels)))
@@ -612,7 +621,13 @@ class BatchJobs:
     # -- score -----------------------------------------------------------------------------
     def run_chunk(self, chunk: str) -> Record:
         record = self.records.get(CHUNK, chunk)
-        job = self.records.get(KIND, record.doc["job_id"])
+        try:
+            job = self.records.get(KIND, record.doc["job_id"])
+        except NotFound:  # its job was removed (expired): nothing to score it for
+            with contextlib.suppress(StaleRecord):
+                record = self.records.update(record, {**record.doc, "status": FAILED,
+                                                      "error": "its job no longer exists"})
+            return record
         if job.status in (SUCCEEDED, FAILED):  # nothing left to do for it
             if record.status not in (SUCCEEDED, FAILED):
                 with contextlib.suppress(StaleRecord):
@@ -680,20 +695,21 @@ class BatchJobs:
     def _score_images(self, job: Record, lease: Lease, onnx_model: Any) -> int:
         import numpy as np
 
-        from common.archives import image_entries, read_entry
+        from common.archives import read_entry
         from common.images import INPUT_NAME, preprocess
 
         spec = onnx_model.image
         first, rows = int(lease.doc["first_row"]), int(lease.doc["rows"])
-        with open_ranged(self.objects, job.doc["key"]) as raw:
-            archive, entries = image_entries(raw, self.settings.upload_archive_limits)
-            with archive:
-                taken = entries[first:first + rows]
-                pixels = []
-                for n, (info, name) in enumerate(taken, 1):
-                    pixels.append(preprocess(read_entry(archive, info), spec, name=name))
-                    if n % 500 == 0:
-                        lease.renew()
+        archive, entries = self._archive(job.doc["key"])
+        taken = entries[first:first + rows]
+        pixels = []
+        for n, (info, name) in enumerate(taken, 1):
+            try:
+                pixels.append(preprocess(read_entry(archive, info), spec, name=name))
+            except BadRequest as exc:  # the image's number in the archive's order
+                raise BadRequest(f"{exc.detail} (row {first + n - 1})") from None
+            if n % 500 == 0:
+                lease.renew()
         if len(taken) != rows:
             raise ServiceError(f"upload {job.doc['upload_id']} changed under its batch job: "
                                f"chunk {lease.doc['index']} expected {rows} images")
@@ -705,6 +721,29 @@ class BatchJobs:
         if classes and "classes" not in job.doc:
             self._set_classes(job.id, [str(c) for c in classes])
         return rows
+
+    def _archive(self, key: str) -> tuple[Any, list[Any]]:
+        """The upload's zip, open over byte ranges, and its image entries. The central
+        directory (~1 KB per entry, seconds for the largest archives) is read and checked once
+        per process and archive: a worker scoring chunk after chunk of one job (a warm Lambda
+        instance, a `mlfn worker`) keeps the last archive open. Entries are read through
+        zipfile's shared file (a lock per read), so task threads can share it."""
+        from common.archives import image_entries
+
+        with _ARCHIVE_LOCK:
+            cached = _ARCHIVE.get("open")
+            if cached is not None and cached[0] == (id(self.objects), key):
+                return cached[1], cached[2]
+            raw = open_ranged(self.objects, key)
+            try:
+                archive, entries = image_entries(raw, self.settings.upload_archive_limits)
+            except BaseException:
+                raw.close()
+                raise
+            # The one it replaces is not closed: a thread may still read from it (it holds
+            # no OS resource; it goes with its last reference).
+            _ARCHIVE["open"] = ((id(self.objects), key), archive, entries, raw)
+            return archive, entries
 
     @staticmethod
     def _rows(text: str, first: int, width: int) -> list[list[str]]:
@@ -769,9 +808,7 @@ class BatchJobs:
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:
             path = Path(tmp) / "result.csv"
             with open(path, "wb") as out:
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="\n").writerow(names)
-                out.write(buf.getvalue().encode())
+                out.write((",".join(map(_csv_cell, names)) + "\n").encode())
                 for i in range(int(doc["chunks_total"])):
                     out.write(self.objects.get(chunk_key(job_id, i)))
                     lease.renew()
@@ -780,4 +817,5 @@ class BatchJobs:
         finished = lease.write(status=SUCCEEDED, phase="done", result_key=result_key(job_id),
                                finished_at=iso_now())
         self._clean(finished)
+        self.uploads.release_hold(doc["upload_id"], job_id)
         return finished

@@ -211,6 +211,8 @@ class TaskPool:
                 ran += 1
             except Conflict as exc:
                 log.debug("task %s: %s", task, exc)
+            except Exception:  # one broken task does not stop the others behind it
+                log.exception("task %s", task)
         return ran
 
     def join(self, timeout: float = 120.0) -> None:

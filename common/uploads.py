@@ -49,6 +49,7 @@ UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 # pending: announced; received: the bytes are there; ingesting: an ingestion holds it;
 # ingested: its rows are a dataset version (the object is gone).
 PENDING, RECEIVED, INGESTING, INGESTED = "pending", "received", "ingesting", "ingested"
+EXPIRED = "expired"  # being removed by the collector
 MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
 OCTET_STREAM = "application/octet-stream"
 
@@ -190,7 +191,8 @@ class Uploads:
     @staticmethod
     def _expired(record: Record, now: float) -> bool:
         # An upload an ingestion holds does not expire under it (the ingestion ends it).
-        return record.status != INGESTING and float(record.doc["expires_at"]) <= now
+        return record.status == EXPIRED or (record.status != INGESTING
+                                            and float(record.doc["expires_at"]) <= now)
 
     def status(self, upload_id: str) -> dict[str, Any]:
         """``GET /uploads/{id}``: pending until the bytes are there, then received (size)."""
@@ -377,13 +379,40 @@ class Uploads:
         return None
 
     def _running(self, job_id: str) -> bool:
-        from common.batch_jobs import ENDED
+        from common.batch_jobs import ENDED, NEW
         from common.batch_jobs import KIND as JOB
 
         try:
-            return self.records.get(JOB, job_id).status not in ENDED
+            job = self.records.get(JOB, job_id)
         except NotFound:
             return False
+        if job.status == NEW:  # its start died between its record and its queueing
+            return time.time() - float(job.doc.get("created_ts", 0)) < self.settings.job_lease_seconds
+        return job.status not in ENDED
+
+    def release_hold(self, upload_id: str, job_id: str) -> None:
+        """Batch job ``job_id`` ended: its note goes, and the upload is kept at least
+        ``MLFN_UPLOAD_EXPIRY_SECONDS`` from now (a job may end after the expiry counted from
+        its start). Best effort: a note left behind names an ended job, which holds nothing."""
+        for _ in range(10):
+            try:
+                record = self.records.get(KIND, upload_id)
+            except NotFound:
+                return
+            if job_id not in record.doc.get("batch_jobs", []):
+                return
+            expires_at = max(float(record.doc["expires_at"]),
+                             time.time() + self.settings.upload_expiry_seconds)
+            doc = {**record.doc, "batch_jobs": [j for j in record.doc["batch_jobs"] if j != job_id],
+                   "expires_at": expires_at, "record_expires": _record_expires(expires_at)}
+            try:
+                self.records.update(record, doc)
+                return
+            except StaleRecord:
+                continue
+            except Exception as exc:  # an outage: the note stays, naming an ended job
+                log.warning("upload %s: releasing batch job %s: %s", upload_id, job_id, exc)
+                return
 
     def release(self, upload_id: str, ingestion_id: str, ingested: bool) -> None:
         """The ingestion ended: ``ingested`` (the object removed, the record kept until it
@@ -416,17 +445,27 @@ class Uploads:
         now = now or time.time()
         gone: list[str] = []
         kept: set[str] = set()
-        for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED)):
-            if not self._expired(record, now) or self.holder(record) is not None:
+        for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED,
+                                                      EXPIRED)):
+            if record.status != EXPIRED and (not self._expired(record, now)
+                                             or self.holder(record) is not None):
                 if record.doc.get("key"):
                     kept.add(record.doc["key"])
                 continue
-            gone.append(record.id)
             if not dry_run:
+                # One compare-and-set first: a batch job that noted itself on the upload since
+                # it was listed (or an ingestion that took it) wins, and the upload stays.
+                try:
+                    self.records.update(record, {**record.doc, "status": EXPIRED})
+                except StaleRecord:
+                    if record.doc.get("key"):
+                        kept.add(record.doc["key"])
+                    continue
                 self._abort(record)
                 if record.doc.get("key"):
                     self.backends.datasets.delete(record.doc["key"])
                 self.records.delete(KIND, record.id)
+            gone.append(record.id)
         cutoff = now - self.settings.upload_expiry_seconds
         for key, written in self.backends.datasets.listing(PREFIX):
             if key in kept or written.timestamp() >= cutoff:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from common.errors import NotFound, ServiceUnavailable
+
 BUFFER_BYTES = 1024 * 1024  # one ranged GET per MiB read in order
 
 
@@ -24,23 +26,49 @@ class _Ranges(io.RawIOBase):
         return self.position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence {whence!r}")
+        base = bases[whence]
         if base + offset < 0:
             raise OSError(f"seek to {base + offset}, before the start of {self.key!r}")
         self.position = base + offset
         return self.position
 
+    def _read(self, end: int) -> bytes:
+        """Bytes from the position to ``end``. A failure of the store (a timeout, a dropped
+        connection: botocore's are OSErrors) becomes ServiceUnavailable, which is no OSError:
+        zipfile reads an OSError as a damaged archive, and the task would fail for good
+        instead of being retried."""
+        try:
+            return bytes(self.store.read_range(self.key, self.position, end))
+        except NotFound:
+            raise
+        except Exception as exc:
+            raise ServiceUnavailable(f"reading {self.key!r} (bytes {self.position}-{end}): "
+                                     f"{type(exc).__name__}: {exc}") from exc
+
     def readinto(self, buffer: Any) -> int:
         end = min(self.position + len(buffer), self.size)
         if end <= self.position:
             return 0
-        data = self.store.read_range(self.key, self.position, end)
+        data = self._read(end)
         buffer[:len(data)] = data
         self.position += len(data)
         return len(data)
 
+    def readall(self) -> bytes:
+        """The rest of the object in one ranged read (not one per 8 KiB)."""
+        if self.position >= self.size:
+            return b""
+        data = self._read(self.size)
+        self.position += len(data)
+        return data
 
-def open_ranged(store: Any, key: str, buffer_bytes: int = BUFFER_BYTES) -> io.BufferedReader:
+
+def open_ranged(store: Any, key: str, buffer_bytes: int | None = None) -> io.BufferedReader:
     """Object ``key`` of ``store`` as a seekable binary file read by ranges of
-    ``buffer_bytes`` (NotFound for an unknown key); the caller closes it."""
-    return io.BufferedReader(_Ranges(store, key, store.size(key)), buffer_size=buffer_bytes)
+    ``buffer_bytes`` (default ``BUFFER_BYTES``; NotFound for an unknown key); the caller
+    closes it."""
+    return io.BufferedReader(_Ranges(store, key, store.size(key)),
+                             buffer_size=buffer_bytes or BUFFER_BYTES)

@@ -333,3 +333,15 @@ def test_a_250_mb_archive_is_streamed_with_bounded_memory(tmp_path: Path) -> Non
     assert result["total"] == 250 * MiB
     assert result["streamed"] < 64 * MiB, result
     assert result["held"] > 200 * MiB, result  # the probe does see memory that is held
+
+
+def test_one_entry_larger_than_an_image_file_can_be_is_refused_from_the_directory() -> None:
+    """An entry is read whole before it is decoded: one too large is refused before any read."""
+    from common.archives import image_entries
+
+    data = zip_of([("1/ok.png", b"fine" * 10), ("2/huge.png", b"\0" * 5000)], zipfile.ZIP_STORED)
+    with pytest.raises(BadRequest, match="'2/huge.png' is 5000 bytes; an image file may have at most 4096"):
+        image_entries(data, ArchiveLimits(max_entry_bytes=4096))
+    archive, entries = image_entries(data, ArchiveLimits())
+    archive.close()
+    assert [name for _, name in entries] == ["1/ok.png", "2/huge.png"]

@@ -89,6 +89,20 @@ def serving(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, chu
     return base
 
 
+def received(jobs: BatchJobs, model: str, body: bytes) -> str:
+    """An upload of ``body`` for ``model``, arrived (the service's own upload URL)."""
+    upload_id = str(jobs.uploads.create(model, None, None)["upload_id"])
+    jobs.uploads.receive(upload_id, None, body)
+    return upload_id
+
+
+def run_all(jobs: BatchJobs) -> None:
+    """What a worker would do: every claimable task until none is left."""
+    while tasks := jobs.claimable():
+        for task in tasks:
+            jobs.run(task)
+
+
 @pytest.fixture
 def server(embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
            request: pytest.FixtureRequest) -> str:
@@ -467,9 +481,7 @@ def test_an_upload_a_batch_job_reads_is_neither_ingested_nor_expired_under_it(
     far = time.time() + 3600  # long past the upload's expiry: the job still holds it
     assert Uploads(context.backends()).expire(now=far) == []
     assert context.backends().datasets.exists(key)
-    while tasks := jobs.claimable():
-        for task in tasks:
-            jobs.run(task)
+    run_all(jobs)
     done = jobs.records.get(KIND, job_id)
     assert done.status == "failed" and "'churned' is the model's target" in done.doc["error"]
     taken = ingestions.start("churn", upload_id)  # the job has ended: the upload is free
@@ -498,6 +510,9 @@ def test_an_ingestion_taking_the_upload_as_a_job_starts_wins_cleanly(
     def create_then_ingest(kind: str, record_id: str, doc: dict[str, Any], **kw: Any) -> Any:
         created = create(kind, record_id, doc, **kw)
         if kind == KIND:
+            # not claimable before its upload holds it: no worker plans it meanwhile
+            assert {"task": "batch_job", "id": record_id} not in jobs.claimable()
+            assert jobs.status(record_id)["status"] == "queued"
             taken.append(ingestions.start("churn", upload_id)["ingestion_id"])
         return created
 
@@ -588,6 +603,8 @@ def test_a_bad_entry_fails_the_image_job_naming_it(image_server: str, extra: lis
                         params={"model": "digits", "upload": upload(image_server, "digits", body)})
     done = wait(image_server, job.json())
     assert done["status"] == "failed" and needle in done["error"], done
+    # the broken image is the 251st (skipped files not counted); a plan error names no row
+    assert done.get("row") == (250 if "decodable" in needle else None), done
     assert requests.get(f"{image_server}{done['url']}/result", timeout=10).status_code == 409
     assert context.backends().datasets.list("_batch/") == []
 
@@ -658,12 +675,127 @@ def test_list_and_cancel(embedded: Callable[[], None], monkeypatch: pytest.Monke
     again = requests.post(f"{base}/batch_jobs/{first['job_id']}/cancel", timeout=10)
     assert again.status_code == 200 and again.json()["cancelled"] is True
 
-    while tasks := jobs.claimable():  # the second job runs to its end
-        for task in tasks:
-            jobs.run(task)
+    run_all(jobs)  # the second job runs to its end
     assert jobs.status(second["job_id"])["status"] == "succeeded"
     late = requests.post(f"{base}/batch_jobs/{second['job_id']}/cancel", timeout=10)
     assert late.status_code == 409 and "succeeded before it could be cancelled" in late.json()["detail"]
     assert requests.post(f"{base}/batch_jobs/{'f' * 32}/cancel", timeout=10).status_code == 404
     taken = requests.put(f"{base}/add_data", params={"model": "churn", "upload": upload_id}, timeout=10)
     assert taken.status_code == 202, taken.text  # no job holds the upload any more
+
+
+def test_result_cells_with_line_breaks_and_quotes_read_back() -> None:
+    import numpy as np
+
+    from common.batch_jobs import _csv_cell, output_rows
+    from common.inference.onnx_model import Scores
+
+    names = ["x\ny.png", "a\rb.png", 'q"uote,comma.png', "plain.png"]
+    scores = Scores(probabilities=np.array([[0.25, 0.75]] * 4), labels=["no", "yes\n2"] * 2)
+    text = output_rows(7, scores, ["no", "yes\n2"], names)
+    got = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[:3] for row in got] == [["7", names[0], "no"], ["8", names[1], "yes\n2"],
+                                       ["9", names[2], "no"], ["10", names[3], "yes\n2"]]
+    assert _csv_cell("plain") == "plain" and _csv_cell("a\r\nb") == '"a\r\nb"'
+
+
+def test_a_store_timeout_retries_the_chunk(embedded: Callable[[], None],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's timeouts are OSErrors, which zipfile reads as damage: a ranged read that
+    fails is retried as an outage instead of failing the job as a corrupt archive. And one
+    process reads and checks the central directory once, not once per chunk."""
+    from common import archives
+    from common.storage import ranged
+
+    monkeypatch.setattr(ranged, "BUFFER_BYTES", 4096)  # reads that reach the store mid-chunk
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "10000")
+    context.reset()
+    trained_images()
+    jobs = context.batch_jobs()
+    body = images_zip(range(300, 700))
+    upload_id = received(jobs, "digits", body)
+    job_id = jobs.start("digits", upload_id, None)["job_id"]
+    parsed = []
+    image_entries = archives.image_entries
+    monkeypatch.setattr(archives, "image_entries", lambda *a: parsed.append(1) or image_entries(*a))
+    jobs.run_job(job_id)  # the plan
+    read_range, failures = jobs.objects.read_range, []
+
+    def flaky(key: str, start: int, end: int) -> bytes:
+        if key.startswith("_uploads/") and len(failures) < 2:
+            failures.append((start, end))
+            raise OSError("Read timeout on endpoint URL")  # what botocore raises
+        return read_range(key, start, end)
+
+    monkeypatch.setattr(jobs.objects, "read_range", flaky)
+    run_all(jobs)
+    done = jobs.status(job_id)
+    assert done["status"] == "succeeded", done
+    assert len(failures) == 2 and done["chunks_total"] >= 5 and len(parsed) == 1
+    header, rows = rows_of(context.backends().datasets.get(f"_batch/{job_id}/result.csv"))
+    assert rows == expected_images(body, [c.removeprefix("probability_") for c in header[3:]])
+
+
+def test_the_collector_and_a_starting_job_do_not_both_win(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc lists an expired upload, a batch job notes itself on it, then gc comes to remove it:
+    the removal is a compare-and-set, the job's note wins and the upload stays. A job that ends
+    after the upload's expiry leaves it another full expiry."""
+    from common.uploads import Uploads
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_UPLOAD_EXPIRY_SECONDS", "60")
+    context.reset()
+    trained()
+    jobs = context.batch_jobs()
+    upload_id = received(jobs, "churn", body_of(50))
+    collector = Uploads(context.backends())
+    listing = collector.records.with_status
+    job: dict[str, Any] = {}
+
+    def listed_then_held(kind: str, statuses: Any) -> Any:
+        records = listing(kind, statuses)
+        if kind == "upload" and not job:
+            job.update(jobs.start("churn", upload_id, None))  # commits after the listing
+        return records
+
+    monkeypatch.setattr(collector.records, "with_status", listed_then_held)
+    # gc's clock is past the expiry (the job started just before it, gc runs just after)
+    assert collector.expire(now=time.time() + 120) == []
+    record = collector.records.get("upload", upload_id)
+    assert context.backends().datasets.exists(record.doc["key"])
+    # the job outlives the upload's expiry (counted from its start)
+    collector.records.update(record, {**record.doc, "expires_at": time.time() + 1})
+    run_all(jobs)
+    assert jobs.status(job["job_id"])["status"] == "succeeded"
+    after = collector.records.get("upload", upload_id).doc
+    assert after["batch_jobs"] == []  # the ended job's note is gone
+    assert after["expires_at"] > time.time() + 50  # a full expiry from the job's end
+    assert after["record_expires"] == int(after["expires_at"]) + 86_400
+
+
+def test_a_chunk_whose_job_is_gone_does_not_stop_the_pool(embedded: Callable[[], None],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk record left without its job (its record expired first) is failed when a worker
+    comes to it, and the other jobs' tasks behind it still run."""
+    from common.tasks import TaskPool
+
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    context.reset()
+    trained()
+    jobs = context.batch_jobs()
+    ids = []
+    for _ in range(2):
+        upload_id = received(jobs, "churn", body_of(100))
+        ids.append(jobs.start("churn", upload_id, None)["job_id"])
+        jobs.run_job(ids[-1])  # planned
+    jobs.records.delete(KIND, ids[0])  # the first job's record is gone, its chunks are not
+    stray = [t for t in jobs.claimable() if t["id"].startswith(ids[0])]
+    assert stray
+    pool = TaskPool(jobs.claimable, jobs.run, workers=0, poll=0.1)
+    pool.join()
+    assert jobs.status(ids[1])["status"] == "succeeded"
+    assert {jobs.records.get(CHUNK, t["id"]).status for t in stray} == {"failed"}
+    assert not [t for t in jobs.claimable() if t["id"].startswith(ids[0])]
