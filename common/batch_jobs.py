@@ -547,6 +547,10 @@ class BatchJobs:
             return
 
     def _clean(self, job: Record) -> None:
+        with _ARCHIVE_LOCK:  # the job has ended: its zip's directory need not stay in memory
+            cached = _ARCHIVE.get("open")
+            if cached is not None and cached[0][1] == job.doc.get("key"):
+                del _ARCHIVE["open"]
         with contextlib.suppress(Exception):  # leftovers are removed again by a later failure
             for key in self.objects.list(f"{PREFIX}{job.id}/chunks/"):
                 self.objects.delete(key)
