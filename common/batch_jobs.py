@@ -67,7 +67,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, presigned_url
+from common.uploads import Uploads, kind_problem, presigned_url
 
 log = logging.getLogger("mlfn.batch_jobs")
 
@@ -320,9 +320,10 @@ class BatchJobs:
     def start(self, model: str, upload_id: str, experiment_id: int | None) -> dict[str, Any]:
         """Queue the scoring of upload ``upload_id`` by ``model`` (202)."""
         name = model_name(model)
-        self.store.get_model(name)  # a clear 404 for an unknown model
+        record = self.store.get_model(name)  # a clear 404 for an unknown model
         experiment_id = self._experiment(name, experiment_id)
         upload = self._upload(lambda: self.uploads.arrived(upload_id, name))
+        self.uploads.check_kind(upload, record.image is not None, "score")
         job_id = uuid.uuid4().hex
         expires = int(time.time()) + RECORD_DAYS * 86_400
         doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
@@ -451,9 +452,13 @@ class BatchJobs:
     def result(self, job_id: str) -> bytes:
         """The result CSV of a succeeded job (the service's own download URL)."""
         record = self.get(job_id)
+        if record.status == FAILED:
+            why = "was cancelled" if record.doc.get("cancelled") else "failed"
+            raise Conflict(f"batch job {job_id} {why} ({record.doc.get('error')}); it has no "
+                           "result")
         if record.status != SUCCEEDED:
             raise Conflict(f"batch job {job_id} is {self.describe(record)['status']}; its result "
-                           "is there once it succeeded")
+                           f"is there once it succeeded (GET /batch_jobs/{job_id} says when)")
         return self.objects.get(record.doc["result_key"])
 
     # -- workers ---------------------------------------------------------------------------
@@ -562,12 +567,10 @@ class BatchJobs:
         if onnx_model.image is not None:
             return self._plan_images(lease, onnx_model)
         with self.objects.open_read(doc["key"]) as raw:
-            head = raw.read(4)
+            problem = kind_problem(doc["upload_id"], raw.read(4), doc["model"], False, "score")
+            if problem is not None:
+                raise BadRequest(problem)
             raw.seek(0)
-            if head.startswith(b"PK\x03\x04"):
-                raise BadRequest(f"upload {doc['upload_id']} is a zip archive; model "
-                                 f"{doc['model']!r} is tabular: batch jobs score its CSV files "
-                                 "(a header row, then one row per example)")
             header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes, lease.renew)
         columns = self._header(onnx_model, header)
         if not chunks:
@@ -576,10 +579,10 @@ class BatchJobs:
 
     def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
         doc = lease.doc
-        if self.objects.read_range(doc["key"], 0, 2) != b"PK":
-            raise BadRequest(f"upload {doc['upload_id']} is not a zip archive; model "
-                             f"{doc['model']!r} takes images: batch jobs score a zip of its "
-                             "images (folders and labels.csv are ignored)")
+        problem = kind_problem(doc["upload_id"], self.objects.read_range(doc["key"], 0, 4),
+                               doc["model"], True, "score")
+        if problem is not None:
+            raise BadRequest(problem)
         entries = self._archive(doc["key"])[1]  # kept open: this worker's chunks read it
         # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
         cap = max(1, min(self.settings.max_batch_rows,

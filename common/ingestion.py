@@ -57,7 +57,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads
+from common.uploads import Uploads, kind_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,6 @@ KIND = "ingestion"
 NEW = "new"  # recorded, its upload not taken yet: no worker claims it
 INGESTION_ID = re.compile(r"[0-9a-f]{32}")
 ROW = re.compile(r"\(row ([0-9]+)\)")
-ZIP_MAGIC = b"PK\x03\x04"
 IMAGE_CHUNK_BYTES = 32 * 1024 * 1024  # decoded pixels held at once by an image ingestion
 RECORD_DAYS = 30  # DynamoDB TTL of an ingestion record
 
@@ -171,12 +170,15 @@ class Ingestions:
     def start(self, model: str, upload_id: str) -> dict[str, Any]:
         """Queue the ingestion of ``upload_id`` into ``model``'s dataset (202)."""
         name = model_name(model)
-        self.store.get_model(name)  # a clear 404 for an unknown model
+        record = self.store.get_model(name)  # a clear 404 for an unknown model
+        # clear 404s and 400s before anything is written: unknown, another model's, not
+        # arrived, plainly the wrong kind of file for the model
+        arrived = self.uploads.arrived(upload_id, name)
+        self.uploads.check_kind(arrived, record.image is not None, "ingest")
         ingestion_id = uuid.uuid4().hex
         doc = {"ingestion_id": ingestion_id, "model": name, "upload_id": upload_id,
                "status": NEW, "attempts": 0, "rows_read": 0, "created_at": iso_now()}
         expires = int(time.time()) + RECORD_DAYS * 86_400
-        self.uploads.get(upload_id)  # a clear 404 before anything is written
         created = self.records.create(KIND, ingestion_id, {**doc, "record_expires": expires},
                                       expires=expires)
         try:
@@ -214,6 +216,8 @@ class Ingestions:
         out = {k: doc.get(k) for k in ("ingestion_id", "model", "upload_id", "status",
                                         "attempts", "rows_read", "created_at")}
         out["status"] = QUEUED if out["status"] == NEW else out["status"]
+        if doc.get("status") == RUNNING and doc.get("phase"):
+            out["phase"] = doc["phase"]  # "inferring schema", "checking rows", ...
         for name in ("filename", "size", "started_at", "finished_at", "rows_added",
                      "dataset_version", "error", "row"):
             if doc.get(name) is not None:
@@ -337,13 +341,9 @@ class Ingestions:
         with self.backends.datasets.open_read(upload.doc["key"]) as raw:
             head = raw.read(4)
             raw.seek(0)
-            if head.startswith(ZIP_MAGIC):
-                raise BadRequest(f"upload {upload.id} is a zip archive; this model takes CSV "
-                                 "rows (a header row, then one row per example)")
-            if head.lstrip()[:1] in (b"{", b"["):
-                raise BadRequest(f"upload {upload.id} looks like JSON; an upload is ingested as "
-                                 "CSV (a header row, then one row per example): send JSON "
-                                 "records to add_data in requests of up to MLFN_MAX_BODY_BYTES")
+            problem = kind_problem(upload.id, head, upload.doc["model"], False, "ingest")
+            if problem is not None:
+                raise BadRequest(problem)
             yield CsvChunks(raw, self.settings.ingest_chunk_rows)
 
     def _frame(self, header: list[str], rows: list[list[str | None]]) -> pd.DataFrame:
@@ -432,10 +432,9 @@ class Ingestions:
         rows = 0
         with self.backends.datasets.open_read(upload.doc["key"]) as raw, \
                 pq.ParquetWriter(path, schema) as writer:
-            if not raw.read(4).startswith(ZIP_MAGIC[:2]):
-                raise BadRequest(f"upload {upload.id} is not a zip archive; model {model.name!r} "
-                                 "takes images: upload a zip of images in folders named by label "
-                                 "(7/a.png) or listed in a labels.csv")
+            problem = kind_problem(upload.id, raw.read(4), model.name, True, "ingest")
+            if problem is not None:
+                raise BadRequest(problem)
             raw.seek(0)
             images = iter_images(raw, self.settings.upload_archive_limits, labelled=True,
                                  decode=lambda name, blob: preprocess(blob, spec, name=name))

@@ -36,6 +36,7 @@ log = logging.getLogger("mlfn.tasks")
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 FINISHED = (SUCCEEDED, FAILED)
 MAX_ATTEMPTS = 3
+PROGRESS_SECONDS = 2.0  # how stale a running task's progress (rows read) may get
 Task = dict[str, Any]  # {"task": "ingest", "id": ...}
 
 
@@ -79,8 +80,10 @@ class Lease:
         return self.record
 
     def renew(self, **progress: Any) -> None:
-        """Between units of work: renew the lease (with ``progress``) if it is due."""
-        if time.monotonic() - self._renewed >= self.renew_seconds:
+        """Between units of work: renew the lease (with ``progress``) if it is due, and with
+        progress to report at least every ``PROGRESS_SECONDS`` (what GET shows while it runs)."""
+        due = min(self.renew_seconds, PROGRESS_SECONDS) if progress else self.renew_seconds
+        if time.monotonic() - self._renewed >= due:
             self.write(**progress)
 
 

@@ -98,6 +98,27 @@ def _signer(endpoint: str | None, region: str, config: Any) -> Any:
         config=config.merge(Config(signature_version="s3v4")))
 
 
+def kind_problem(upload_id: str, head: bytes, model: str, image: bool, use: str) -> str | None:
+    """What is wrong with an upload whose first bytes are ``head`` for ``model`` (an image
+    model when ``image``), ``use`` being "ingest" or "score"; None when it may be right. The
+    same words at the request (202 or this 400) and in the worker (which reads it all)."""
+    zipped = head.startswith(b"PK")
+    if image and not zipped:
+        what = ("a zip of labelled images (in folders named by label, 7/a.png, or listed in a "
+                "labels.csv)" if use == "ingest" else
+                "a zip of its images (folders and labels.csv are ignored)")
+        return (f"upload {upload_id} is not a zip archive; model {model!r} takes images: "
+                f"{'ingest' if use == 'ingest' else 'score'} {what}")
+    if not image and zipped:
+        return (f"upload {upload_id} is a zip archive; model {model!r} is tabular: it takes CSV "
+                "files (a header row, then one row per example)")
+    if not image and use == "ingest" and head.lstrip()[:1] in (b"{", b"["):
+        return (f"upload {upload_id} looks like JSON; an upload is ingested as CSV (a header row, "
+                "then one row per example): send JSON records to add_data in requests of up to "
+                "MLFN_MAX_BODY_BYTES")
+    return None
+
+
 class Uploads:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
@@ -332,6 +353,17 @@ class Uploads:
                 continue  # taken, held or extended meanwhile: look again
         raise Conflict(f"upload {upload_id} kept changing while it was being taken; try again")
 
+    def check_kind(self, record: Record, image: bool, use: str) -> None:
+        """BadRequest naming the query parameter when the upload is plainly the wrong kind of
+        file for the model (its first bytes: a zip or not, JSON). Only a received upload is
+        looked at: one an ingestion has (or had) is the caller's Conflict."""
+        if record.status != RECEIVED:
+            return
+        head = self.backends.datasets.read_range(record.doc["key"], 0, 64)
+        problem = kind_problem(record.id, head, record.doc["model"], image, use)
+        if problem is not None:
+            raise BadRequest(f"query parameter 'upload': {problem}")
+
     def arrived(self, upload_id: str, model: str) -> Record:
         """The upload's record; BadRequest if it belongs to another model or has not arrived,
         NotFound if it does not exist (or expired)."""
@@ -354,10 +386,16 @@ class Uploads:
         (:meth:`take`) nor expired. Conflict once an ingestion has it."""
         for _ in range(20):
             record = self.arrived(upload_id, model)
-            if record.status in (INGESTING, INGESTED):
-                raise Conflict(f"query parameter 'upload': upload {upload_id} was given to "
-                               f"ingestion {record.doc.get('ingestion_id')}; its file is no "
-                               "longer kept")
+            ingestion = record.doc.get("ingestion_id")
+            if record.status == INGESTING:
+                raise Conflict(f"query parameter 'upload': upload {upload_id} is being ingested "
+                               f"by ingestion {ingestion} (GET /ingestions/{ingestion}), which "
+                               "removes its file once it succeeds; if that ingestion fails, the "
+                               "upload can be scored")
+            if record.status == INGESTED:
+                raise Conflict(f"query parameter 'upload': upload {upload_id} was ingested by "
+                               f"ingestion {ingestion}; its file is no longer kept (its rows are "
+                               "in the model's dataset): upload the file again to score it")
             expires_at = time.time() + self.settings.upload_expiry_seconds
             jobs = [j for j in record.doc.get("batch_jobs", []) if self._running(j)]
             try:

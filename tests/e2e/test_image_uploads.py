@@ -106,7 +106,6 @@ BAD = {
                     "mismatched labels: labels.csv lists 'b.png', which is not in the archive"),
     "zip bomb": (lambda: zip_of([*digits(3), ("4/big.png", bytes(200_000))]),
                  "archive entry '4/big.png' has a compression ratio over 100"),
-    "a CSV": (lambda: b"label,px\n1,2\n", "is not a zip archive; model 'digits' takes images"),
 }
 
 
@@ -126,11 +125,23 @@ def test_a_bad_archive_fails_naming_its_entry_and_changes_nothing(base: str, cas
     assert requests.get(f"{base}/uploads/{upload_id}", timeout=10).json()["status"] == "received"
 
 
-def test_a_zip_for_a_tabular_model_is_refused(base: str) -> None:
-    done = ingested(base, "churn", digits_archive(range(3)))
-    assert done["status"] == "failed", done
-    assert "is a zip archive; this model takes CSV rows" in done["error"]
-    assert versions(base, "churn")["dataset_version"] == 0
+@pytest.mark.parametrize(("model", "body", "needle"), [
+    ("churn", digits_archive(range(3)), "is a zip archive; model 'churn' is tabular"),
+    ("digits", b"label,px\n1,2\n", "is not a zip archive; model 'digits' takes images"),
+])
+def test_the_wrong_kind_of_file_is_refused_at_the_request(base: str, model: str, body: bytes,
+                                                          needle: str) -> None:
+    """Its first bytes tell a zip from a CSV: a 400 at once, no ingestion recorded, the upload
+    still there for the right model's use."""
+    upload_id = upload(base, model, body)["upload_id"]
+    refused = ingest(base, model, upload_id)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["detail"].startswith("query parameter 'upload': ") and \
+        needle in refused.json()["detail"]
+    assert versions(base, model)["dataset_version"] == 0
+    assert requests.get(f"{base}/uploads/{upload_id}", timeout=10).json()["status"] == "received"
+    assert context.ingestions().records.with_status("ingestion", ("new", "queued", "running",
+                                                                  "failed")) == []
 
 
 WORKER = slowed_worker("common.images", "preprocess", 0.02)
