@@ -239,6 +239,11 @@ class Uploads:
                                   f"{limit} bytes (MLFN_UPLOAD_MAX_BYTES); it was removed")
         if size == 0:
             raise BadRequest(f"upload {record.id} is empty; send the file's bytes")
+        declared = record.doc.get("declared_size")
+        if declared is not None and size != int(declared):
+            self.backends.datasets.delete(key)
+            raise BadRequest(f"upload {record.id} was announced with size={declared} bytes but "
+                             f"{size} arrived; they were removed: send the whole file again")
         try:
             return self.records.update(record, {**record.doc, "status": RECEIVED, "size": size,
                                                 "key": key})

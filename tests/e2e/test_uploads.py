@@ -226,3 +226,17 @@ def test_a_truncated_upload_stores_nothing(server: str) -> None:
     # the service still answers, and the upload can still be sent whole
     upload_doc = requests.put(f"{server}{doc['url']}", data=(HEADER + rows(3)).encode(), timeout=10)
     assert upload_doc.status_code == 200 and upload_doc.json()["status"] == "received"
+
+
+def test_a_body_of_another_size_than_announced_is_refused(server: str) -> None:
+    """size= announced 100 bytes: a body of another size is a 400 saying both, removed, and the
+    upload waits for the whole file."""
+    body = (HEADER + rows(20)).encode()
+    doc = requests.post(f"{server}/uploads", params={"model": "churn", "size": 100}, timeout=10).json()
+    sent = requests.put(f"{server}{doc['url']}", data=body, headers=doc["headers"], timeout=10)
+    assert sent.status_code == 400, sent.text
+    assert f"announced with size=100 bytes but {len(body)} arrived" in sent.json()["detail"]
+    assert requests.get(f"{server}/uploads/{doc['upload_id']}", timeout=10).json()["status"] == "pending"
+    assert context.backends().datasets.list("_uploads/") == []
+    again = requests.put(f"{server}{doc['url']}", data=body[:100], headers=doc["headers"], timeout=10)
+    assert again.status_code == 200 and again.json()["size"] == 100
