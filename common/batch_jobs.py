@@ -389,8 +389,12 @@ class BatchJobs:
         except NotFound:
             raise NotFound(f"batch job {job_id} does not exist") from None
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        return self.describe(self.get(job_id), links=True)
+    def status(self, job_id: str, model: str | None = None) -> dict[str, Any]:
+        record = self.get(job_id)
+        if model is not None and record.doc["model"] != model_name(model):
+            raise NotFound(f"batch job {job_id} belongs to model {record.doc['model']!r}, not "
+                           f"{model!r}")
+        return self.describe(record, links=True)
 
     def of_model(self, model: str) -> list[dict[str, Any]]:
         """The model's jobs (those whose records have not expired), newest first."""

@@ -216,8 +216,14 @@ class Uploads:
                                             and float(record.doc["expires_at"]) <= now)
 
     def status(self, upload_id: str) -> dict[str, Any]:
-        """``GET /uploads/{id}``: pending until the bytes are there, then received (size)."""
-        return self.describe(self._refresh(self.get(upload_id)), urls=True)
+        """``GET /uploads/{id}``: pending until the bytes are there, then received (size), with
+        the batch jobs scoring it (while one runs, it cannot be ingested)."""
+        record = self._refresh(self.get(upload_id))
+        out = self.describe(record, urls=True)
+        running = [j for j in record.doc.get("batch_jobs", []) if self._running(j)]
+        if running:
+            out["batch_jobs"] = running
+        return out
 
     def _refresh(self, record: Record) -> Record:
         """A pending single-PUT upload on S3 has arrived once its object exists."""

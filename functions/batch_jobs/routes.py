@@ -26,10 +26,10 @@ def start_batch_job(request: Request, model: str, upload: str, experiment: int |
     return reply
 
 
-def batch_job(request: Request, job_id: str) -> Any:
+def batch_job(request: Request, job_id: str, model: str | None) -> Any:
     """The job: status, chunks done of total, rows, rows/s and, once succeeded, `result` with
-    its download URL (presigned on S3)."""
-    return context.batch_jobs().status(job_id)
+    its download URL (presigned on S3). With `model`, 404 unless the job is that model's."""
+    return context.batch_jobs().status(job_id, model)
 
 
 def list_batch_jobs(request: Request, model: str) -> Any:
@@ -61,7 +61,8 @@ ROUTES = [
                  description="score with this experiment (default: the deployed one)")),
           status=202, tags=("predict",)),
     Route("GET", "/batch_jobs", list_batch_jobs, (model_query(),), tags=("predict",)),
-    Route("GET", "/batch_jobs/{job_id}", batch_job, (JOB_ID,), tags=("predict",)),
+    Route("GET", "/batch_jobs/{job_id}", batch_job, (JOB_ID, model_query(required=False)),
+          tags=("predict",)),
     Route("POST", "/batch_jobs/{job_id}/cancel", cancel_batch_job, (JOB_ID,), tags=("predict",)),
     Route("GET", "/batch_jobs/{job_id}/result", batch_result, (JOB_ID,), tags=("predict",)),
 ]

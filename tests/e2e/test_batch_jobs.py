@@ -651,6 +651,10 @@ def test_list_and_cancel(embedded: Callable[[], None], monkeypatch: pytest.Monke
         return started.json()
 
     first, second = start(), start()
+    status = requests.get(f"{base}/uploads/{upload_id}", timeout=10).json()
+    assert status["status"] == "received" and status["batch_jobs"] == [first["job_id"], second["job_id"]]
+    theirs = requests.get(f"{base}/batch_jobs/{first['job_id']}", params={"model": "other"}, timeout=10)
+    assert theirs.status_code == 404 and "belongs to model 'churn'" in theirs.json()["detail"]
     listed = requests.get(f"{base}/batch_jobs", params={"model": "churn"}, timeout=10)
     assert listed.status_code == 200
     assert [j["job_id"] for j in listed.json()] == [second["job_id"], first["job_id"]]
@@ -678,6 +682,7 @@ def test_list_and_cancel(embedded: Callable[[], None], monkeypatch: pytest.Monke
     late = requests.post(f"{base}/batch_jobs/{second['job_id']}/cancel", timeout=10)
     assert late.status_code == 409 and "succeeded before it could be cancelled" in late.json()["detail"]
     assert requests.post(f"{base}/batch_jobs/{'f' * 32}/cancel", timeout=10).status_code == 404
+    assert "batch_jobs" not in requests.get(f"{base}/uploads/{upload_id}", timeout=10).json()
     taken = requests.put(f"{base}/add_data", params={"model": "churn", "upload": upload_id}, timeout=10)
     assert taken.status_code == 202, taken.text  # no job holds the upload any more
 
