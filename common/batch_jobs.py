@@ -522,7 +522,6 @@ class BatchJobs:
         detail = _detail(exc)
         done = lease.write(status=FAILED, error=detail, row=_row_of(detail), finished_at=iso_now())
         self._clean(done)
-        self.uploads.release_hold(done.doc["upload_id"], done.id)
         return done
 
     def _give_up(self, record: Record) -> None:
@@ -552,11 +551,13 @@ class BatchJobs:
             except StaleRecord:
                 continue
             self._clean(done)
-            self.uploads.release_hold(done.doc["upload_id"], job_id)
             return
 
     def _clean(self, job: Record) -> None:
-        with _ARCHIVE_LOCK:  # the job has ended: its zip's directory need not stay in memory
+        """The job has ended: its upload is released, its zip's directory need not stay in
+        memory, its chunk outputs go."""
+        self.uploads.release_hold(job.doc["upload_id"], job.id)
+        with _ARCHIVE_LOCK:
             cached = _ARCHIVE.get("open")
             if cached is not None and cached[0][1] == job.doc.get("key"):
                 del _ARCHIVE["open"]
@@ -695,13 +696,7 @@ class BatchJobs:
                        for i, row in enumerate(rows)]
             scores = onnx_model.scores(feeds_from_records(
                 onnx_model.features, records, first, onnx_model.metadata.get("target")))
-        lease.renew()
-        classes = [] if scores.values is not None else onnx_model.classes
-        self.objects.put(chunk_key(job.id, int(chunk["index"])),
-                         output_rows(first, scores, classes).encode())
-        if classes and "classes" not in doc:
-            self._set_classes(job.id, [str(c) for c in classes])
-        return len(scores.labels if scores.values is None else scores.values)
+        return self._store_output(job, lease, onnx_model, scores)
 
     def _score_images(self, job: Record, lease: Lease, onnx_model: Any) -> int:
         import numpy as np
@@ -725,13 +720,19 @@ class BatchJobs:
             raise ServiceError(f"upload {job.doc['upload_id']} changed under its batch job: "
                                f"chunk {lease.doc['index']} expected {rows} images")
         scores = onnx_model.scores({INPUT_NAME: np.stack(pixels)})
+        return self._store_output(job, lease, onnx_model, scores, [n for _, n in taken])
+
+    def _store_output(self, job: Record, lease: Lease, onnx_model: Any, scores: Any,
+                      files: list[str] | None = None) -> int:
+        """Store the chunk's result rows at its fixed key (and the job's class order, once);
+        returns its rows."""
         lease.renew()
         classes = [] if scores.values is not None else onnx_model.classes
         self.objects.put(chunk_key(job.id, int(lease.doc["index"])),
-                         output_rows(first, scores, classes, [n for _, n in taken]).encode())
+                         output_rows(int(lease.doc["first_row"]), scores, classes, files).encode())
         if classes and "classes" not in job.doc:
             self._set_classes(job.id, [str(c) for c in classes])
-        return rows
+        return len(scores.labels if scores.values is None else scores.values)
 
     def _archive(self, key: str) -> tuple[Any, list[Any]]:
         """The upload's zip, open over byte ranges, and its image entries. The central
@@ -828,5 +829,4 @@ class BatchJobs:
         finished = lease.write(status=SUCCEEDED, phase="done", result_key=result_key(job_id),
                                finished_at=iso_now())
         self._clean(finished)
-        self.uploads.release_hold(doc["upload_id"], job_id)
         return finished

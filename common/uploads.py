@@ -15,7 +15,7 @@ the datasets store (a prefix no model name can take): ``_uploads/<id>`` on S3, w
 signed before the bytes arrive, ``_uploads/<id>.<nonce>`` locally, where two PUTs racing each
 write their own object and only the one whose record update wins is kept. An upload expires
 ``MLFN_UPLOAD_EXPIRY_SECONDS`` after it was announced (or after the last batch job on it
-started) unless an ingestion or a batch job still holds it: ``mlfn gc``
+ended) unless an ingestion or a batch job still holds it: ``mlfn gc``
 (and the server at start-up) removes expired records and their objects, and objects without a
 record; on S3 the bucket's lifecycle rule also expires ``_uploads/`` objects and aborts multipart
 uploads never completed. An ingested upload's object is removed at once (its rows live in the
@@ -220,8 +220,7 @@ class Uploads:
         the batch jobs scoring it (while one runs, it cannot be ingested)."""
         record = self._refresh(self.get(upload_id))
         out = self.describe(record, urls=True)
-        running = [j for j in record.doc.get("batch_jobs", []) if self._running(j)]
-        if running:
+        if running := self._running_jobs(record):
             out["batch_jobs"] = running
         return out
 
@@ -407,14 +406,12 @@ class Uploads:
                 raise Conflict(f"query parameter 'upload': upload {upload_id} was ingested by "
                                f"ingestion {ingestion}; its file is no longer kept (its rows are "
                                "in the model's dataset): upload the file again to score it")
-            expires_at = time.time() + self.settings.upload_expiry_seconds
-            jobs = [j for j in record.doc.get("batch_jobs", []) if self._running(j)]
+            expires_at = max(float(record.doc["expires_at"]),
+                             time.time() + self.settings.upload_expiry_seconds)
             try:
                 return self.records.update(record, {
-                    **record.doc, "batch_jobs": [*jobs, job_id],
-                    "expires_at": max(expires_at, float(record.doc["expires_at"])),
-                    "record_expires": _record_expires(max(expires_at,
-                                                          float(record.doc["expires_at"])))})
+                    **record.doc, "batch_jobs": [*self._running_jobs(record), job_id],
+                    "expires_at": expires_at, "record_expires": _record_expires(expires_at)})
             except StaleRecord:
                 continue
         raise Conflict(f"upload {upload_id} kept changing while a batch job was starting on it; "
@@ -422,10 +419,11 @@ class Uploads:
 
     def holder(self, record: Record) -> str | None:
         """A batch job noted on the upload that has not ended, if any."""
-        for job_id in record.doc.get("batch_jobs", []):
-            if self._running(job_id):
-                return str(job_id)
-        return None
+        return next(iter(self._running_jobs(record)), None)
+
+    def _running_jobs(self, record: Record) -> list[str]:
+        """The batch jobs noted on the upload that have not ended."""
+        return [str(j) for j in record.doc.get("batch_jobs", []) if self._running(j)]
 
     def _running(self, job_id: str) -> bool:
         from common.batch_jobs import ENDED, NEW
@@ -443,25 +441,23 @@ class Uploads:
         """Batch job ``job_id`` ended: its note goes, and the upload is kept at least
         ``MLFN_UPLOAD_EXPIRY_SECONDS`` from now (a job may end after the expiry counted from
         its start). Best effort: a note left behind names an ended job, which holds nothing."""
-        for _ in range(10):
-            try:
+        try:
+            for _ in range(10):
                 record = self.records.get(KIND, upload_id)
-            except NotFound:
-                return
-            if job_id not in record.doc.get("batch_jobs", []):
-                return
-            expires_at = max(float(record.doc["expires_at"]),
-                             time.time() + self.settings.upload_expiry_seconds)
-            doc = {**record.doc, "batch_jobs": [j for j in record.doc["batch_jobs"] if j != job_id],
-                   "expires_at": expires_at, "record_expires": _record_expires(expires_at)}
-            try:
-                self.records.update(record, doc)
-                return
-            except StaleRecord:
-                continue
-            except Exception as exc:  # an outage: the note stays, naming an ended job
-                log.warning("upload %s: releasing batch job %s: %s", upload_id, job_id, exc)
-                return
+                if job_id not in record.doc.get("batch_jobs", []):
+                    return
+                expires_at = max(float(record.doc["expires_at"]),
+                                 time.time() + self.settings.upload_expiry_seconds)
+                doc = {**record.doc, "expires_at": expires_at,
+                       "batch_jobs": [j for j in record.doc["batch_jobs"] if j != job_id],
+                       "record_expires": _record_expires(expires_at)}
+                with contextlib.suppress(StaleRecord):
+                    self.records.update(record, doc)
+                    return
+        except NotFound:
+            return
+        except Exception as exc:  # an outage: the note stays, naming an ended job
+            log.warning("upload %s: releasing batch job %s: %s", upload_id, job_id, exc)
 
     def release(self, upload_id: str, ingestion_id: str, ingested: bool) -> None:
         """The ingestion ended: ``ingested`` (the object removed, the record kept until it
