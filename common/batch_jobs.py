@@ -120,11 +120,25 @@ def _row_of(detail: str) -> int | None:
     return None if found is None else int(found[1])
 
 
+def _plain_rows(block: bytes) -> int:
+    """The rows of ``block``, whole lines without a quote character: its lines that are not
+    empty (a lone line break, LF or CRLF, is no row for csv; a line of spaces is one)."""
+    import numpy as np
+
+    buf = np.frombuffer(block, dtype=np.uint8)
+    breaks = np.flatnonzero(buf == 0x0A)
+    lengths = np.diff(breaks, prepend=-1) - 1  # each line's bytes before its break
+    empty = (lengths == 0) | ((lengths == 1) & (buf[np.maximum(breaks - 1, 0)] == 0x0D))
+    return len(breaks) - int(empty.sum()) + (not block.endswith(b"\n"))
+
+
 def plan_chunks(raw: Any, chunk_bytes: int,
                 renew: Callable[[], None] = lambda: None) -> tuple[bytes, list[dict[str, int]]]:
     """The header line and the chunks of a CSV file read from ``raw``: byte ranges that start
     and end at row boundaries (a line break outside quotes), each about ``chunk_bytes`` long,
-    with the number of their first data row. Blank lines are not rows (as csv reads them).
+    with the number of their first data row. Empty lines are not rows (as csv reads them).
+    The file is read in blocks of whole lines; a block without a quote character outside a
+    quoted cell is counted at once (``_plain_rows``), the others line by line.
     ``renew`` is called after each chunk (the plan's lease, on a file of gigabytes)."""
     header = b""
     in_quotes = False
@@ -141,20 +155,24 @@ def plan_chunks(raw: Any, chunk_bytes: int,
     start, first, rows = offset, 0, 0
     in_row = False
     while True:
-        line = raw.readline()
-        if not line:
+        block = raw.read(max(chunk_bytes, 1))
+        if not block:
             break
-        offset += len(line)
-        if not in_quotes and not line.strip():
-            pass  # a blank line between rows
+        if not block.endswith(b"\n"):
+            block += raw.readline()
+        offset += len(block)
+        if not in_quotes and b'"' not in block:
+            rows += _plain_rows(block)
         else:
-            in_row = True
-        in_quotes ^= bool(line.count(b'"') % 2)
-        if in_quotes:
-            continue
-        if in_row:
-            rows, in_row = rows + 1, False
-        if offset - start >= chunk_bytes and rows > first:
+            for line in io.BytesIO(block):  # lines end at b"\n" only, as readline's do
+                if not in_quotes and line in (b"\n", b"\r\n"):
+                    pass  # an empty line between rows
+                else:
+                    in_row = True
+                in_quotes ^= bool(line.count(b'"') % 2)
+                if not in_quotes and in_row:
+                    rows, in_row = rows + 1, False
+        if not in_quotes and offset - start >= chunk_bytes and rows > first:
             chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
             start, first = offset, rows
             renew()
@@ -300,8 +318,10 @@ def output_rows(first: int, scores: Any, classes: list[Any], files: list[str] | 
         columns += [_float_texts(column) for column in scores.probabilities.T]
     if files is not None:
         columns.insert(0, [_csv_cell(name) for name in files])
+    if not columns[0]:
+        return ""
     numbers = map(str, range(first, first + len(columns[0])))
-    return "".join(line + "\n" for line in map(",".join, zip(numbers, *columns, strict=True)))
+    return "\n".join(map(",".join, zip(numbers, *columns, strict=True))) + "\n"
 
 
 class BatchJobs:

@@ -119,7 +119,10 @@ class OnnxModel:
         # an exact tie), whatever the graph's label output says: tree ensembles break ties their
         # own way, and a model like SVC(probability=True) labels by its decision function.
         classes = self.classes
-        return Scores(probabilities=probs, labels=[classes[int(i)] for i in probs.argmax(axis=1)])
+        labels = np.empty(len(classes), dtype=object)  # the classes themselves, picked by index
+        for i, name in enumerate(classes):
+            labels[i] = name
+        return Scores(probabilities=probs, labels=labels[probs.argmax(axis=1)].tolist())
 
     def predict_feeds(self, feeds: dict[str, np.ndarray], keep_feeds: bool = False) -> Predictions:
         scores = self.scores(feeds)

@@ -157,6 +157,7 @@ def test_bad_requests_name_the_field(server: str) -> None:
 @pytest.mark.parametrize(("tail", "needle", "row"), [
     (b"3,abc,basic,north\n", "feature 'charges' (row 3000)", 3000),
     (b"3,4.5,basic\n", "row 3000 has 3 fields", 3000),
+    (b"   \n", "row 3000 has 1 fields", 3000),  # a line of spaces is a row to csv: no blank
     (b"3,4.5,\xff\xfe,north\n", "not UTF-8 text (row 3000", 3000),
 ])
 def test_a_bad_row_fails_the_job_naming_it(server: str, tail: bytes, needle: str,
@@ -261,6 +262,38 @@ def test_chunks_end_at_row_boundaries(chunk_bytes: int) -> None:
     assert rows == [["1", "two\nlines"], ["3", 'x,"y"'], ["4", "\n"], ["5", "6"]]
     if chunk_bytes == 1:
         assert len(chunks) == 4  # one row each
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunk_plan_counts_rows_as_csv_reads_them(seed: int) -> None:
+    """Random files mixing plain blocks (counted at once) and quoted cells over line breaks
+    (read line by line), blank and whitespace-only lines, CRLF, leading spaces, with or without
+    a final line break: every chunk holds the rows csv reads in it, in order, none twice."""
+    import random
+
+    from common.batch_jobs import plan_chunks
+
+    rng = random.Random(seed)
+    pieces = [b"1,2\n", b"3,4\r\n", b"\n", b"  \n", b"\t\r\n", b" 5,6\n", b"\x0b7,8\n",
+              b'9,"a\nb"\n', b'"x ""q"" y",1\n', b'"\n\n",2\r\n', b"10,11\n"]
+    weights = [30, 10, 3, 3, 2, 3, 1, 2, 2, 1, 30] if seed % 2 else [40, 5, 2, 2, 1, 2, 1, 0, 0, 0, 40]
+    body = b"a,b\n" + b"".join(rng.choices(pieces, weights, k=rng.randint(1, 400)))
+    if seed % 3 == 0:
+        body = body.rstrip(b"\r\n") + b"\n12,13"  # no final line break
+    want = [r for r in csv.reader(io.StringIO(body.decode(), newline="")) if r][1:]
+    for chunk_bytes in (1, 13, 64, 500, 1 << 20):
+        header, chunks = plan_chunks(io.BytesIO(body), chunk_bytes)
+        assert header == b"a,b\n"
+        assert chunks[0]["start"] == len(header) and chunks[-1]["end"] == len(body)
+        got = []
+        for a, b in zip(chunks, chunks[1:], strict=False):
+            assert a["end"] == b["start"]
+        for c in chunks:
+            rows = [r for r in csv.reader(io.StringIO(body[c["start"]:c["end"]].decode(),
+                                                      newline="")) if r]
+            assert len(rows) == c["rows"] > 0 and c["first_row"] == len(got), (chunk_bytes, c)
+            got += rows
+        assert got == want, chunk_bytes
 
 
 SCORE_WORKER = """
