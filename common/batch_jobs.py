@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from common.backends import Backends
 from common.errors import BadRequest, Conflict, NotFound, ServiceError
@@ -473,8 +473,9 @@ class BatchJobs:
             return {"url": url, "url_expires_in": seconds, "content_type": "text/csv"}
         return {"url": f"/batch_jobs/{doc['job_id']}/result", "content_type": "text/csv"}
 
-    def result(self, job_id: str) -> bytes:
-        """The result CSV of a succeeded job (the service's own download URL)."""
+    def result(self, job_id: str) -> BinaryIO:
+        """The result CSV of a succeeded job, open (the service's own download URL; the caller
+        closes it)."""
         record = self.get(job_id)
         if record.status == FAILED:
             why = "was cancelled" if record.doc.get("cancelled") else "failed"
@@ -483,7 +484,7 @@ class BatchJobs:
         if record.status != SUCCEEDED:
             raise Conflict(f"batch job {job_id} is {self.describe(record)['status']}; its result "
                            f"is there once it succeeded (GET /batch_jobs/{job_id} says when)")
-        return self.objects.get(record.doc["result_key"])
+        return self.objects.open_read(record.doc["result_key"])
 
     # -- workers ---------------------------------------------------------------------------
     def claimable(self) -> list[dict[str, Any]]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, FastAPI
 from fastapi import Request as StarletteRequest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from common import context
 from common.errors import ServiceError
@@ -27,8 +27,20 @@ from common.web.pool import WorkPool, default_threads
 from common.web.request import Reply, Request, parse_query
 from common.web.routing import Route, RouteTable
 
+STREAM_BLOCK = 1024 * 1024
+
+
+def _blocks(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        while block := stream.read(STREAM_BLOCK):
+            yield block
+
 
 def to_response(reply: Reply) -> Response:
+    if reply.stream is not None:  # sent as read, from Starlette's thread pool: bounded memory
+        headers = {**reply.headers, "content-length": str(reply.length())}
+        return StreamingResponse(_blocks(reply.stream), status_code=reply.status,
+                                 headers=headers, media_type=reply.content_type)
     return Response(content=reply.body, status_code=reply.status, headers=reply.headers,
                     media_type=reply.content_type)
 

@@ -166,8 +166,7 @@ def serve(route: Route, request: Request, settings: Settings, admitted: bool = F
     # The id to quote in feedback (POST /feedback) and to send again on a retry.
     reply.headers.setdefault("x-request-id", rid)
     if request.method == "HEAD":
-        reply.headers["content-length"] = str(len(reply.body))
-        reply.body = b""
+        reply.drop_body()
     return reply
 
 

@@ -71,6 +71,7 @@ def parse_event(event: Any, lambda_context: Any = None) -> tuple[str, Request] |
 
 def to_response(payload_version: str, reply: Reply) -> dict[str, Any]:
     """The API Gateway response for ``reply``: text bodies as text, others base64-encoded."""
+    reply.take_body()  # a Lambda answer is one payload
     headers = reply.all_headers()
     kind = headers.get("content-type", "")
     binary = bool(reply.body) and not any(t in kind for t in TEXT_TYPES)

@@ -8,7 +8,7 @@ and, later, other protocol adapters build a :class:`Request`; every route answer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs
 
 from common.payloads import media_type_of
@@ -46,16 +46,43 @@ class Request:
 
 @dataclass(slots=True)
 class Reply:
-    """One answer: status, body bytes, its content type and extra headers."""
+    """One answer: status, body bytes, its content type and extra headers. A large body is a
+    ``stream`` instead: an open file, sent block by block by a transport that streams
+    (``fastapi_app``), read whole by one that cannot (``take_body``); whoever sends it closes
+    it."""
 
     status: int
     body: bytes = b""
     content_type: str | None = JSON
     headers: dict[str, str] = field(default_factory=dict)
+    stream: BinaryIO | None = None
+
+    def length(self) -> int:
+        if self.stream is None:
+            return len(self.body)
+        here = self.stream.tell()
+        size = self.stream.seek(0, 2)
+        self.stream.seek(here)
+        return size - here
+
+    def take_body(self) -> bytes:
+        """The body as bytes, a stream read (and closed) first."""
+        if self.stream is not None:
+            with self.stream:
+                self.body, self.stream = self.stream.read(), None
+        return self.body
+
+    def drop_body(self) -> None:
+        """No body (a HEAD answer), its length kept in the headers."""
+        self.headers["content-length"] = str(self.length())
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self.body = b""
 
     def all_headers(self) -> dict[str, str]:
         """The headers as sent: content length and type first, then the extra ones."""
-        out = {"content-length": str(len(self.body))}
+        out = {"content-length": str(self.length())}
         if self.content_type is not None:
             out["content-type"] = self.content_type
         out.update(self.headers)

@@ -48,9 +48,9 @@ def cancel_batch_job(request: Request, job_id: str) -> Any:
 def batch_result(request: Request, job_id: str) -> Any:
     """The result CSV of a succeeded job: row (for a zip, then the image's file), prediction
     and one probability per class."""
-    body = context.batch_jobs().result(job_id)
-    return Reply(200, body, "text/csv; charset=utf-8",
-                 {"content-disposition": f'attachment; filename="batch-{job_id}.csv"'})
+    return Reply(200, content_type="text/csv; charset=utf-8",
+                 headers={"content-disposition": f'attachment; filename="batch-{job_id}.csv"'},
+                 stream=context.batch_jobs().result(job_id))
 
 
 JOB_ID = Param("job_id", str, where="path", description="the id POST /batch_jobs answered")

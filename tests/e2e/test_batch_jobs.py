@@ -124,6 +124,10 @@ def test_a_file_over_6mb_equals_forward_batch(server: str) -> None:
     assert done["rows"] == done["rows_done"] == 165_000 and done["rows_per_second"] > 0
     got = requests.get(f"{server}{done['result']['url']}", timeout=30)
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    assert int(got.headers["content-length"]) == len(got.content) > 1024 * 1024  # streamed
+    head = requests.head(f"{server}{done['result']['url']}", timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
     header, rows = rows_of(got.content)
     assert header == ["row", "prediction", "probability_no", "probability_yes"]
     assert rows == expected(body)

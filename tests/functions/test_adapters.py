@@ -395,3 +395,43 @@ def test_preload_everything_deployed(demo_env: Path, monkeypatch: pytest.MonkeyP
     context.reset()
     assert len(context.serving().preload("*")) == 2
     assert context.serving().preload("") == []
+
+
+def test_a_streamed_reply_is_sent_whole_by_both_adapters(tmp_path: Path) -> None:
+    """A reply whose body is an open file (a batch job's result): the FastAPI adapter sends it
+    block by block, the Lambda one as one payload; both send every byte, say its length and
+    close the file."""
+    import asyncio
+
+    from common.web import fastapi_app, lambda_events
+    from common.web.request import Reply
+
+    data = bytes(range(256)) * 10_000  # 2.5 MB: three blocks
+    path = tmp_path / "result.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as first:
+        event = lambda_events.to_response(
+            "2.0", Reply(200, content_type="application/octet-stream", stream=first))
+        assert first.closed
+    assert base64.b64decode(event["body"]) == data and event["isBase64Encoded"]
+    assert event["headers"]["content-length"] == str(len(data))
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(60)  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with open(path, "rb") as second:
+        response = fastapi_app.to_response(Reply(200, content_type="text/csv", stream=second))
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [],
+                 "asgi": {"version": "3.0", "spec_version": "2.4"}}
+        asyncio.run(response(scope, receive, send))
+        assert second.closed
+    start, *blocks = sent
+    assert dict(start["headers"])[b"content-length"] == str(len(data)).encode()
+    assert b"".join(m.get("body", b"") for m in blocks) == data
+    assert len([m for m in blocks if m.get("body")]) == 3
