@@ -108,12 +108,15 @@ def read_images(data: Source, limits: ArchiveLimits, labelled: bool,
 
 
 def iter_images(data: Source, limits: ArchiveLimits, labelled: bool,
-                *, decode: Callable[[str, bytes], T]) -> Iterator[ArchiveImage[T]]:
+                *, decode: Callable[[str, bytes], T],
+                numbered: bool = False) -> Iterator[ArchiveImage[T]]:
     """:func:`read_images` one image at a time, for archives whose decoded images together are
     too big to hold: every check of the central directory and of the labels has passed before
     the first image is yielded, and a bad entry raises when the iteration reaches it. ``data``
     may be a seekable binary file, which is read (not copied) entry by entry; the caller
-    closes it after the iteration."""
+    closes it after the iteration. ``numbered``: an entry's error (reading or ``decode``'s)
+    ends with "(row N)", the image's number in this order (a batch job's); the errors of
+    ``decode`` reach the caller unchanged otherwise."""
     archive = _open(data)
     with archive:
         files = _files(archive, limits)
@@ -122,10 +125,14 @@ def iter_images(data: Source, limits: ArchiveLimits, labelled: bool,
         # from the central directory before any image is read or decoded.
         listed = _read_labels(_read_entry(archive, labels_info)) if labels_info else None
         planned = _labelled([(i, p) for i, p in files if i is not labels_info], listed, labelled)
-        for info, name, label in planned:
-            # No local names the raw bytes: they are garbage as soon as decode returns.
-            yield ArchiveImage(name=name, data=decode(name, _read_entry(archive, info)),
-                               label=label)
+        for row, (info, name, label) in enumerate(planned):
+            try:  # no local names the raw bytes: they are garbage as soon as decode returns
+                data = decode(name, _read_entry(archive, info))
+            except BadRequest as exc:
+                if not numbered:
+                    raise
+                raise BadRequest(f"{exc.detail} (row {row})") from None
+            yield ArchiveImage(name=name, data=data, label=label)
 
 
 def image_entries(data: Source, limits: ArchiveLimits

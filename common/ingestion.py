@@ -437,13 +437,18 @@ class Ingestions:
                 raise BadRequest(problem)
             raw.seek(0)
             images = iter_images(raw, self.settings.upload_archive_limits, labelled=True,
-                                 decode=lambda name, blob: preprocess(blob, spec, name=name))
-            while chunk := list(itertools.islice(images, size)):
-                frame = image_frame([i.data for i in chunk], [i.label for i in chunk],
-                                    [i.name for i in chunk], model)
-                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-                rows += len(chunk)
-                lease.renew(rows_read=rows, phase="checking images")
+                                 decode=lambda name, blob: preprocess(blob, spec, name=name),
+                                 numbered=True)
+            try:
+                while chunk := list(itertools.islice(images, size)):
+                    frame = image_frame([i.data for i in chunk], [i.label for i in chunk],
+                                        [i.name for i in chunk], model)
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema,
+                                                            preserve_index=False))
+                    rows += len(chunk)
+                    lease.renew(rows_read=rows, phase="checking images")
+            except BadRequest as exc:  # a bad entry's "(row N)" becomes the ingestion's row
+                raise _shifted(exc, 0) from None
         return rows
 
     def _register(self, model: ModelRecord, key: str, path: Path, rows: int,

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import pytest
 
-from common.archives import ArchiveImage, ArchiveLimits, read_images
+from common.archives import ArchiveImage, ArchiveLimits, iter_images, read_images
 from common.errors import BadRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,6 +265,10 @@ def test_errors_of_decode_reach_the_caller_unchanged() -> None:
 
     with pytest.raises(BadRequest, match="^7/a.png: not a decodable image$"):
         read_images(zip_of([("7/a.png", b"a")]), LIMITS, True, decode=decode)
+    numbered = iter_images(zip_of([("7/a.png", b"a")]), LIMITS, True, decode=decode,
+                           numbered=True)
+    with pytest.raises(BadRequest, match=r"^7/a.png: not a decodable image \(row 0\)$"):
+        list(numbered)
 
 
 def test_an_entry_is_never_read_past_its_declared_size(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,6 +109,9 @@ BAD = {
 }
 
 
+ROWS = {"not an image": 18, "corrupt": 15}  # the others are the whole archive's faults
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_a_bad_archive_fails_naming_its_entry_and_changes_nothing(base: str, case: str) -> None:
     make, needle = BAD[case]
@@ -117,6 +120,7 @@ def test_a_bad_archive_fails_naming_its_entry_and_changes_nothing(base: str, cas
     before, parts = versions(base, "digits"), stored("digits")
     done = ingested(base, "digits", body)
     assert done["status"] == "failed" and needle in done["error"], done
+    assert done.get("row") == ROWS.get(case), done  # the bad image's number in the archive's order
     assert versions(base, "digits") == before
     assert [k for k in context.backends().datasets.list("") if "/parts/" in k] == \
         [p.key for p in context.backends().experiments.dataset_parts("digits")]
