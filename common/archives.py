@@ -127,12 +127,12 @@ def iter_images(data: Source, limits: ArchiveLimits, labelled: bool,
         planned = _labelled([(i, p) for i, p in files if i is not labels_info], listed, labelled)
         for row, (info, name, label) in enumerate(planned):
             try:  # no local names the raw bytes: they are garbage as soon as decode returns
-                data = decode(name, _read_entry(archive, info))
+                decoded = decode(name, _read_entry(archive, info))
             except BadRequest as exc:
                 if not numbered:
                     raise
                 raise BadRequest(f"{exc.detail} (row {row})") from None
-            yield ArchiveImage(name=name, data=data, label=label)
+            yield ArchiveImage(name=name, data=decoded, label=label)
 
 
 def image_entries(data: Source, limits: ArchiveLimits
