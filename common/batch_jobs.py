@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from common.backends import Backends
-from common.errors import BadRequest, Conflict, NotFound, ServiceError
+from common.errors import BadRequest, Conflict, NotFound, ObjectChanged, ServiceError
 from common.names import model_name
 from common.storage.ranged import open_ranged
 from common.storage.records import Record, StaleRecord, record_store
@@ -67,7 +67,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, kind_problem, presigned_url
+from common.uploads import Uploads, as_arrived, kind_problem, presigned_url
 
 log = logging.getLogger("mlfn.batch_jobs")
 
@@ -348,6 +348,7 @@ class BatchJobs:
         expires = int(time.time()) + RECORD_DAYS * 86_400
         doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
                "upload_id": upload.id, "key": upload.doc["key"], "size": upload.doc.get("size"),
+               "version": upload.doc.get("version"),
                "filename": upload.doc.get("filename"), "status": QUEUED, "phase": "plan",
                "attempts": 0, "done": {}, "created_at": iso_now(), "created_ts": time.time(),
                "record_expires": expires}
@@ -592,7 +593,8 @@ class BatchJobs:
         onnx_model = self._model(doc)
         if onnx_model.image is not None:
             return self._plan_images(lease, onnx_model)
-        with self.objects.open_read(doc["key"]) as raw:
+        with as_arrived(doc["upload_id"]), \
+                self.objects.open_read(doc["key"], doc.get("version")) as raw:
             problem = kind_problem(doc["upload_id"], raw.read(4), doc["model"], False, "score")
             if problem is not None:
                 raise BadRequest(problem)
@@ -605,11 +607,12 @@ class BatchJobs:
 
     def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
         doc = lease.doc
-        problem = kind_problem(doc["upload_id"], self.objects.read_range(doc["key"], 0, 4),
-                               doc["model"], True, "score")
+        with as_arrived(doc["upload_id"]):
+            head = self.objects.read_range(doc["key"], 0, 4, doc.get("version"))
+        problem = kind_problem(doc["upload_id"], head, doc["model"], True, "score")
         if problem is not None:
             raise BadRequest(problem)
-        entries = self._archive(doc["key"])[1]  # kept open: this worker's chunks read it
+        entries = self._archive(doc)[1]  # kept open: this worker's chunks read it
         # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
         cap = max(1, min(self.settings.max_batch_rows,
                          IMAGE_CHUNK_PIXEL_BYTES // (4 * onnx_model.image.n_pixels)))
@@ -698,7 +701,9 @@ class BatchJobs:
         header: list[str] = doc["columns"]
         features = {f.name: f for f in onnx_model.features}
         first = int(chunk["first_row"])
-        data = self.objects.read_range(doc["key"], int(chunk["start"]), int(chunk["end"]))
+        with as_arrived(doc["upload_id"]):
+            data = self.objects.read_range(doc["key"], int(chunk["start"]), int(chunk["end"]),
+                                           doc.get("version"))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -727,12 +732,16 @@ class BatchJobs:
 
         spec = onnx_model.image
         first, rows = int(lease.doc["first_row"]), int(lease.doc["rows"])
-        archive, entries = self._archive(job.doc["key"])
+        archive, entries = self._archive(job.doc)
         taken = entries[first:first + rows]
         pixels = []
         for n, (info, name) in enumerate(taken, 1):
             try:
-                pixels.append(preprocess(read_entry(archive, info), spec, name=name))
+                with as_arrived(job.doc["upload_id"]):
+                    blob = read_entry(archive, info)
+                pixels.append(preprocess(blob, spec, name=name))
+            except ObjectChanged:
+                raise
             except BadRequest as exc:  # the image's number in the archive's order
                 raise BadRequest(f"{exc.detail} (row {first + n - 1})") from None
             if n % 500 == 0:
@@ -755,7 +764,7 @@ class BatchJobs:
             self._set_classes(job.id, [str(c) for c in classes])
         return len(scores.labels if scores.values is None else scores.values)
 
-    def _archive(self, key: str) -> tuple[Any, list[Any]]:
+    def _archive(self, doc: dict[str, Any]) -> tuple[Any, list[Any]]:
         """The upload's zip, open over byte ranges, and its image entries. The central
         directory (~1 KB per entry, seconds for the largest archives) is read and checked once
         per process and archive: a worker scoring chunk after chunk of one job (a warm Lambda
@@ -763,11 +772,13 @@ class BatchJobs:
         zipfile's shared file (a lock per read), so task threads can share it."""
         from common.archives import image_entries
 
+        key = doc["key"]
         with _ARCHIVE_LOCK:
             cached = _ARCHIVE.get("open")
             if cached is not None and cached[0] == (id(self.objects), key):
                 return cached[1], cached[2]
-            raw = open_ranged(self.objects, key)
+            with as_arrived(doc["upload_id"]):
+                raw = open_ranged(self.objects, key, version=doc.get("version"))
             try:
                 archive, entries = image_entries(raw, self.settings.upload_archive_limits)
             except BaseException:

@@ -27,6 +27,11 @@ class BadRequest(ServiceError):
     error = "bad request"
 
 
+class ObjectChanged(BadRequest):
+    """An object read at a version (its ETag) was replaced since: what was read before no
+    longer goes with what would be read now."""
+
+
 class Unauthorized(ServiceError):
     status = 401
     error = "unauthorized"

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from common.backends import Backends
 from common.domain import Feature, FeatureKind, ModelRecord, Task
@@ -57,7 +57,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, kind_problem
+from common.uploads import Uploads, as_arrived, kind_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -337,8 +337,16 @@ class Ingestions:
         return None
 
     @contextlib.contextmanager
+    def _opened(self, upload: Record) -> Iterator[BinaryIO]:
+        """The upload's object as it arrived (its version: ObjectChanged naming the upload once
+        it was replaced), downloaded or opened; closed after."""
+        with as_arrived(upload.id), self.backends.datasets.open_read(
+                upload.doc["key"], upload.doc.get("version")) as raw:
+            yield raw
+
+    @contextlib.contextmanager
     def _chunks(self, upload: Record) -> Iterator[CsvChunks]:
-        with self.backends.datasets.open_read(upload.doc["key"]) as raw:
+        with self._opened(upload) as raw:
             head = raw.read(4)
             raw.seek(0)
             problem = kind_problem(upload.id, head, upload.doc["model"], False, "ingest")
@@ -430,8 +438,7 @@ class Ingestions:
         # A chunk's pixels stay near IMAGE_CHUNK_BYTES whatever the image size.
         size = max(1, min(self.settings.ingest_chunk_rows, IMAGE_CHUNK_BYTES // (4 * spec.n_pixels)))
         rows = 0
-        with self.backends.datasets.open_read(upload.doc["key"]) as raw, \
-                pq.ParquetWriter(path, schema) as writer:
+        with self._opened(upload) as raw, pq.ParquetWriter(path, schema) as writer:
             problem = kind_problem(upload.id, raw.read(4), model.name, True, "ingest")
             if problem is not None:
                 raise BadRequest(problem)

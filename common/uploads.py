@@ -32,12 +32,13 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common.backends import Backends
-from common.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from common.errors import BadRequest, Conflict, NotFound, ObjectChanged, PayloadTooLarge
 from common.names import check_text, model_name
 from common.storage.records import Record, StaleRecord, record_store
 
@@ -96,6 +97,20 @@ def _signer(endpoint: str | None, region: str, config: Any) -> Any:
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name=region,
         config=config.merge(Config(signature_version="s3v4")))
+
+
+@contextlib.contextmanager
+def as_arrived(upload_id: str) -> Iterator[None]:
+    """Around reads of an upload's object at the version that arrived (``doc["version"]``):
+    once it was replaced (the file sent to its presigned URL again), ObjectChanged names the
+    upload and what to do."""
+    try:
+        yield
+    except ObjectChanged:
+        raise ObjectChanged(f"upload {upload_id} was replaced after it arrived (its URL was sent "
+                            "a file again): what was read of it would not go with the rest; "
+                            "announce a new upload with POST /uploads and send the file "
+                            "once") from None
 
 
 def kind_problem(upload_id: str, head: bytes, model: str, image: bool, use: str) -> str | None:
@@ -229,14 +244,16 @@ class Uploads:
         if record.status != PENDING or not self.on_s3 or "multipart_id" in record.doc:
             return record
         try:
-            size = self.backends.datasets.size(record.doc["key"])
+            size, version = self.backends.datasets.stat(record.doc["key"])
         except NotFound:
             return record
-        return self._received(record, record.doc["key"], size)
+        return self._received(record, record.doc["key"], size, version)
 
-    def _received(self, record: Record, key: str, size: int) -> Record:
-        """Mark ``record`` received with the object ``key``; PayloadTooLarge (the object
-        removed) beyond the limit."""
+    def _received(self, record: Record, key: str, size: int,
+                  version: str | None = None) -> Record:
+        """Mark ``record`` received with the object ``key`` at ``version`` (S3: its ETag; what
+        reads it later read at that version: a second PUT to a presigned URL does not mix
+        into them); PayloadTooLarge (the object removed) beyond the limit."""
         limit = self.settings.upload_max_bytes
         if size > limit:
             self.backends.datasets.delete(key)
@@ -251,7 +268,7 @@ class Uploads:
                              f"{size} arrived; they were removed: send the whole file again")
         try:
             return self.records.update(record, {**record.doc, "status": RECEIVED, "size": size,
-                                                "key": key})
+                                                "key": key, "version": version})
         except StaleRecord:
             current = self.records.get(KIND, record.id)
             if current.doc.get("key") != key:  # another PUT of the same upload won
@@ -323,11 +340,11 @@ class Uploads:
             self._abort(record)
             raise PayloadTooLarge(f"upload {upload_id} has {size} bytes, over the upload limit "
                                   f"of {self.settings.upload_max_bytes} bytes; it was removed")
-        client.complete_multipart_upload(
+        completed = client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=multipart_id,
             MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
                                        for p in parts]})
-        return self.describe(self._received(record, key, size))
+        return self.describe(self._received(record, key, size, completed.get("ETag")))
 
     def _abort(self, record: Record) -> None:
         if "multipart_id" in record.doc and record.status == PENDING:
@@ -369,7 +386,9 @@ class Uploads:
         looked at: one an ingestion has (or had) is the caller's Conflict."""
         if record.status != RECEIVED:
             return
-        head = self.backends.datasets.read_range(record.doc["key"], 0, 64)
+        with as_arrived(record.id):
+            head = self.backends.datasets.read_range(record.doc["key"], 0, 64,
+                                                     record.doc.get("version"))
         problem = kind_problem(record.id, head, record.doc["model"], image, use)
         if problem is not None:
             raise BadRequest(f"query parameter 'upload': {problem}")

@@ -54,13 +54,13 @@ class LocalObjectStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, version: str | None = None) -> BinaryIO:
         try:
             return open(self._path(key), "rb")  # noqa: SIM115 (the caller closes it)
         except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"object {key!r} does not exist") from None
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range(self, key: str, start: int, end: int, version: str | None = None) -> bytes:
         with self.open_read(key) as fh:
             fh.seek(start)
             return fh.read(max(0, end - start))
@@ -70,6 +70,9 @@ class LocalObjectStore:
             return self._path(key).stat().st_size
         except FileNotFoundError:
             raise NotFound(f"object {key!r} does not exist") from None
+
+    def stat(self, key: str) -> tuple[int, str | None]:
+        return self.size(key), None
 
     def get(self, key: str) -> bytes:
         try:

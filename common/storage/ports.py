@@ -51,17 +51,25 @@ class ObjectStore(Protocol):
         """Write the file at ``path`` as ``key``, atomically like :meth:`put` (S3: a multipart
         upload above its threshold, visible only once complete)."""
 
-    def open_read(self, key: str) -> BinaryIO:
+    # ``version``: the object's version as :meth:`stat` gave it (S3: its ETag). A read at a
+    # version raises ObjectChanged once the object was replaced; None reads what is there. A
+    # local store has no versions (the service never replaces an upload it holds).
+    def open_read(self, key: str, version: str | None = None) -> BinaryIO:
         """A seekable binary file of the object's bytes (the caller closes it); NotFound for
         an unknown key. A local store opens its file; S3 downloads into a temporary file."""
         ...
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range(self, key: str, start: int, end: int, version: str | None = None) -> bytes:
         """Bytes ``start`` to ``end`` (exclusive) of the object; NotFound for an unknown key."""
         ...
 
     def size(self, key: str) -> int:
         """The object's size in bytes; NotFound for an unknown key."""
+        ...
+
+    def stat(self, key: str) -> tuple[int, str | None]:
+        """The object's size and version (None where the store has none), read together;
+        NotFound for an unknown key."""
         ...
 
 

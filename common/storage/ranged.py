@@ -7,14 +7,15 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from common.errors import NotFound, ServiceUnavailable
+from common.errors import ObjectChanged, ServiceError, ServiceUnavailable
 
 BUFFER_BYTES = 1024 * 1024  # one ranged GET per MiB read in order
 
 
 class _Ranges(io.RawIOBase):
-    def __init__(self, store: Any, key: str, size: int) -> None:
+    def __init__(self, store: Any, key: str, size: int, version: str | None) -> None:
         self.store, self.key, self.size, self.position = store, key, size, 0
+        self.version = version
 
     def readable(self) -> bool:
         return True
@@ -41,8 +42,10 @@ class _Ranges(io.RawIOBase):
         zipfile reads an OSError as a damaged archive, and the task would fail for good
         instead of being retried."""
         try:
-            return bytes(self.store.read_range(self.key, self.position, end))
-        except NotFound:
+            if self.version is None:
+                return bytes(self.store.read_range(self.key, self.position, end))
+            return bytes(self.store.read_range(self.key, self.position, end, self.version))
+        except ServiceError:  # NotFound, ObjectChanged: the store's own answers
             raise
         except Exception as exc:
             raise ServiceUnavailable(f"reading {self.key!r} (bytes {self.position}-{end}): "
@@ -66,9 +69,14 @@ class _Ranges(io.RawIOBase):
         return data
 
 
-def open_ranged(store: Any, key: str, buffer_bytes: int | None = None) -> io.BufferedReader:
+def open_ranged(store: Any, key: str, buffer_bytes: int | None = None,
+                version: str | None = None) -> io.BufferedReader:
     """Object ``key`` of ``store`` as a seekable binary file read by ranges of
-    ``buffer_bytes`` (default ``BUFFER_BYTES``; NotFound for an unknown key); the caller
-    closes it."""
-    return io.BufferedReader(_Ranges(store, key, store.size(key)),
+    ``buffer_bytes`` (default ``BUFFER_BYTES``; NotFound for an unknown key), at ``version``
+    when given (ObjectChanged once it was replaced); the caller closes it."""
+    size, now = store.stat(key)
+    if version is not None and now is not None and now != version:
+        raise ObjectChanged(f"object {key!r} was replaced after it was first read (its "
+                            f"version is no longer {version})")
+    return io.BufferedReader(_Ranges(store, key, size, version),
                              buffer_size=buffer_bytes or BUFFER_BYTES)

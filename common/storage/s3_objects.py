@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from common.errors import NotFound
+from common.errors import NotFound, ObjectChanged
 
 
 class S3ObjectStore:
@@ -33,43 +33,61 @@ class S3ObjectStore:
         # when it completes (an interrupted one is aborted by the bucket's lifecycle rule).
         self._s3.upload_file(str(path), self.bucket, key)
 
-    def open_read(self, key: str) -> BinaryIO:
+    def _refused(self, exc: Exception, key: str, version: str | None) -> Exception:
+        """NotFound or ObjectChanged for a GET or HEAD S3 refused so; ``exc`` otherwise."""
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return NotFound(f"object {key!r} does not exist in s3://{self.bucket}")
+        if code in ("412", "PreconditionFailed") and version is not None:
+            return ObjectChanged(f"object {key!r} in s3://{self.bucket} was replaced after it "
+                                 f"was first read (its ETag is no longer {version})")
+        return exc
+
+    def open_read(self, key: str, version: str | None = None) -> BinaryIO:
+        import shutil
         import tempfile
 
         from botocore.exceptions import ClientError
 
         out = tempfile.TemporaryFile()  # noqa: SIM115 (returned to the caller, who closes it)
         try:
-            self._s3.download_fileobj(self.bucket, key, out)
+            if version is None:  # boto3's managed transfer (parallel ranged GETs)
+                self._s3.download_fileobj(self.bucket, key, out)
+            else:  # one GET of that version (the managed transfer takes no If-Match)
+                body = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=version)["Body"]
+                shutil.copyfileobj(body, out, 8 * 1024 * 1024)
         except ClientError as exc:
             out.close()
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
-            raise
+            raise self._refused(exc, key, version) from None
         except BaseException:
             out.close()
             raise
         out.seek(0)
         return out
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range(self, key: str, start: int, end: int, version: str | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
         if end <= start:
             return b""
+        pinned = {} if version is None else {"IfMatch": version}
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=key,
+            return self._s3.get_object(Bucket=self.bucket, Key=key, **pinned,
                                        Range=f"bytes={start}-{end - 1}")["Body"].read()
-        except self._s3.exceptions.NoSuchKey:
-            raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
+        except ClientError as exc:
+            raise self._refused(exc, key, version) from None
 
     def size(self, key: str) -> int:
+        return self.stat(key)[0]
+
+    def stat(self, key: str) -> tuple[int, str | None]:
         from botocore.exceptions import ClientError
 
         try:
-            return int(self._s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
-            raise
+            raise self._refused(exc, key, None) from None
+        return int(head["ContentLength"]), str(head["ETag"])
 
     @property
     def client(self) -> Any:

@@ -88,3 +88,40 @@ def test_a_zip_of_images_on_s3_is_read_by_ranges(on_aws: Callable[[], None],
     header, rows = rows_of(requests.get(done["result"]["url"], timeout=60).content)
     assert rows == expected_images(body, [c.removeprefix("probability_") for c in header[3:]])
     assert whole == []
+
+
+@pytest.mark.parametrize("again", ["other rows", "the same file"])
+def test_an_upload_sent_again_while_scored_is_not_mixed_in(on_aws: Callable[[], None],
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            again: str) -> None:
+    """The presigned PUT URL stays valid after the file arrived: a second PUT of other bytes
+    while the chunks are scored fails the job (its chunks are read at the ETag that arrived)
+    instead of mixing two files into one result; the same bytes again (a client's retry) are
+    the same version, and the job succeeds."""
+    sqs = boto3.client("sqs")
+    monkeypatch.setenv("MLFN_BATCH_QUEUE_URL", sqs.create_queue(QueueName="batch")["QueueUrl"])
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "100000")
+    monkeypatch.setenv("MLFN_MAX_BATCH_ROWS", "1000000")  # /forward_batch's, for expected()
+    context.reset()
+    trained()
+    body = body_of(20_000)
+    doc = invoke(uploads.handler, "v1", "POST", "/uploads", {"model": "churn"}).json()
+    assert requests.put(doc["url"], data=body, headers=doc["headers"], timeout=60).ok
+    job = invoke(batch_jobs.handler, "v1", "POST", "/batch_jobs",
+                 {"model": "churn", "upload": doc["upload_id"]}).json()
+    assert run(once=True, wait_seconds=0, queue="batch") == 1  # the plan
+    assert run(once=True, wait_seconds=0, queue="batch") == 1  # a first chunk
+    other = body if again == "the same file" else body_of(20_000).replace(b",north\n", b",south\n")
+    assert other == body or len(other) == len(body) and other != body
+    assert requests.put(doc["url"], data=other, headers=doc["headers"], timeout=60).ok
+    while run(once=True, wait_seconds=0, queue="batch"):
+        pass
+    done = invoke(batch_jobs.handler, "v1", "GET", job["url"]).json()
+    if again == "the same file":
+        assert done["status"] == "succeeded", done
+        assert rows_of(requests.get(done["result"]["url"], timeout=60).content)[1] == expected(body)
+        return
+    assert done["status"] == "failed", done
+    assert f"upload {doc['upload_id']} was replaced after it arrived" in done["error"], done
+    assert "POST /uploads" in done["error"] and "result" not in done
+    assert context.backends().datasets.list("_batch/") == []

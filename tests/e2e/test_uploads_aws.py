@@ -141,3 +141,37 @@ def test_a_bad_row_on_s3_changes_nothing(stack: Callable[[], int]) -> None:
     # the upload may be ingested again (it failed on its data: it fails again, nothing added)
     status = invoke(uploads.handler, "v1", "GET", f"/uploads/{doc['upload_id']}").json()
     assert status["status"] == "received"
+
+
+@pytest.mark.parametrize("when", ["before add_data", "while queued"])
+def test_an_upload_replaced_after_it_arrived_is_not_ingested(stack: Callable[[], int],
+                                                              when: str) -> None:
+    """The presigned URL takes a second PUT: other bytes after the upload arrived are refused
+    (the ingestion reads the ETag that arrived), at the request or by the worker; nothing is
+    added either way."""
+    doc = announce()
+    assert requests.put(doc["url"], data=HEADER + csv_rows(300), headers=doc["headers"],
+                        timeout=30).ok
+    status = invoke(uploads.handler, "v1", "GET", f"/uploads/{doc['upload_id']}").json()
+    assert status["status"] == "received"
+    replaced = HEADER + csv_rows(300, start=1)
+    if when == "before add_data":
+        assert requests.put(doc["url"], data=replaced, headers=doc["headers"], timeout=30).ok
+        refused = invoke(add_data.handler, "v1", "PUT", "/add_data",
+                         {"model": "wide", "upload": doc["upload_id"]})
+        assert refused.status == 400, refused.body
+        detail = refused.json()["detail"]
+    else:
+        started = invoke(add_data.handler, "v1", "PUT", "/add_data",
+                         {"model": "wide", "upload": doc["upload_id"]})
+        assert started.status == 202, started.body
+        assert requests.put(doc["url"], data=replaced, headers=doc["headers"], timeout=30).ok
+        assert stack() == 1
+        done = invoke(uploads.handler, "v1", "GET",
+                      f"/ingestions/{started.json()['ingestion_id']}").json()
+        assert done["status"] == "failed", done
+        detail = done["error"]
+    assert f"upload {doc['upload_id']} was replaced after it arrived" in detail, detail
+    assert "POST /uploads" in detail
+    assert context.backends().experiments.get_model("wide").dataset_version == 0
+    assert context.backends().datasets.list("wide/") == []
