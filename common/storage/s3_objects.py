@@ -33,18 +33,20 @@ class S3ObjectStore:
         # when it completes (an interrupted one is aborted by the bucket's lifecycle rule).
         self._s3.upload_file(str(path), self.bucket, key)
 
-    def _refused(self, exc: Exception, key: str, version: str | None) -> Exception:
+    def _refused(self, exc: BaseException, key: str, version: str | None) -> BaseException:
         """NotFound or ObjectChanged for a GET or HEAD S3 refused so; ``exc`` otherwise."""
         code = getattr(exc, "response", {}).get("Error", {}).get("Code")
         if code in ("404", "NoSuchKey", "NotFound"):
             return NotFound(f"object {key!r} does not exist in s3://{self.bucket}")
         if code in ("412", "PreconditionFailed") and version is not None:
-            return ObjectChanged(f"object {key!r} in s3://{self.bucket} was replaced after it "
-                                 f"was first read (its ETag is no longer {version})")
+            return self._changed(key, version)
         return exc
 
+    def _changed(self, key: str, version: str) -> ObjectChanged:
+        return ObjectChanged(f"object {key!r} in s3://{self.bucket} was replaced after it was "
+                             f"first read (its ETag is no longer {version})")
+
     def open_read(self, key: str, version: str | None = None) -> BinaryIO:
-        import shutil
         import tempfile
 
         from botocore.exceptions import ClientError
@@ -53,9 +55,8 @@ class S3ObjectStore:
         try:
             if version is None:  # boto3's managed transfer (parallel ranged GETs)
                 self._s3.download_fileobj(self.bucket, key, out)
-            else:  # one GET of that version (the managed transfer takes no If-Match)
-                body = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=version)["Body"]
-                shutil.copyfileobj(body, out, 8 * 1024 * 1024)
+            else:
+                self._download_version(key, version, out)
         except ClientError as exc:
             out.close()
             raise self._refused(exc, key, version) from None
@@ -64,6 +65,39 @@ class S3ObjectStore:
             raise
         out.seek(0)
         return out
+
+    def _download_version(self, key: str, version: str, out: BinaryIO) -> None:
+        """The object at ``version`` into ``out``: one GET with If-Match when it is small, else
+        the managed transfer's parallel ranged GETs, given the size and ETag so that each of
+        them asks for that ETag (it otherwise pins the ETag of its own HEAD)."""
+        import shutil
+
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+        from s3transfer.exceptions import S3DownloadFailedError
+        from s3transfer.subscribers import BaseSubscriber
+
+        config = TransferConfig()
+        size, now = self.stat(key)
+        if now != version:
+            raise self._changed(key, version)
+        if size < config.multipart_threshold:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=version)["Body"]
+            shutil.copyfileobj(body, out, 1024 * 1024)
+            return
+
+        class Pinned(BaseSubscriber):
+            def on_queued(self, future: Any, **kwargs: Any) -> None:
+                future.meta.provide_transfer_size(size)
+                future.meta.provide_object_etag(version)
+
+        with create_transfer_manager(self._s3, config) as manager:
+            try:
+                manager.download(self.bucket, key, out, subscribers=[Pinned()]).result()
+            except S3DownloadFailedError as exc:  # raised over the part's 412, among others
+                refused = self._refused(exc.__context__ or exc, key, version)
+                if isinstance(refused, ObjectChanged):
+                    raise refused from None
+                raise
 
     def read_range(self, key: str, start: int, end: int, version: str | None = None) -> bytes:
         from botocore.exceptions import ClientError

@@ -78,3 +78,34 @@ def test_local_store_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "root")
     store.put("x/y", b"data")
     assert sorted(p.name for p in (tmp_path / "root" / "x").iterdir()) == ["y"]
+
+
+@pytest.mark.parametrize("size", [1000, 20 * 1024 * 1024])  # one GET; the managed transfer's parts
+def test_reads_at_a_version(store: ObjectStore, size: int, tmp_path: Path) -> None:
+    """A read at the version stat gave reads those bytes; once the object was replaced, S3
+    refuses it (ObjectChanged); a local store has no versions and reads what is there."""
+    from common.errors import ObjectChanged
+
+    first = bytes(range(256)) * (size // 256)
+    store.put("v/a", first)
+    length, version = store.stat("v/a")
+    assert length == len(first) and store.size("v/a") == len(first)
+    with store.open_read("v/a", version) as raw:
+        assert raw.read() == first
+    assert store.read_range("v/a", 10, 20, version) == first[10:20]
+    second = first[::-1]
+    path = tmp_path / "second"
+    path.write_bytes(second)
+    store.put_file("v/a", path)
+    if version is None:  # local
+        assert store.read_range("v/a", 0, 5, version) == second[:5]
+        return
+    assert store.stat("v/a")[1] != version
+    with pytest.raises(ObjectChanged, match="replaced after it was first read"):
+        store.read_range("v/a", 0, 5, version)
+    with pytest.raises(ObjectChanged, match="replaced after it was first read"):
+        store.open_read("v/a", version)
+    # the parts themselves ask for the version, not only the check before them
+    store.stat = lambda key: (len(second), version)  # type: ignore[method-assign]
+    with pytest.raises(ObjectChanged, match="replaced after it was first read"):
+        store.open_read("v/a", version)
