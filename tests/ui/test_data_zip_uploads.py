@@ -46,6 +46,7 @@ def test_a_bad_entry_is_shown_and_nothing_is_added(small_limit):  # noqa: F811
     by_label(at.button, "Add to bigdigits").click().run()
     assert_clean(at)
     error = texts(at.error)
-    assert "Ingesting bad.zip failed: 7/broken.png: not a decodable image" in error, error
+    assert ("Ingesting bad.zip failed at image 400 (counted from 0, in the archive's order): "
+            "7/broken.png: not a decodable image") in error, error
     assert "Nothing was added" in error and not at.success
     assert api(small_limit, "GET", "/datasets", params={"model": "bigdigits"})["dataset_version"] == 0

@@ -184,8 +184,12 @@ def report(tracked: dict[str, Any], key: str) -> None:
     if ingestion["status"] == "failed":
         st.session_state.pop(key, None)
         row = ingestion.get("row")
-        where = (f" at data row {row} (counted from 0; line {row + 2} of the file)"
-                 if row is not None else "")
+        if row is None:
+            where = ""
+        elif filename.lower().endswith(".zip"):
+            where = f" at image {row} (counted from 0, in the archive's order)"
+        else:
+            where = f" at data row {row} (counted from 0; line {row + 2} of the file)"
         st.error(f"Ingesting {filename} failed{where}: {ingestion.get('error')}. Nothing was "
                  "added: the dataset is unchanged.", icon=":material/error:")
         return
