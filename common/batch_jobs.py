@@ -83,7 +83,7 @@ OUTPUT_FILE = "file"  # a zip's rows: the image's name in the archive, as /forwa
 IMAGE_CHUNK_PIXEL_BYTES = 64 * 1024 * 1024
 # The last zip a worker process scored chunks of (BatchJobs._archive): its key, the open
 # archive, its entries and the ranged file under it.
-_ARCHIVE: dict[str, tuple[tuple[int, str], Any, list[Any], Any]] = {}
+_ARCHIVE: dict[str, tuple[tuple[int, str, str | None], Any, list[Any], Any]] = {}
 _ARCHIVE_LOCK = threading.Lock()
 
 
@@ -121,8 +121,9 @@ def _row_of(detail: str) -> int | None:
 
 
 def _plain_rows(block: bytes) -> int:
-    """The rows of ``block``, whole lines without a quote character: its lines that are not
-    empty (a lone line break, LF or CRLF, is no row for csv; a line of spaces is one)."""
+    """The rows of ``block``: whole lines with no quote character and no carriage return but
+    in CRLF; its lines that are not empty (a lone LF or CRLF is no row for csv; a line of
+    spaces is one)."""
     import numpy as np
 
     buf = np.frombuffer(block, dtype=np.uint8)
@@ -132,54 +133,171 @@ def _plain_rows(block: bytes) -> int:
     return len(breaks) - int(empty.sum()) + (not block.endswith(b"\n"))
 
 
+def _crs_in_crlf(data: bytes) -> bool:
+    """Whether every CR of ``data`` is followed by an LF (no CR at all: one memchr)."""
+    import numpy as np
+
+    if b"\r" not in data:
+        return True
+    buf = np.frombuffer(data, dtype=np.uint8)
+    after = np.flatnonzero(buf == 0x0D) + 1
+    return bool(after[-1] < len(buf) and (buf[after] == 0x0A).all())
+
+
+_SPECIAL = re.compile(rb'[",\r\n]')
+# The states of Python's csv reader (the default dialect) that matter for where rows end.
+_RECORD, _FIELD_START, _FIELD, _QUOTED, _QUOTE = range(5)
+
+
+class _RowCounter:
+    """Rows of a CSV exactly as Python's ``csv`` module reads them (comma, double quotes
+    doubled inside quotes, a quote elsewhere in a field a plain character, CR, LF or CRLF
+    ending a row, empty lines no rows), over bytes fed in order: a piece starting at a row
+    boundary with no quote and no lone CR is counted with NumPy (``_plain_rows``); the others
+    go through csv's state machine, byte by byte over the quotes, commas and line breaks."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.state = _RECORD
+        self.eat_lf = False  # a CR just ended a line: an LF right after it belongs to it
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.state == _RECORD
+
+    def feed(self, data: bytes) -> None:
+        if self.eat_lf and data[:1] == b"\n":
+            data = data[1:]
+        self.eat_lf = False
+        if not data:
+            return
+        if self.state == _RECORD and b'"' not in data and _crs_in_crlf(data):
+            self.rows += _plain_rows(data)
+            return
+        self._scan(data)
+
+    def end(self) -> None:
+        """The end of the file: an unterminated last row counts (csv reads it)."""
+        if self.state != _RECORD:
+            self.rows += 1
+            self.state = _RECORD
+
+    def _scan(self, data: bytes) -> None:
+        for line in io.BytesIO(data):  # lines end at LF only: a lone CR goes to the machine
+            if self.state == _RECORD and self.eat_lf is False:
+                if line in (b"\n", b"\r\n", b"\r"):
+                    continue  # an empty line
+                if _PLAIN_RECORD.fullmatch(line):  # one whole row of well-formed cells
+                    self.rows += 1
+                    continue
+            self._machine(line)
+
+    def _machine(self, data: bytes) -> None:
+        state, after = self.state, 0
+        eat_at = 0 if self.eat_lf else -1  # where an LF is part of the CRLF before it
+        for match in _SPECIAL.finditer(data):
+            at = match.start()
+            if at > after and state in (_RECORD, _FIELD_START, _QUOTE):
+                state = _FIELD  # other characters: a field (after a closing quote: csv keeps them)
+            after = at + 1
+            char = data[at]
+            if char == 0x22:  # "
+                state = {_RECORD: _QUOTED, _FIELD_START: _QUOTED, _FIELD: _FIELD,
+                         _QUOTED: _QUOTE, _QUOTE: _QUOTED}[state]
+            elif char == 0x2C:  # ,
+                if state != _QUOTED:
+                    state = _FIELD_START
+            elif state == _QUOTED:
+                pass  # a line break inside a quoted cell
+            elif char == 0x0A and at == eat_at:
+                pass
+            else:  # CR or LF ending a line: a row unless the line was empty
+                if state != _RECORD:
+                    self.rows += 1
+                state = _RECORD
+                if char == 0x0D:
+                    eat_at = at + 1
+        if len(data) > after and state in (_RECORD, _FIELD_START, _QUOTE):
+            state = _FIELD
+        self.state = state
+        self.eat_lf = eat_at == len(data)
+
+
+# A line that is one row of unquoted cells without quotes and quoted cells: csv reads it so.
+_PLAIN_RECORD = re.compile(rb'(?:"(?:[^"]|"")*"|[^",\r\n]*)(?:,(?:"(?:[^"]|"")*"|[^",\r\n]*))*'
+                           rb'\r?\n?')
+
+
+def _read_line(raw: Any, block: bytes, limit: int) -> bytes:
+    """``block`` completed to the end of its line: through the next LF, CR or CRLF (a file of
+    classic Mac line ends has no LF at all); the bytes read past it are given back (``raw`` is
+    seekable). BadRequest past ``limit`` bytes without a line end."""
+    while not block.endswith((b"\n", b"\r")):
+        more = raw.read(64 * 1024)
+        if not more:
+            return block
+        cut = min((i for i in (more.find(b"\n"), more.find(b"\r")) if i >= 0), default=-1)
+        if cut < 0:
+            block += more
+            if len(block) > limit:
+                raise BadRequest(f"malformed CSV: a line longer than {limit} bytes (no line "
+                                 "break; is it a CSV file?)")
+            continue
+        if more[cut] == 0x0D and more[cut + 1:cut + 2] == b"\n":
+            cut += 1
+        raw.seek(cut + 1 - len(more), io.SEEK_CUR)
+        return block + more[:cut + 1]
+    if block.endswith(b"\r"):  # its LF may follow
+        following = raw.read(1)
+        if following == b"\n":
+            return block + following
+        if following:
+            raw.seek(-1, io.SEEK_CUR)
+    return block
+
+
+HEADER_LIMIT = 16 * 1024 * 1024  # a header row longer than this is refused
+
+
 def plan_chunks(raw: Any, chunk_bytes: int,
                 renew: Callable[[], None] = lambda: None) -> tuple[bytes, list[dict[str, int]]]:
-    """The header line and the chunks of a CSV file read from ``raw``: byte ranges that start
-    and end at row boundaries (a line break outside quotes), each about ``chunk_bytes`` long,
-    with the number of their first data row. Empty lines are not rows (as csv reads them).
-    The file is read in blocks of whole lines; a block without a quote character outside a
-    quoted cell is counted at once (``_plain_rows``), the others line by line.
-    ``renew`` is called after each chunk (the plan's lease, on a file of gigabytes)."""
+    """The header row and the chunks of a CSV file read from ``raw`` (seekable): byte ranges
+    that start and end at row boundaries, each about ``chunk_bytes`` long, with the number of
+    their first data row, rows counted as csv reads them (``_RowCounter``: quoted cells over
+    line breaks, CR, LF or CRLF line ends, empty lines no rows). ``renew`` is called after each
+    chunk (the plan's lease, on a file of gigabytes)."""
     header = b""
-    in_quotes = False
-    while True:  # the header may hold a quoted line break too
-        line = raw.readline()
+    counter = _RowCounter()
+    while counter.rows == 0:  # empty lines before it; a quoted line break in it
+        line = _read_line(raw, b"", HEADER_LIMIT)
         if not line:
             break
         header += line
-        in_quotes ^= bool(line.count(b'"') % 2)
-        if not in_quotes and header.strip():
-            break
+        if len(header) > HEADER_LIMIT:
+            raise BadRequest(f"malformed CSV: the header row is longer than {HEADER_LIMIT} bytes")
+        counter.feed(line)
+    if not counter.at_boundary:  # the file ends inside the header
+        counter.end()
     offset = len(header)
+    counter = _RowCounter()
     chunks: list[dict[str, int]] = []
-    start, first, rows = offset, 0, 0
-    in_row = False
+    start, first = offset, 0
     while True:
         block = raw.read(max(chunk_bytes, 1))
         if not block:
             break
-        if not block.endswith(b"\n"):
-            block += raw.readline()
+        block = _read_line(raw, block, max(chunk_bytes, 1) + HEADER_LIMIT)
         offset += len(block)
-        if not in_quotes and b'"' not in block:
-            rows += _plain_rows(block)
-        else:
-            for line in io.BytesIO(block):  # lines end at b"\n" only, as readline's do
-                if not in_quotes and line in (b"\n", b"\r\n"):
-                    pass  # an empty line between rows
-                else:
-                    in_row = True
-                in_quotes ^= bool(line.count(b'"') % 2)
-                if not in_quotes and in_row:
-                    rows, in_row = rows + 1, False
-        if not in_quotes and offset - start >= chunk_bytes and rows > first:
-            chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
-            start, first = offset, rows
+        counter.feed(block)
+        if counter.at_boundary and offset - start >= chunk_bytes and counter.rows > first:
+            chunks.append({"start": start, "end": offset, "first_row": first,
+                           "rows": counter.rows - first})
+            start, first = offset, counter.rows
             renew()
-    if in_row:
-        rows += 1
-    if rows > first:
-        chunks.append({"start": start, "end": offset, "first_row": first, "rows": rows - first})
+    counter.end()
+    if counter.rows > first:
+        chunks.append({"start": start, "end": offset, "first_row": first,
+                       "rows": counter.rows - first})
     return header, chunks
 
 
@@ -772,21 +890,21 @@ class BatchJobs:
         zipfile's shared file (a lock per read), so task threads can share it."""
         from common.archives import image_entries
 
-        key = doc["key"]
+        key, version = doc["key"], doc.get("version")
         with _ARCHIVE_LOCK:
             cached = _ARCHIVE.get("open")
-            if cached is not None and cached[0] == (id(self.objects), key):
+            if cached is not None and cached[0] == (id(self.objects), key, version):
                 return cached[1], cached[2]
             with as_arrived(doc["upload_id"]):
-                raw = open_ranged(self.objects, key, version=doc.get("version"))
-            try:
-                archive, entries = image_entries(raw, self.settings.upload_archive_limits)
-            except BaseException:
-                raw.close()
-                raise
+                raw = open_ranged(self.objects, key, version=version)
+                try:
+                    archive, entries = image_entries(raw, self.settings.upload_archive_limits)
+                except BaseException:
+                    raw.close()
+                    raise
             # The one it replaces is not closed: a thread may still read from it (it holds
             # no OS resource; it goes with its last reference).
-            _ARCHIVE["open"] = ((id(self.objects), key), archive, entries, raw)
+            _ARCHIVE["open"] = ((id(self.objects), key, version), archive, entries, raw)
             return archive, entries
 
     @staticmethod

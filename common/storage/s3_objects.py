@@ -121,7 +121,8 @@ class S3ObjectStore:
             head = self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             raise self._refused(exc, key, None) from None
-        return int(head["ContentLength"]), str(head["ETag"])
+        etag = head.get("ETag")  # S3 always sends one; a look-alike store may not
+        return int(head["ContentLength"]), None if etag is None else str(etag)
 
     @property
     def client(self) -> Any:

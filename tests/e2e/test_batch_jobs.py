@@ -268,26 +268,34 @@ def test_chunks_end_at_row_boundaries(chunk_bytes: int) -> None:
         assert len(chunks) == 4  # one row each
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 def test_chunk_plan_counts_rows_as_csv_reads_them(seed: int) -> None:
-    """Random files mixing plain blocks (counted at once) and quoted cells over line breaks
-    (read line by line), blank and whitespace-only lines, CRLF, leading spaces, with or without
-    a final line break: every chunk holds the rows csv reads in it, in order, none twice."""
+    """Random files mixing plain blocks (counted at once) and the rest (csv's state machine):
+    quoted cells over line breaks, quotes inside unquoted cells (an inch mark: a plain
+    character to csv), empty and whitespace-only lines, CRLF, lone CRs ending rows, with or
+    without a final line break: every chunk holds the rows csv reads in it, in order, none
+    twice."""
     import random
 
     from common.batch_jobs import plan_chunks
 
     rng = random.Random(seed)
     pieces = [b"1,2\n", b"3,4\r\n", b"\n", b"  \n", b"\t\r\n", b" 5,6\n", b"\x0b7,8\n",
-              b'9,"a\nb"\n', b'"x ""q"" y",1\n', b'"\n\n",2\r\n', b"10,11\n"]
-    weights = [30, 10, 3, 3, 2, 3, 1, 2, 2, 1, 30] if seed % 2 else [40, 5, 2, 2, 1, 2, 1, 0, 0, 0, 40]
+              b'9,"a\nb"\n', b'"x ""q"" y",1\n', b'"\n\n",2\r\n', b"10,11\n",
+              b'4" screen,2\n', b'"a"b,1\n', b"5,6\r", b"\r", b"7,8\r\r\n", b'"c\rd",3\n']
+    if seed % 2:
+        weights = [30, 10, 3, 3, 2, 3, 1, 2, 2, 1, 30, 2, 1, 2, 1, 1, 1]
+    else:  # mostly plain: blocks NumPy counts
+        weights = [40, 5, 2, 2, 1, 2, 1, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0]
     body = b"a,b\n" + b"".join(rng.choices(pieces, weights, k=rng.randint(1, 400)))
     if seed % 3 == 0:
         body = body.rstrip(b"\r\n") + b"\n12,13"  # no final line break
+    if seed % 4 == 3:
+        body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r")  # classic Mac line ends
     want = [r for r in csv.reader(io.StringIO(body.decode(), newline="")) if r][1:]
     for chunk_bytes in (1, 13, 64, 500, 1 << 20):
         header, chunks = plan_chunks(io.BytesIO(body), chunk_bytes)
-        assert header == b"a,b\n"
+        assert header == (b"a,b\r" if seed % 4 == 3 else b"a,b\n")
         assert chunks[0]["start"] == len(header) and chunks[-1]["end"] == len(body)
         got = []
         for a, b in zip(chunks, chunks[1:], strict=False):
@@ -343,7 +351,17 @@ TRICKY = [  # each takes csv's path (or NumPy's reader declines it) and must sco
     b"nan,30,basic,north\n5,inf,plus,south\n",  # NaN and inf: the value-by-value checks
     b"5,30,#basic,north\n",  # a comment character is a plain cell
     b"5,30,basic,north\n   \n6,31,plus,south\n",  # a line of spaces between rows
+    b"5,30,basic,north\r6,31,plus,south\r\r\n7,32,basic,south\n",  # lone CRs end rows too
+    b'5,30,basic,north 4" east\n6,31,plus,south\n',  # an inch mark: a plain character
 ]
+
+
+def scored_in_process(body: bytes) -> BatchJobs:
+    """A batch job of churn on an upload of ``body``, run to its end by this process."""
+    jobs: BatchJobs = context.batch_jobs()
+    jobs.start("churn", received(jobs, "churn", body), None)
+    context.wait_for_jobs()
+    return jobs
 
 
 @pytest.mark.parametrize("rows", TRICKY)
@@ -357,12 +375,7 @@ def test_a_chunk_with_unusual_cells_scores_as_forward_batch(embedded: Callable[[
     context.reset()
     trained()
     body = body_of(100) + rows + body_of(100)[len(HEADER):]
-    uploads = context.ingestions().uploads
-    doc = uploads.create("churn", None, None)
-    uploads.receive(doc["upload_id"], None, body)
-    jobs: BatchJobs = context.batch_jobs()
-    jobs.start("churn", doc["upload_id"], None)
-    context.wait_for_jobs()
+    jobs = scored_in_process(body)
     try:
         want = expected(body)
     except Exception as exc:  # /forward_batch refuses these rows: so does the job
@@ -373,6 +386,22 @@ def test_a_chunk_with_unusual_cells_scores_as_forward_batch(embedded: Callable[[
     assert job.doc["chunks_total"] > 3
     _, got = rows_of(context.backends().datasets.get(job.doc["result_key"]))
     assert got == want
+
+
+def test_a_file_with_classic_mac_line_ends_scores_as_forward_batch(
+        embedded: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV whose lines end with a lone CR (Excel's "CSV (Macintosh)"): read as csv reads it,
+    in several chunks (a block ends at a CR too), equal to /forward_batch on the same rows."""
+    monkeypatch.setenv("MLFN_TASK_WORKERS", "0")
+    monkeypatch.setenv("MLFN_BATCH_CHUNK_BYTES", "2000")
+    context.reset()
+    trained()
+    body = body_of(500).replace(b"\n", b"\r")
+    jobs = scored_in_process(body)
+    (job,) = jobs.records.with_status(KIND, ("succeeded",))
+    assert job.doc["chunks_total"] >= 10 and job.doc["rows"] == 500
+    _, got = rows_of(context.backends().datasets.get(job.doc["result_key"]))
+    assert got == expected(body)
 
 
 def test_a_regression_and_quoted_labels_score_as_forward_batch(
@@ -445,7 +474,7 @@ def test_numpys_reader_takes_plain_chunks_only() -> None:
         assert fast[name].dtype == plain[name].dtype and (fast[name] == plain[name]).all()
     assert _fast_feeds(features, header, text, 49) is None  # the plan counted another number
     declined = [r for r in TRICKY if b"\r\n" not in r and b"#" not in r]
-    assert len(declined) == 5
+    assert len(declined) == 6
     for rows in declined:
         assert _fast_feeds(features, header, text + rows.decode(), 50 + rows.count(b"\n")) is None
     taken = _fast_feeds(features, header, "5,30,#basic,north\r\n", 1)  # plain cells, CRLF
