@@ -31,16 +31,30 @@ STREAM_BLOCK = 1024 * 1024
 
 
 def _blocks(stream: BinaryIO) -> Iterator[bytes]:
-    with stream:
-        while block := stream.read(STREAM_BLOCK):
-            yield block
+    while block := stream.read(STREAM_BLOCK):
+        yield block
+
+
+class FileStream(StreamingResponse):
+    """An open file sent block by block, closed when the response ends however it ends (sent,
+    or the client gone: Starlette then stops iterating without closing the iterator)."""
+
+    def __init__(self, stream: BinaryIO, **kwargs: Any) -> None:
+        super().__init__(_blocks(stream), **kwargs)
+        self.file = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
 
 
 def to_response(reply: Reply) -> Response:
     if reply.stream is not None:  # sent as read, from Starlette's thread pool: bounded memory
         headers = {**reply.headers, "content-length": str(reply.length())}
-        return StreamingResponse(_blocks(reply.stream), status_code=reply.status,
-                                 headers=headers, media_type=reply.content_type)
+        return FileStream(reply.stream, status_code=reply.status, headers=headers,
+                          media_type=reply.content_type)
     return Response(content=reply.body, status_code=reply.status, headers=reply.headers,
                     media_type=reply.content_type)
 

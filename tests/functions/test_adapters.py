@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from mangum import Mangum
@@ -435,3 +435,37 @@ def test_a_streamed_reply_is_sent_whole_by_both_adapters(tmp_path: Path) -> None
     assert dict(start["headers"])[b"content-length"] == str(len(data)).encode()
     assert b"".join(m.get("body", b"") for m in blocks) == data
     assert len([m for m in blocks if m.get("body")]) == 3
+
+
+def test_a_streamed_reply_closes_its_file_when_the_client_goes_away(tmp_path: Path) -> None:
+    """uvicorn speaks ASGI 2.3: Starlette watches for the disconnect and stops sending; the
+    file is closed as the response ends, not left to the garbage collector."""
+    import asyncio
+
+    from common.web import fastapi_app
+    from common.web.request import Reply
+
+    path = tmp_path / "result.bin"
+    path.write_bytes(b"x" * (8 * 1024 * 1024))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        await asyncio.sleep(0.15)  # a slow client
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [],
+             "asgi": {"version": "3.0", "spec_version": "2.3"}}
+    async def server(stream: BinaryIO) -> bool:  # the event loop goes on, as uvicorn's does
+        await fastapi_app.to_response(Reply(200, content_type="text/csv", stream=stream))(
+            scope, receive, send)
+        await asyncio.sleep(0)
+        return stream.closed
+
+    with open(path, "rb") as stream:
+        assert asyncio.run(server(stream))
+    received = sum(len(m.get("body", b"")) for m in sent)
+    assert 0 < received < 8 * 1024 * 1024  # it stopped part way
