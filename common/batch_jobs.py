@@ -975,7 +975,7 @@ class BatchJobs:
                     out.write(self.objects.get(chunk_key(job_id, i)))
                     lease.renew()
             lease.write(phase="publishing")  # the fence: this attempt still holds the job
-            self.objects.put_file(result_key(job_id), path)
+            self.objects.put_file(result_key(job_id), path, move=True)
         finished = lease.write(status=SUCCEEDED, phase="done", result_key=result_key(job_id),
                                finished_at=iso_now())
         self._clean(finished)

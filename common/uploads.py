@@ -291,7 +291,7 @@ class Uploads:
         if path is not None:
             size = path.stat().st_size
             self._check_size(size)
-            self.backends.datasets.put_file(key, path)
+            self.backends.datasets.put_file(key, path, move=True)  # the spooled body
         else:
             size = len(body)
             self._check_size(size)

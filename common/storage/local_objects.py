@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -40,9 +41,18 @@ class LocalObjectStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, move: bool = False) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())  # its bytes on disk before its name is the object's
+            try:
+                os.replace(path, target)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise  # another file system: copied below
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY)
         try:
             with os.fdopen(fd, "wb") as fh, open(path, "rb") as src:

@@ -47,9 +47,11 @@ class ObjectStore(Protocol):
         ...
 
     # Objects larger than memory (uploads, batch outputs, big dataset parts) move through files.
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, move: bool = False) -> None:
         """Write the file at ``path`` as ``key``, atomically like :meth:`put` (S3: a multipart
-        upload above its threshold, visible only once complete)."""
+        upload above its threshold, visible only once complete). ``move``: the caller is done
+        with the file, and a local store on its file system renames it into place instead of
+        copying it (it may be gone after)."""
 
     # ``version``: the object's version as :meth:`stat` gave it (S3: its ETag). A read at a
     # version raises ObjectChanged once the object was replaced; None reads what is there. A

@@ -28,7 +28,7 @@ class S3ObjectStore:
         except self._s3.exceptions.NoSuchKey:
             raise NotFound(f"object {key!r} does not exist in s3://{self.bucket}") from None
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, move: bool = False) -> None:
         # boto3's managed transfer: one PUT, or a multipart upload that becomes visible only
         # when it completes (an interrupted one is aborted by the bucket's lifecycle rule).
         self._s3.upload_file(str(path), self.bucket, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,37 @@ def test_reads_at_a_version(store: ObjectStore, size: int, tmp_path: Path) -> No
     store.stat = lambda key: (len(second), version)  # type: ignore[method-assign]
     with pytest.raises(ObjectChanged, match="replaced after it was first read"):
         store.open_read("v/a", version)
+
+
+def test_put_file_moving_the_file(store: ObjectStore, tmp_path: Path) -> None:
+    """move=True: the object holds the file's bytes; a local store on the same file system
+    renamed the file into place (no copy), and leaves no temporary file."""
+    path = tmp_path / "result.csv"
+    path.write_bytes(b"row,prediction\n0,yes\n")
+    store.put_file("r/result.csv", path, move=True)
+    assert store.get("r/result.csv") == b"row,prediction\n0,yes\n"
+    if isinstance(store, LocalObjectStore):
+        assert not path.exists()
+        assert [p.name for p in (tmp_path / "objects" / "r").iterdir()] == ["result.csv"]
+    store.put("r/result.csv", b"replaced")  # the moved file is the store's own now
+    assert store.get("r/result.csv") == b"replaced"
+
+
+def test_put_file_moving_across_file_systems_copies(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    store = LocalObjectStore(tmp_path / "objects")
+    path = tmp_path / "result.csv"
+    path.write_bytes(b"bytes")
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src) == path:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    store.put_file("r/x", path, move=True)
+    assert store.get("r/x") == b"bytes" and path.exists()  # copied; the caller removes it
