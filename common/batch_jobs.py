@@ -67,7 +67,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, as_arrived, kind_problem, presigned_url
+from common.uploads import Uploads, as_arrived, presigned_url, refuse_kind
 
 log = logging.getLogger("mlfn.batch_jobs")
 
@@ -145,6 +145,9 @@ def _crs_in_crlf(data: bytes) -> bool:
 
 
 _SPECIAL = re.compile(rb'[",\r\n]')
+# A line that is one row of unquoted cells without quotes and quoted cells: csv reads it so.
+_PLAIN_RECORD = re.compile(rb'(?:"(?:[^"]|"")*"|[^",\r\n]*)(?:,(?:"(?:[^"]|"")*"|[^",\r\n]*))*'
+                           rb'\r?\n?')
 # The states of Python's csv reader (the default dialect) that matter for where rows end.
 _RECORD, _FIELD_START, _FIELD, _QUOTED, _QUOTE = range(5)
 
@@ -184,7 +187,7 @@ class _RowCounter:
 
     def _scan(self, data: bytes) -> None:
         for line in io.BytesIO(data):  # lines end at LF only: a lone CR goes to the machine
-            if self.state == _RECORD and self.eat_lf is False:
+            if self.state == _RECORD and not self.eat_lf:
                 if line in (b"\n", b"\r\n", b"\r"):
                     continue  # an empty line
                 if _PLAIN_RECORD.fullmatch(line):  # one whole row of well-formed cells
@@ -221,11 +224,6 @@ class _RowCounter:
             state = _FIELD
         self.state = state
         self.eat_lf = eat_at == len(data)
-
-
-# A line that is one row of unquoted cells without quotes and quoted cells: csv reads it so.
-_PLAIN_RECORD = re.compile(rb'(?:"(?:[^"]|"")*"|[^",\r\n]*)(?:,(?:"(?:[^"]|"")*"|[^",\r\n]*))*'
-                           rb'\r?\n?')
 
 
 def _read_line(raw: Any, block: bytes, limit: int) -> bytes:
@@ -713,9 +711,7 @@ class BatchJobs:
             return self._plan_images(lease, onnx_model)
         with as_arrived(doc["upload_id"]), \
                 self.objects.open_read(doc["key"], doc.get("version")) as raw:
-            problem = kind_problem(doc["upload_id"], raw.read(4), doc["model"], False, "score")
-            if problem is not None:
-                raise BadRequest(problem)
+            refuse_kind(doc["upload_id"], raw.read(4), doc["model"], False, "score")
             raw.seek(0)
             header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes, lease.renew)
         columns = self._header(onnx_model, header)
@@ -725,11 +721,7 @@ class BatchJobs:
 
     def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
         doc = lease.doc
-        with as_arrived(doc["upload_id"]):
-            head = self.objects.read_range(doc["key"], 0, 4, doc.get("version"))
-        problem = kind_problem(doc["upload_id"], head, doc["model"], True, "score")
-        if problem is not None:
-            raise BadRequest(problem)
+        refuse_kind(doc["upload_id"], self._upload_bytes(doc, 0, 4), doc["model"], True, "score")
         entries = self._archive(doc)[1]  # kept open: this worker's chunks read it
         # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
         cap = max(1, min(self.settings.max_batch_rows,
@@ -819,9 +811,7 @@ class BatchJobs:
         header: list[str] = doc["columns"]
         features = {f.name: f for f in onnx_model.features}
         first = int(chunk["first_row"])
-        with as_arrived(doc["upload_id"]):
-            data = self.objects.read_range(doc["key"], int(chunk["start"]), int(chunk["end"]),
-                                           doc.get("version"))
+        data = self._upload_bytes(doc, int(chunk["start"]), int(chunk["end"]))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -841,6 +831,11 @@ class BatchJobs:
             scores = onnx_model.scores(feeds_from_records(
                 onnx_model.features, records, first, onnx_model.metadata.get("target")))
         return self._store_output(job, lease, onnx_model, scores)
+
+    def _upload_bytes(self, doc: dict[str, Any], start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of the job's upload, as it arrived."""
+        with as_arrived(doc["upload_id"]):
+            return self.objects.read_range(doc["key"], start, end, doc.get("version"))
 
     def _score_images(self, job: Record, lease: Lease, onnx_model: Any) -> int:
         import numpy as np

@@ -57,7 +57,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, as_arrived, kind_problem
+from common.uploads import Uploads, as_arrived, refuse_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -349,9 +349,7 @@ class Ingestions:
         with self._opened(upload) as raw:
             head = raw.read(4)
             raw.seek(0)
-            problem = kind_problem(upload.id, head, upload.doc["model"], False, "ingest")
-            if problem is not None:
-                raise BadRequest(problem)
+            refuse_kind(upload.id, head, upload.doc["model"], False, "ingest")
             yield CsvChunks(raw, self.settings.ingest_chunk_rows)
 
     def _frame(self, header: list[str], rows: list[list[str | None]]) -> pd.DataFrame:
@@ -439,9 +437,7 @@ class Ingestions:
         size = max(1, min(self.settings.ingest_chunk_rows, IMAGE_CHUNK_BYTES // (4 * spec.n_pixels)))
         rows = 0
         with self._opened(upload) as raw, pq.ParquetWriter(path, schema) as writer:
-            problem = kind_problem(upload.id, raw.read(4), model.name, True, "ingest")
-            if problem is not None:
-                raise BadRequest(problem)
+            refuse_kind(upload.id, raw.read(4), model.name, True, "ingest")
             raw.seek(0)
             images = iter_images(raw, self.settings.upload_archive_limits, labelled=True,
                                  decode=lambda name, blob: preprocess(blob, spec, name=name),

@@ -134,6 +134,13 @@ def kind_problem(upload_id: str, head: bytes, model: str, image: bool, use: str)
     return None
 
 
+def refuse_kind(upload_id: str, head: bytes, model: str, image: bool, use: str) -> None:
+    """BadRequest with :func:`kind_problem`'s words when there is one (a worker's check)."""
+    problem = kind_problem(upload_id, head, model, image, use)
+    if problem is not None:
+        raise BadRequest(problem)
+
+
 class Uploads:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
