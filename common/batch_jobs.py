@@ -311,43 +311,51 @@ def _checked_numbers(values: Any) -> Any:
     return values.astype(np.float32).reshape(-1, 1)
 
 
-def _fast_feeds(features: list[Any], header: list[str], text: str,
+def _fast_feeds(features: list[Any], header: list[str], data: bytes,
                 rows: int) -> dict[str, Any] | None:
-    """The ONNX feeds of a chunk read in one pass of NumPy's C reader (``np.loadtxt``), when the
-    chunk is plain: no quote character (unquoted CSV splits the same way in both readers), no
-    lone carriage return, exactly ``rows`` rows of the header's width, every numeric cell a
-    number within float32 and every categorical cell non-empty. None otherwise: the rows then
-    go through ``csv`` and the checks of ``/forward_batch``, which name the culprit."""
+    """The ONNX feeds of a chunk (UTF-8 ``data``) read in whole-array passes, when the chunk is
+    plain: no quote character (unquoted CSV splits the same way in every reader), no lone
+    carriage return, exactly ``rows`` rows of the header's width, every numeric cell a number
+    within float32 and every categorical cell non-empty. Plain decimals are read by
+    :func:`common.plain_csv.plain_columns`, anything else ``float()`` reads by NumPy's C reader
+    (``np.loadtxt``). None otherwise: the rows then go through ``csv`` and the checks of
+    ``/forward_batch``, which name the culprit."""
     import numpy as np
 
     from common.domain import FeatureKind
+    from common.plain_csv import plain_columns
 
-    if not rows or '"' in text or text.count("\r") != text.count("\r\n"):
+    if not rows or b'"' in data:
+        return None
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return None
     kinds = {f.name: f.kind for f in features}
-    fields = [(f"c{i}", "f8" if kinds.get(name) is FeatureKind.numeric else "O")
-              for i, name in enumerate(header)]
-    try:
-        table = np.loadtxt(io.StringIO(text), dtype=np.dtype(fields), delimiter=",",
-                           comments=None, quotechar=None, ndmin=1)
-    except ValueError:  # a cell that is not a number, a row of another width
-        return None
-    if len(table) != rows:
-        return None
+    numeric = [i for i, name in enumerate(header) if kinds.get(name) is FeatureKind.numeric]
+    text = [i for i, name in enumerate(header) if kinds.get(name) is FeatureKind.categorical]
+    plain = plain_columns(data, len(header), numeric, text, rows)
+    if plain is not None:
+        columns = dict(zip(numeric + text, plain[0] + plain[1], strict=True))
+    else:
+        fields = [(f"c{i}", "f8" if i in numeric else "O") for i in range(len(header))]
+        try:
+            table = np.loadtxt(io.StringIO(data.decode("utf-8")), dtype=np.dtype(fields),
+                               delimiter=",", comments=None, quotechar=None, ndmin=1)
+        except ValueError:  # a cell that is not a number, a row of another width
+            return None
+        if len(table) != rows:
+            return None
+        columns = {i: table[f"c{i}"] for i in numeric + text}
     feeds: dict[str, Any] = {}
-    for i, name in enumerate(header):
-        kind = kinds.get(name)
-        if kind is None:
-            continue  # not a feature (the target, say): /forward_batch ignores it too
-        column = table[f"c{i}"]
-        if kind is FeatureKind.numeric:
-            feeds[name] = _checked_numbers(column)
-            if feeds[name] is None:
+    for i in sorted(columns):
+        column = columns[i]
+        if i in numeric:
+            feeds[header[i]] = _checked_numbers(column)
+            if feeds[header[i]] is None:
                 return None
         else:
             if (column == "").any():
                 return None
-            feeds[name] = column.reshape(-1, 1)
+            feeds[header[i]] = column.reshape(-1, 1)
     return feeds
 
 
@@ -817,7 +825,7 @@ class BatchJobs:
         except UnicodeDecodeError as exc:
             bad = first + data[:exc.start].count(b"\n")
             raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") from None
-        feeds = _fast_feeds(onnx_model.features, header, text, int(chunk["rows"]))
+        feeds = _fast_feeds(onnx_model.features, header, data, int(chunk["rows"]))
         if feeds is None:
             rows = self._rows(text, first, len(header))
             feeds = _plain_feeds(onnx_model.features, header, rows)

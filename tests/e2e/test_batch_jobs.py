@@ -466,9 +466,9 @@ def test_numpys_reader_takes_plain_chunks_only() -> None:
                 (("tenure", "numeric"), ("charges", "numeric"), ("plan", "categorical"),
                  ("region", "categorical"))]
     header = HEADER.strip().split(",")
-    text = body_of(50)[len(HEADER):].decode()
+    text = body_of(50)[len(HEADER):]
     fast = _fast_feeds(features, header, text, 50)
-    plain = _plain_feeds(features, header, [r for r in csv.reader(io.StringIO(text)) if r])
+    plain = _plain_feeds(features, header, [r for r in csv.reader(io.StringIO(text.decode())) if r])
     assert fast is not None and plain is not None and fast.keys() == plain.keys()
     for name in fast:
         assert fast[name].dtype == plain[name].dtype and (fast[name] == plain[name]).all()
@@ -476,11 +476,13 @@ def test_numpys_reader_takes_plain_chunks_only() -> None:
     declined = [r for r in TRICKY if b"\r\n" not in r and b"#" not in r]
     assert len(declined) == 6
     for rows in declined:
-        assert _fast_feeds(features, header, text + rows.decode(), 50 + rows.count(b"\n")) is None
-    taken = _fast_feeds(features, header, "5,30,#basic,north\r\n", 1)  # plain cells, CRLF
+        assert _fast_feeds(features, header, text + rows, 50 + rows.count(b"\n")) is None
+    taken = _fast_feeds(features, header, b"5,30,#basic,north\r\n", 1)  # plain cells, CRLF
     assert taken is not None and taken["plan"].tolist() == [["#basic"]]
     assert taken["region"].tolist() == [["north"]]
-    assert _fast_feeds(features, header, text + "5,1e39,basic,north\n", 51) is None  # > float32
+    exponent = _fast_feeds(features, header, b"1e3,30.5,basic,north\n", 1)  # not plain_columns'
+    assert exponent is not None and exponent["tenure"].tolist() == [[1000.0]]  # but loadtxt's
+    assert _fast_feeds(features, header, text + b"5,1e39,basic,north\n", 51) is None  # > float32
 
 
 def test_chunks_wait_until_the_plan_is_recorded(embedded: Callable[[], None],
