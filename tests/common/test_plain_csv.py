@@ -62,6 +62,14 @@ def test_text_cells_are_what_csv_reads() -> None:
     assert bits(got[0][0]) == bits([float(r[1]) for r in want])
 
 
+@pytest.mark.parametrize("last", ["z", "12345678", "123456789", "x" * 32, "x" * 33])
+def test_the_last_cell_of_the_block_whatever_its_length(last: str) -> None:
+    for first in ("a", "y" * 20, "y" * 40):  # the block's longest cell, before it
+        for end in ("", "\n"):
+            got = plain_columns(f"1,{first}\n2,{last}{end}".encode(), 2, [0], [1], 2)
+            assert got is not None and got[1][0].tolist() == [first, last]
+
+
 def test_crlf_and_an_unended_last_row() -> None:
     for body in (b"1.5,a\r\n-2,b\r\n", b"1.5,a\n-2,b", b"1.5,a\r\n-2,b"):
         got = plain_columns(body, 2, [0], [1], 2)
