@@ -820,14 +820,16 @@ class BatchJobs:
         features = {f.name: f for f in onnx_model.features}
         first = int(chunk["first_row"])
         data = self._upload_bytes(doc, int(chunk["start"]), int(chunk["end"]))
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = first + data[:exc.start].count(b"\n")
-            raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") from None
+        if not data.isascii():  # ASCII is UTF-8 (and checked without a copy)
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = first + data[:exc.start].count(b"\n")
+                raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") \
+                    from None
         feeds = _fast_feeds(onnx_model.features, header, data, int(chunk["rows"]))
         if feeds is None:
-            rows = self._rows(text, first, len(header))
+            rows = self._rows(data.decode("utf-8"), first, len(header))
             feeds = _plain_feeds(onnx_model.features, header, rows)
         if feeds is not None:
             scores = onnx_model.scores(feeds)

@@ -73,9 +73,8 @@ def plain_columns(data: bytes, width: int, numeric: list[int], text: list[int],
             numbers.append(block)
         numbers = np.concatenate(numbers, axis=1)
     texts = []
-    padded = data + bytes(FIXED_TEXT) if text else data
     for column in text:
-        cells = _texts(padded, starts[:, column], ends[:, column])
+        cells = _texts(data, raw, starts[:, column], ends[:, column])
         if cells is None:
             return None
         texts.append(cells)
@@ -117,27 +116,32 @@ def _numbers(raw: Any, starts: Any, ends: Any) -> Any:
     return values
 
 
-def _texts(padded: bytes, starts: Any, ends: Any) -> Any:
-    """The cells from ``starts`` to ``ends`` of the block (``padded``: followed by FIXED_TEXT
-    NUL bytes) as an object array of str, or None when one is empty. Cells of up to 8 bytes are compared as
-    64-bit integers, up to FIXED_TEXT as fixed-width byte strings, each distinct one decoded
-    once; longer ones are sliced one by one."""
+def _texts(data: bytes, raw: Any, starts: Any, ends: Any) -> Any:
+    """The cells from ``starts`` to ``ends`` of ``data`` (``raw``: its bytes as an array) as an
+    object array of str, or None when one is empty. Cells of up to 8 bytes are compared as
+    64-bit integers, up to FIXED_TEXT bytes as fixed-width byte strings, each distinct one
+    decoded once; longer ones are sliced one by one."""
     lengths = ends - starts
     if lengths.min() < 1:
         return None
     longest = int(lengths.max())
     if longest > FIXED_TEXT:
-        return np.array([padded[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist(),
-                                                              strict=True)], dtype=object)
+        return np.array([data[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist(),
+                                                            strict=True)], dtype=object)
     if longest <= 8:  # the 8 bytes from each start (read unaligned), the cell's bytes kept
-        words = np.ndarray((len(padded) - 7,), "<u8", padded, strides=(1,))
-        cells = words[starts] & _LOW_BYTES[lengths]
+        words = max(0, len(data) - 7)  # where a word can start
+        cells = np.zeros(len(starts), np.uint64)
+        if words:
+            view = np.ndarray((words,), "<u8", data, strides=(1,))
+            cells = view[np.minimum(starts, words - 1)] & _LOW_BYTES[lengths]
+        for i in np.flatnonzero(starts >= words).tolist():  # the block's last bytes
+            cells[i] = int.from_bytes(data[starts[i]:ends[i]], "little")
         distinct, index = np.unique(cells, return_inverse=True)
         texts = [int(w).to_bytes(8, "little").rstrip(b"\0") for w in distinct.tolist()]
     else:
-        raw = np.frombuffer(padded, np.uint8)
         offsets = np.arange(longest)
-        cells = raw[starts[:, None] + offsets] * (offsets < lengths[:, None])
+        cells = raw[np.minimum(starts[:, None] + offsets, len(raw) - 1)] \
+            * (offsets < lengths[:, None])
         distinct, index = np.unique(cells.view(f"S{longest}").ravel(), return_inverse=True)
         texts = distinct.tolist()  # a fixed-width byte string drops the NULs that pad it
     return np.array([t.decode() for t in texts], dtype=object)[index]

@@ -70,6 +70,13 @@ def test_the_last_cell_of_the_block_whatever_its_length(last: str) -> None:
             assert got is not None and got[1][0].tolist() == [first, last]
 
 
+def test_blocks_shorter_than_a_word() -> None:
+    got = plain_columns(b"a\n", 1, [], [0], 1)
+    assert got is not None and got[1][0].tolist() == ["a"]
+    got = plain_columns(b"7,b", 2, [0], [1], 1)
+    assert got is not None and got[0][0].tolist() == [7.0] and got[1][0].tolist() == ["b"]
+
+
 def test_crlf_and_an_unended_last_row() -> None:
     for body in (b"1.5,a\r\n-2,b\r\n", b"1.5,a\n-2,b", b"1.5,a\r\n-2,b"):
         got = plain_columns(body, 2, [0], [1], 2)
