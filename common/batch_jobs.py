@@ -311,6 +311,9 @@ def _checked_numbers(values: Any) -> Any:
     return values.astype(np.float32).reshape(-1, 1)
 
 
+_LOADTXT_STRIPS = re.compile(rb"[\x1c-\x1f]")  # separators np.loadtxt takes for whitespace
+
+
 def _fast_feeds(features: list[Any], header: list[str], data: bytes,
                 rows: int) -> dict[str, Any] | None:
     """The ONNX feeds of a chunk (UTF-8 ``data``) read in whole-array passes, when the chunk is
@@ -336,6 +339,8 @@ def _fast_feeds(features: list[Any], header: list[str], data: bytes,
     if plain is not None:
         columns = dict(zip(numeric + text, plain[0] + plain[1], strict=True))
     else:
+        if _LOADTXT_STRIPS.search(data):  # loadtxt strips these around a number, float() not
+            return None
         fields = [(f"c{i}", "f8" if i in numeric else "O") for i in range(len(header))]
         try:
             table = np.loadtxt(io.StringIO(data.decode("utf-8")), dtype=np.dtype(fields),
@@ -343,6 +348,10 @@ def _fast_feeds(features: list[Any], header: list[str], data: bytes,
         except ValueError:  # a cell that is not a number, a row of another width
             return None
         if len(table) != rows:
+            return None
+        limit = csv.field_size_limit()  # csv refuses a longer cell: so does this path
+        if any(max(map(len, table[f"c{i}"].tolist()), default=0) > limit
+               for i in range(len(header)) if i not in numeric):
             return None
         columns = {i: table[f"c{i}"] for i in numeric + text}
     feeds: dict[str, Any] = {}

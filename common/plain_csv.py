@@ -20,6 +20,7 @@ Pure NumPy: this runs on the ONNX layer's score worker, which has no CSV library
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,11 @@ def plain_columns(data: bytes, width: int, numeric: list[int], text: list[int],
     starts[:, 1:] = ends[:, :-1] + 1
     starts[0, 0] = 0
     starts[1:, 0] = ends[:-1, -1] + 1
+    lengths = ends - starts
+    if lengths.max() > csv.field_size_limit():  # csv refuses the file
+        return None
+    if width == 1 and lengths.min() < 1:  # an empty line, which is no row for csv
+        return None
     numbers: Any = []
     if numeric:  # a block of rows at a time: its arrays stay in the CPU's caches
         step = max(1, BLOCK_CELLS // len(numeric))
@@ -126,8 +132,11 @@ def _texts(data: bytes, raw: Any, starts: Any, ends: Any) -> Any:
         return None
     longest = int(lengths.max())
     if longest > FIXED_TEXT:
-        return np.array([data[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist(),
-                                                            strict=True)], dtype=object)
+        try:
+            return np.array([data[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist(),
+                                                                strict=True)], dtype=object)
+        except UnicodeDecodeError:
+            return None
     if longest <= 8:  # the 8 bytes from each start (read unaligned), the cell's bytes kept
         words = max(0, len(data) - 7)  # where a word can start
         cells = np.zeros(len(starts), np.uint64)
@@ -138,10 +147,18 @@ def _texts(data: bytes, raw: Any, starts: Any, ends: Any) -> Any:
             cells[i] = int.from_bytes(data[starts[i]:ends[i]], "little")
         distinct, index = np.unique(cells, return_inverse=True)
         texts = [int(w).to_bytes(8, "little").rstrip(b"\0") for w in distinct.tolist()]
-    else:
+    else:  # a block of rows at a time: its index arrays stay small
+        fixed = np.empty(len(starts), f"S{longest}")
         offsets = np.arange(longest)
-        cells = raw[np.minimum(starts[:, None] + offsets, len(raw) - 1)] \
-            * (offsets < lengths[:, None])
-        distinct, index = np.unique(cells.view(f"S{longest}").ravel(), return_inverse=True)
+        step = max(1, BLOCK_CELLS // longest)
+        for first in range(0, len(starts), step):
+            at, size = starts[first:first + step, None], lengths[first:first + step, None]
+            cells = raw[np.minimum(at + offsets, len(raw) - 1)] * (offsets < size)
+            fixed[first:first + step] = cells.view(f"S{longest}").ravel()
+        distinct, index = np.unique(fixed, return_inverse=True)
         texts = distinct.tolist()  # a fixed-width byte string drops the NULs that pad it
-    return np.array([t.decode() for t in texts], dtype=object)[index]
+    try:
+        decoded = [t.decode() for t in texts]
+    except UnicodeDecodeError:  # not UTF-8: csv's path says where
+        return None
+    return np.array(decoded, dtype=object)[index]

@@ -70,6 +70,28 @@ def test_the_last_cell_of_the_block_whatever_its_length(last: str) -> None:
             assert got is not None and got[1][0].tolist() == [first, last]
 
 
+def test_text_cells_of_9_to_32_bytes_over_several_blocks() -> None:
+    rng = random.Random(5)
+    cells = ["".join(rng.choice("abcé,") for _ in range(rng.randint(9, 30))).replace(",", "")
+             for _ in range(10_000)]
+    cells = [c if len(c.encode()) <= 32 else c[:9] for c in cells]
+    body = "".join(f"{c},{i}\n" for i, c in enumerate(cells)).encode()
+    got = read(body, 2, [1], [0])
+    assert got is not None and got[1][0].tolist() == cells
+    assert got[0][0].tolist() == [float(i) for i in range(10_000)]
+
+
+def test_what_csv_refuses_or_skips_is_declined() -> None:
+    limit = csv.field_size_limit()
+    assert read(b"1," + b"x" * (limit + 1) + b"\n", 2, [0], [1]) is None  # csv: field limit
+    assert read(b"1," + b"x" * limit + b"\n", 2, [0], [1]) is not None
+    assert read(b"1," + b"x" * (limit + 1) + b"\n", 2, [0], []) is None  # a column not read
+    assert plain_columns(b"a\n\nb\n", 1, [], [], 3) is None  # an empty line: no row
+    assert plain_columns(b"", 1, [], [0], 1) is None
+    for bad in (b"\xff", b"a\xc3", b"\xed\xa0\x80" * 4, b"x" * 40 + b"\xff"):  # not UTF-8
+        assert read(b"1," + bad + b"\n2,b\n", 2, [0], [1]) is None
+
+
 def test_blocks_shorter_than_a_word() -> None:
     got = plain_columns(b"a\n", 1, [], [0], 1)
     assert got is not None and got[1][0].tolist() == ["a"]

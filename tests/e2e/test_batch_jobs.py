@@ -482,6 +482,11 @@ def test_numpys_reader_takes_plain_chunks_only() -> None:
     assert taken["region"].tolist() == [["north"]]
     exponent = _fast_feeds(features, header, b"1e3,30.5,basic,north\n", 1)  # not plain_columns'
     assert exponent is not None and exponent["tenure"].tolist() == [[1000.0]]  # but loadtxt's
+    for stripped in b"\x1c\x1d\x1e\x1f":  # loadtxt would read 1e3 around them; float() not
+        assert _fast_feeds(features, header, b"1e3" + bytes([stripped]) + b",30,basic,north\n",
+                           1) is None
+    long = b"x" * (csv.field_size_limit() + 1)  # a cell csv refuses, on loadtxt's path too
+    assert _fast_feeds(features, header, b"1e3,30," + long + b",north\n", 1) is None
     assert _fast_feeds(features, header, text + b"5,1e39,basic,north\n", 51) is None  # > float32
 
 
