@@ -75,3 +75,11 @@ def test_a_single_leaf_tree() -> None:
                       ["same"] * 49 + ["other"])
     want, got = original_and_fast(pipeline, features, Task.classification)
     assert got == want
+
+
+def test_a_regressor_of_two_targets() -> None:
+    x, features = frame(300, 9)
+    y = np.stack([x["a"] * 2, x["b"]], axis=1)
+    pipeline = fitted(RandomForestRegressor(n_estimators=3, random_state=0), features, x, y)
+    want, got = original_and_fast(pipeline, features, Task.regression)
+    assert got == want
