@@ -330,7 +330,7 @@ def _fast_feeds(features: list[Any], header: list[str], data: bytes,
 
     if not rows or b'"' in data:
         return None
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    if not _crs_in_crlf(data):  # a lone CR ends a row for csv, not for loadtxt
         return None
     kinds = {f.name: f.kind for f in features}
     numeric = [i for i, name in enumerate(header) if kinds.get(name) is FeatureKind.numeric]

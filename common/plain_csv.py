@@ -52,8 +52,8 @@ def plain_columns(data: bytes, width: int, numeric: list[int], text: list[int],
     if not data.endswith(b"\n"):
         data += b"\n"
     raw = np.frombuffer(data, np.uint8)
-    ends_row = raw == 10
-    seps = np.flatnonzero(ends_row | (raw == 44))
+    ends_row = raw == _LF
+    seps = np.flatnonzero(ends_row | (raw == _COMMA))
     if len(seps) != rows * width or np.count_nonzero(ends_row) != rows:
         return None
     ends = seps.reshape(rows, width)
@@ -68,23 +68,21 @@ def plain_columns(data: bytes, width: int, numeric: list[int], text: list[int],
         return None
     if width == 1 and lengths.min() < 1:  # an empty line, which is no row for csv
         return None
-    numbers: Any = []
-    if numeric:  # a block of rows at a time: its arrays stay in the CPU's caches
-        step = max(1, BLOCK_CELLS // len(numeric))
-        for first in range(0, rows, step):
-            block = _numbers(raw, starts[first:first + step, numeric].T,
-                             ends[first:first + step, numeric].T)
-            if block is None:
-                return None
-            numbers.append(block)
-        numbers = np.concatenate(numbers, axis=1)
+    blocks = []  # of rows, read a block at a time: its arrays stay in the CPU's caches
+    step = max(1, BLOCK_CELLS // max(1, len(numeric)))
+    for first in range(0, rows, step) if numeric else ():
+        block = _numbers(raw, starts[first:first + step, numeric].T,
+                         ends[first:first + step, numeric].T)
+        if block is None:
+            return None
+        blocks.append(block)
     texts = []
     for column in text:
         cells = _texts(data, raw, starts[:, column], ends[:, column])
         if cells is None:
             return None
         texts.append(cells)
-    return list(numbers), texts
+    return (list(np.concatenate(blocks, axis=1)) if blocks else []), texts
 
 
 def _numbers(raw: Any, starts: Any, ends: Any) -> Any:

@@ -129,7 +129,7 @@ def _register_fast_trees() -> None:
         n = tree.node_count
         thresholds = np.asarray(tree.threshold[:n], dtype=np.float64)
         if (adjust_threshold_for_sklearn and dtype != np.float32) or n == 0 \
-                or tree.value.ndim != 3 or not (np.abs(thresholds) < 3e38).all():
+                or tree.value.ndim != 3 or not (np.abs(thresholds) < np.finfo(np.float32).max).all():
             original(attr_pairs, is_classifier, tree, tree_id, tree_weight, weight_id_bias,
                      leaf_weights_are_counts, adjust_threshold_for_sklearn, dtype=dtype)
             return
