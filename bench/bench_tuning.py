@@ -5,7 +5,8 @@ worker processes sharing the embedded store, and the speed-up::
     .venv/bin/python bench/bench_tuning.py --rows 5000    # quicker
 
 Each worker process runs the embedded job worker (``mlfn serve``'s, one thread per process)
-on the same SQLite store and data directory. The workers start, import and warm up first; then
+on the same SQLite store and data directory. The workers start and import the training stack
+first, as the training worker does when it starts (``common.training.trainer.preload``); then
 the experiment is recorded (``PUT /retrain`` with ``tune: true``: its 8 candidates become jobs)
 and the clock runs until it succeeded: 8 cross-validated candidates, then the refit of the best
 and its ONNX export through the parity gate, which is one job whatever the workers. Both runs
@@ -31,7 +32,8 @@ TARGET = 1.7
 WORKER = """
 import sys, time
 sys.path.insert(0, {root!r})
-import common.training.trainer, sklearn.ensemble, sklearn.model_selection  # warm: imports done
+from common.training.trainer import preload
+preload()  # the imports the training worker does at start (functions/train_worker/handler.py)
 from common import context
 context.lifecycle().recover()  # the embedded worker thread, polling the store
 print("ready", flush=True)

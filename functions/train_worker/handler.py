@@ -20,6 +20,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from common import context
 from common.jobs import Job, visibility_heartbeat
+from common.training.trainer import preload
+
+# The training stack is imported at start (Lambda's init phase; `mlfn worker` before it polls),
+# not inside the first job.
+preload()
 
 # Report failures per message (also when all fail) so SQS redelivers exactly those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
