@@ -559,6 +559,33 @@ class BatchJobs:
         records.sort(key=lambda r: str(r.doc.get("created_at", "")), reverse=True)
         return [self.describe(r) for r in records]
 
+    def unfinished(self, model: str, experiment_id: int | None = None) -> list[str]:
+        """The ids of ``model``'s jobs (those scoring ``experiment_id``, if given) that have not
+        ended, oldest first. A job whose start died before it was queued is not one of them."""
+        name, now = model_name(model), time.time()
+        found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING))
+                 if r.doc.get("model") == name
+                 and (experiment_id is None or r.doc.get("experiment_id") == experiment_id)
+                 and not (r.status == NEW and now - float(r.doc.get("created_ts", 0))
+                          >= self.settings.job_lease_seconds)]
+        return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
+
+    def remove_of_model(self, model: str) -> list[str]:
+        """A deleted model's jobs go: their records (the job's and its chunks'), then their
+        results and chunk outputs (a crash in between leaves outputs without a job, which
+        ``mlfn gc`` removes). Returns the job ids."""
+        name = model_name(model)
+        jobs = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING, *ENDED))
+                if r.doc.get("model") == name]
+        for job in jobs:
+            for index in range(int(job.doc.get("chunks_total") or 0)):
+                self.records.delete(CHUNK, chunk_id(job.id, index))
+            self.records.delete(KIND, job.id)
+        for job in jobs:
+            for key in self.objects.list(f"{PREFIX}{job.id}/"):
+                self.objects.delete(key)
+        return [job.id for job in jobs]
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stop a job that has not ended: it fails as cancelled (the first end wins: Conflict
         if it ended first), its chunk outputs are removed and no result is published; a

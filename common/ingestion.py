@@ -79,6 +79,16 @@ def check_id(ingestion_id: str) -> str:
     return ingestion_id
 
 
+def _epoch(iso: Any) -> float:
+    """Seconds since the epoch of a record's ISO time (0 if it has none)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return 0.0
+
+
 class RowError(BadRequest):
     """A row of the file failed its check; ``row`` is its 0-based number among the data rows."""
 
@@ -209,6 +219,26 @@ class Ingestions:
             raise NotFound(f"ingestion {ingestion_id} belongs to model {record.doc['model']!r}, "
                            f"not {model!r}")
         return self.describe(record)
+
+    def unfinished(self, model: str) -> list[str]:
+        """The ids of ``model``'s ingestions that have not ended, oldest first. One whose start
+        died before it took its upload is not one of them."""
+        name, now = model_name(model), time.time()
+        found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING))
+                 if r.doc.get("model") == name
+                 and not (r.status == NEW and now - _epoch(r.doc.get("created_at"))
+                          >= self.settings.job_lease_seconds)]
+        return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
+
+    def remove_of_model(self, model: str) -> list[str]:
+        """A deleted model's ingestion records go (its parts went with its dataset)."""
+        name = model_name(model)
+        gone = [r.id for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SUCCEEDED,
+                                                               FAILED))
+                if r.doc.get("model") == name]
+        for ingestion_id in gone:
+            self.records.delete(KIND, ingestion_id)
+        return gone
 
     @staticmethod
     def describe(record: Record) -> dict[str, Any]:

@@ -244,7 +244,20 @@ class Lifecycle:
         model's files must not be touched. A file written in between (an upload racing the
         delete, refused once the model is gone) is an orphan for the collector too.
         """
+        from common.batch_jobs import BatchJobs
+        from common.ingestion import Ingestions
+        from common.uploads import Uploads
+
         name = model_name(name)
+        self.store.get_model(name)  # a clear 404 before anything else is looked at
+        batch_jobs, ingestions = BatchJobs(self.backends, None), Ingestions(self.backends, None)
+        if running := ingestions.unfinished(name):
+            raise Conflict(f"model {name!r} has an unfinished ingestion, {running[0]} (GET "
+                           f"/ingestions/{running[0]}); delete the model once it has ended")
+        if running := batch_jobs.unfinished(name):
+            raise Conflict(f"model {name!r} has an unfinished batch job, {running[0]} (GET "
+                           f"/batch_jobs/{running[0]}); delete the model once it has ended, or "
+                           f"cancel it (POST /batch_jobs/{running[0]}/cancel)")
         stores = (self.backends.models, self.backends.datasets)
         files = [(store, key) for store in stores for key in store.list(f"{name}/")]
         tuned = [e.id for e in self.store.list_experiments(name) if e.grid_size]
@@ -266,6 +279,16 @@ class Lifecycle:
         self.serving.forget_pointer(name)
         for store, key in files:
             store.delete(key)
+        # Its uploads, ingestions and batch jobs (results included): a model created later
+        # under the name starts empty. Records first, then objects, as above; what a failure
+        # leaves is an orphan for `mlfn gc` (or expires with its record).
+        for what, remove in (("uploads", Uploads(self.backends).remove_of_model),
+                             ("ingestions", ingestions.remove_of_model),
+                             ("batch jobs", batch_jobs.remove_of_model)):
+            try:
+                remove(name)
+            except Exception as exc:
+                log.warning("model %r: could not remove its %s: %s", name, what, exc)
 
     # -- data ------------------------------------------------------------------------------
     def add_frame(self, name: str, frame: Any, source: PartSource | None = None,
@@ -741,6 +764,12 @@ class Lifecycle:
         if role is not None:
             raise Conflict(f"experiment {experiment_id} is model {exp.model!r}'s {role}; end it "
                            f"first (DELETE /{role}?model={exp.model})")
+        from common.batch_jobs import BatchJobs
+
+        if scoring := BatchJobs(self.backends, None).unfinished(exp.model, experiment_id):
+            raise Conflict(f"experiment {experiment_id} scores batch job {scoring[0]}, which has "
+                           f"not ended (GET /batch_jobs/{scoring[0]}); delete the experiment once "
+                           f"it has, or cancel it (POST /batch_jobs/{scoring[0]}/cancel)")
         self.store.delete_experiment(experiment_id)
         if exp.grid_size:
             with contextlib.suppress(Exception):  # an orphan candidate is harmless

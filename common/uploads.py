@@ -508,6 +508,34 @@ class Uploads:
                     self.backends.datasets.delete(record.doc["key"])
             return
 
+    def remove_of_model(self, model: str) -> list[str]:
+        """A deleted model's uploads go (records, objects, unfinished multipart uploads),
+        except one a job still holds (a job started while the model was being deleted: the
+        upload then expires as usual). Returns their ids."""
+        name = model_name(model)
+        gone: list[str] = []
+        for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED)):
+            if record.doc.get("model") != name or record.status == INGESTING \
+                    or self.holder(record) is not None:
+                continue
+            if self._remove(record):
+                gone.append(record.id)
+        return gone
+
+    def _remove(self, record: Record) -> bool:
+        """Remove an upload: one compare-and-set to ``expired`` first, so that a batch job
+        that noted itself on the upload since it was read (or an ingestion that took it) wins
+        and the upload stays (False); then its multipart upload, object and record."""
+        try:
+            self.records.update(record, {**record.doc, "status": EXPIRED})
+        except StaleRecord:
+            return False
+        self._abort(record)
+        if record.doc.get("key"):
+            self.backends.datasets.delete(record.doc["key"])
+        self.records.delete(KIND, record.id)
+        return True
+
     # -- expiry ----------------------------------------------------------------------------
     def expire(self, now: float | None = None, dry_run: bool = False) -> list[str]:
         """Remove the expired uploads (records, objects, unfinished multipart uploads) and the
@@ -523,19 +551,10 @@ class Uploads:
                 if record.doc.get("key"):
                     kept.add(record.doc["key"])
                 continue
-            if not dry_run:
-                # One compare-and-set first: a batch job that noted itself on the upload since
-                # it was listed (or an ingestion that took it) wins, and the upload stays.
-                try:
-                    self.records.update(record, {**record.doc, "status": EXPIRED})
-                except StaleRecord:
-                    if record.doc.get("key"):
-                        kept.add(record.doc["key"])
-                    continue
-                self._abort(record)
+            if not dry_run and not self._remove(record):
                 if record.doc.get("key"):
-                    self.backends.datasets.delete(record.doc["key"])
-                self.records.delete(KIND, record.id)
+                    kept.add(record.doc["key"])
+                continue
             gone.append(record.id)
         cutoff = now - self.settings.upload_expiry_seconds
         for key, written in self.backends.datasets.listing(PREFIX):
