@@ -859,10 +859,10 @@ class BatchJobs:
         if not data.isascii():  # ASCII is UTF-8 (and checked without a copy)
             try:
                 data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad = first + data[:exc.start].count(b"\n")
-                raise BadRequest(f"the CSV is not UTF-8 text (row {bad} or just after it)") \
-                    from None
+            except UnicodeDecodeError:
+                from common.payloads import not_utf8_row
+
+                raise BadRequest(not_utf8_row(data, first, header=False)) from None
         feeds = _fast_feeds(onnx_model.features, header, data, int(chunk["rows"]))
         if feeds is None:
             rows = self._rows(data.decode("utf-8"), first, len(header))

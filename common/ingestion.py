@@ -44,6 +44,7 @@ from common.backends import Backends
 from common.domain import Feature, FeatureKind, ModelRecord, Task
 from common.errors import BadRequest, Conflict, NotFound, SchemaConflict, ServiceError
 from common.names import check_text, dataset_part_key, model_name
+from common.payloads import NOT_UTF8, not_utf8
 from common.storage.records import Record, record_store
 from common.tasks import (
     FAILED,
@@ -113,26 +114,36 @@ class CsvChunks:
 
     def __init__(self, raw: IO[bytes], size: int) -> None:
         self.size = size
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        self.reader = csv.reader(text)
+        # Bytes that are not UTF-8 are escaped, and the line holding one marks its row: the
+        # error names that row (a strict decoder fails a block of 8 KiB ahead of the reader).
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        self._not_utf8 = False
+        self.reader = csv.reader(self._lines(text))
         self.header = self._header()
 
-    def _next(self, row: int) -> list[str] | None:
+    def _lines(self, text: IO[str]) -> Iterator[str]:
+        for line in text:
+            if not line.isascii() and NOT_UTF8.search(line):
+                self._not_utf8 = True
+            yield line
+
+    def _next(self, row: int, header: bool = False) -> list[str] | None:
         try:
             while True:
                 got = next(self.reader)
+                if self._not_utf8:
+                    raise RowError(not_utf8("its header" if header else f"row {row}"),
+                                   None if header else row)
                 if got:
                     return got
         except StopIteration:
             return None
-        except UnicodeDecodeError:
-            raise RowError(f"the CSV is not UTF-8 text (row {row} or just after it)", row) from None
         except csv.Error as exc:
             raise RowError(f"malformed CSV (line {self.reader.line_num}, row {row}): {exc}",
                            row) from None
 
     def _header(self) -> list[str]:
-        header = self._next(0)
+        header = self._next(0, header=True)
         if header is None:
             raise BadRequest("the CSV is empty; it needs a header row")
         if len(set(header)) != len(header):

@@ -82,12 +82,42 @@ def records_of(body: bytes) -> Any:
     return doc["records"]
 
 
+# What the "surrogateescape" error handler decodes a byte that is not UTF-8 to; never the
+# decoding of valid UTF-8 (which refuses encoded surrogates too).
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+NEWLINE = b"\n"
+
+
+def not_utf8(where: str) -> str:
+    return f"the CSV is not UTF-8 text ({where}): save the file as UTF-8"
+
+
+def not_utf8_row(data: bytes, first: int = 0, header: bool = True) -> str:
+    """The error for CSV ``data`` that does not decode as UTF-8, naming the first row holding
+    such a byte (its header, or a data row numbered from ``first``; empty lines are no rows,
+    as everywhere), found by reading the rows with the bytes escaped; the line, where the rows
+    before it are malformed."""
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    try:
+        rows = (r for r in csv.reader(io.StringIO(text, newline="")) if r)
+        for i, row in enumerate(rows, start=first - header):
+            if any(not cell.isascii() and NOT_UTF8.search(cell) for cell in row):
+                return not_utf8("its header" if i < first else f"row {i}")
+    except csv.Error:
+        pass
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return not_utf8(f"line {data.count(NEWLINE, 0, exc.start) + 1}")
+    return "the CSV is not UTF-8 text"
+
+
 def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV document; every row must have the header's width."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise BadRequest("the CSV is not UTF-8 text") from None
+        raise BadRequest(not_utf8_row(body)) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         rows = [r for r in reader if r]

@@ -162,7 +162,9 @@ def test_bad_requests_name_the_field(server: str) -> None:
     (b"3,abc,basic,north\n", "feature 'charges' (row 3000)", 3000),
     (b"3,4.5,basic\n", "row 3000 has 3 fields", 3000),
     (b"   \n", "row 3000 has 1 fields", 3000),  # a line of spaces is a row to csv: no blank
-    (b"3,4.5,\xff\xfe,north\n", "not UTF-8 text (row 3000", 3000),
+    (b"3,4.5,\xff\xfe,north\n", "not UTF-8 text (row 3000)", 3000),
+    # a line break inside a quoted cell before the byte: rows, not lines, are counted
+    (b'3,4.5,"ba\nsic",north\n3,4.5,\xe9,north\n', "not UTF-8 text (row 3001)", 3001),
 ])
 def test_a_bad_row_fails_the_job_naming_it(server: str, tail: bytes, needle: str,
                                            row: int) -> None:

@@ -128,12 +128,25 @@ def test_a_bad_row_fails_the_ingestion_and_changes_nothing(server: str, body: st
         [p.key for p in context.backends().experiments.dataset_parts("churn")]
 
 
-def test_invalid_utf8_mid_file(server: str) -> None:
-    body = (HEADER + rows(30)).encode() + b"1,2.5,\xff\xfe,yes\n" + rows(3).encode()
+@pytest.mark.parametrize(("before", "where", "row"), [
+    (30, "(row 30)", 30),
+    (70_000, "(row 70000)", 70_000),  # far past the block a strict decoder fails ahead in
+    (-1, "(its header)", None),
+])
+def test_invalid_utf8_names_its_row(server: str, before: int, where: str,
+                                    row: int | None) -> None:
+    bad = b"1,2.5,\xff\xfe,yes\n"
+    quoted = '1,2.5,"ba\nsic",no\n'  # a line break inside a cell: lines are not rows
+    body = (HEADER.replace("plan", "pl\xe9n").encode("latin-1") + rows(3).encode() if before < 0
+            else (HEADER + quoted + rows(before - 1)).encode() + bad + rows(3).encode())
     doc = upload(server, "churn", body)
     done = wait(server, ingest(server, "churn", doc["upload_id"]).json())
-    assert done["status"] == "failed" and "not UTF-8" in done["error"], done
+    assert done["status"] == "failed" and f"the CSV is not UTF-8 text {where}" in done["error"], done
+    assert done.get("row") == row
     assert datasets(server)["dataset_version"] == 0
+    direct = requests.put(f"{server}/add_data", params={"model": "churn"}, data=body,
+                          headers={"Content-Type": "text/csv"}, timeout=30)
+    assert direct.status_code == 400 and where in direct.json()["detail"], direct.text
 
 
 def test_first_upload_infers_the_schema_from_every_row(server: str) -> None:
