@@ -67,7 +67,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, as_arrived, presigned_url, refuse_kind
+from common.uploads import HEAD_BYTES, Uploads, as_arrived, presigned_url, refuse_kind
 
 log = logging.getLogger("mlfn.batch_jobs")
 
@@ -755,7 +755,7 @@ class BatchJobs:
             return self._plan_images(lease, onnx_model)
         with as_arrived(doc["upload_id"]), \
                 self.objects.open_read(doc["key"], doc.get("version")) as raw:
-            refuse_kind(doc["upload_id"], raw.read(4), doc["model"], False, "score")
+            refuse_kind(doc["upload_id"], raw.read(HEAD_BYTES), doc["model"], False, "score")
             raw.seek(0)
             header, chunks = plan_chunks(raw, self.settings.batch_chunk_bytes, lease.renew)
         columns = self._header(onnx_model, header)
@@ -765,7 +765,8 @@ class BatchJobs:
 
     def _plan_images(self, lease: Lease, onnx_model: Any) -> Record:
         doc = lease.doc
-        refuse_kind(doc["upload_id"], self._upload_bytes(doc, 0, 4), doc["model"], True, "score")
+        refuse_kind(doc["upload_id"], self._upload_bytes(doc, 0, HEAD_BYTES), doc["model"], True,
+                    "score")
         entries = self._archive(doc)[1]  # kept open: this worker's chunks read it
         # decoded pixels of one chunk held at once: float32, at most IMAGE_CHUNK_PIXEL_BYTES
         cap = max(1, min(self.settings.max_batch_rows,

@@ -58,7 +58,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import Uploads, as_arrived, refuse_kind
+from common.uploads import HEAD_BYTES, Uploads, as_arrived, refuse_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,7 +147,10 @@ class CsvChunks:
         if header is None:
             raise BadRequest("the CSV is empty; it needs a header row")
         if len(set(header)) != len(header):
-            raise BadRequest(f"the CSV header repeats a column: {header[:12]}")
+            # curl -d @file drops the line breaks, which leaves one long "header"
+            one_line = "" if self._next(0) is not None else (
+                " (the file is a single line: send files with curl --data-binary @file, not -d)")
+            raise BadRequest(f"the CSV header repeats a column: {header[:12]}{one_line}")
         if any(not name.strip() for name in header):
             raise BadRequest("the CSV header has an empty column name")
         for name in header:
@@ -388,7 +391,7 @@ class Ingestions:
     @contextlib.contextmanager
     def _chunks(self, upload: Record) -> Iterator[CsvChunks]:
         with self._opened(upload) as raw:
-            head = raw.read(4)
+            head = raw.read(HEAD_BYTES)
             raw.seek(0)
             refuse_kind(upload.id, head, upload.doc["model"], False, "ingest")
             yield CsvChunks(raw, self.settings.ingest_chunk_rows)

@@ -113,11 +113,18 @@ def as_arrived(upload_id: str) -> Iterator[None]:
                             "once") from None
 
 
+HEAD_BYTES = 512  # what kind_problem looks at: enough for a multipart form's first part header
+
+
 def kind_problem(upload_id: str, head: bytes, model: str, image: bool, use: str) -> str | None:
-    """What is wrong with an upload whose first bytes are ``head`` for ``model`` (an image
-    model when ``image``), ``use`` being "ingest" or "score"; None when it may be right. The
-    same words at the request (202 or this 400) and in the worker (which reads it all)."""
+    """What is wrong with an upload whose first bytes (``HEAD_BYTES``) are ``head`` for
+    ``model`` (an image model when ``image``), ``use`` being "ingest" or "score"; None when it
+    may be right. The same words at the request (202 or this 400) and in the worker (which
+    reads it all)."""
     zipped = head.startswith(b"PK")
+    if head.startswith(b"--") and b"content-disposition: form-data" in head.lower():
+        return (f"upload {upload_id} holds a multipart form (curl -F), not the file: PUT the "
+                "file's bytes themselves (curl --data-binary @file) to a new upload")
     if image and not zipped:
         what = ("a zip of labelled images (in folders named by label, 7/a.png, or listed in a "
                 "labels.csv)" if use == "ingest" else
@@ -394,7 +401,7 @@ class Uploads:
         if record.status != RECEIVED:
             return
         with as_arrived(record.id):
-            head = self.backends.datasets.read_range(record.doc["key"], 0, 64,
+            head = self.backends.datasets.read_range(record.doc["key"], 0, HEAD_BYTES,
                                                      record.doc.get("version"))
         problem = kind_problem(record.id, head, record.doc["model"], image, use)
         if problem is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common import context
+from common.errors import BadRequest
 from common.web.request import Request
 from common.web.routing import Param, Route, model_query
 
@@ -39,6 +40,10 @@ def complete_upload(request: Request, upload_id: str) -> Any:
 
 def upload_content(request: Request, upload_id: str) -> Any:
     """The upload's bytes, streamed to the object store (stores other than S3)."""
+    if request.media_type == "multipart/form-data":
+        raise BadRequest("the body is a multipart form (curl -F); send the file's bytes "
+                         "themselves as the body (curl --data-binary @file, Content-Type "
+                         "application/octet-stream)")
     path = None if request.body_path is None else Path(request.body_path)
     return _uploads().receive(upload_id, path, request.body)
 

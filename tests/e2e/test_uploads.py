@@ -190,6 +190,28 @@ def test_hostile_requests(server: str) -> None:
     assert datasets(server)["dataset_version"] == 0
 
 
+def test_a_form_instead_of_the_file(server: str) -> None:
+    """curl -F (a multipart form) and curl -d (line breaks dropped) where the file's bytes go:
+    refused, or the ingestion says what to send instead; nothing is ingested."""
+    body = (HEADER + rows(5)).encode()
+    announced = requests.post(f"{server}/uploads", params={"model": "churn"}, timeout=10).json()
+    form = requests.put(f"{server}{announced['url']}", files={"file": ("churn.csv", body)},
+                        timeout=10)
+    assert form.status_code == 400 and "multipart form (curl -F)" in form.json()["detail"], form.text
+    status = requests.get(f"{server}/uploads/{announced['upload_id']}", timeout=10).json()
+    assert status["status"] == "pending"  # still waiting for the file itself
+    # the same form's bytes sent as a file (as S3 stores whatever its URL receives)
+    encoded = requests.Request("PUT", "http://x", files={"file": ("churn.csv", body)}).prepare()
+    doc = upload(server, "churn", bytes(encoded.body))
+    refused = ingest(server, "churn", doc["upload_id"])
+    assert refused.status_code == 400 and "holds a multipart form" in refused.json()["detail"]
+    # curl -d @file: one line
+    flat = upload(server, "churn", body.replace(b"\n", b""))
+    done = wait(server, ingest(server, "churn", flat["upload_id"]).json())
+    assert done["status"] == "failed" and "curl --data-binary @file, not -d" in done["error"], done
+    assert datasets(server)["dataset_version"] == 0
+
+
 def test_two_ingestions_of_one_upload_at_once(server: str) -> None:
     doc = upload(server, "churn", (HEADER + rows(50)).encode())
     answers: list[requests.Response] = []
