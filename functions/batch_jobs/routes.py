@@ -59,7 +59,7 @@ ROUTES = [
           (model_query(), Param("upload", str, description="the id of a received upload (CSV, or zip of images)"),
            Param("experiment", int, required=False, minimum=1,
                  description="score with this experiment (default: the deployed one)")),
-          status=202, tags=("predict",)),
+          status=202, idempotent=True, tags=("predict",)),
     Route("GET", "/batch_jobs", list_batch_jobs, (model_query(),), tags=("predict",)),
     Route("GET", "/batch_jobs/{job_id}", batch_job, (JOB_ID, model_query(required=False)),
           tags=("predict",)),

@@ -61,7 +61,7 @@ ROUTES = [
                  description="the file's size in bytes (on S3 a file above 100 MiB is sent in "
                              "parts, which needs it)"),
            Param("filename", str, required=False, description="kept with the dataset part")),
-          status=201, tags=("data",)),
+          status=201, idempotent=True, tags=("data",)),
     Route("GET", "/uploads/{upload_id}", upload_status, (upload_id(),), tags=("data",)),
     Route("POST", "/uploads/{upload_id}/complete", complete_upload, (upload_id(),),
           tags=("data",)),

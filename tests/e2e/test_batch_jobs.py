@@ -179,6 +179,33 @@ def test_a_bad_row_fails_the_job_naming_it(server: str, tail: bytes, needle: str
     assert context.backends().datasets.list("_batch/") == []
 
 
+def test_a_retried_start_under_an_idempotency_key_starts_one_job(server: str) -> None:
+    """A client that retries POST /uploads and POST /batch_jobs after a timeout, with the same
+    Idempotency-Key, gets the first answer again: one upload, one job."""
+    announce = [requests.post(f"{server}/uploads", params={"model": "churn"},
+                              headers={"Idempotency-Key": "upload-march-1"},
+                              timeout=10) for _ in range(2)]
+    assert announce[0].status_code == announce[1].status_code == 201
+    assert announce[1].headers.get("idempotent-replayed") == "true"
+    upload_id = announce[0].json()["upload_id"]
+    assert announce[1].json()["upload_id"] == upload_id
+    sent = requests.put(f"{server}{announce[0].json()['url']}", data=body_of(50), timeout=10)
+    assert sent.status_code == 200, sent.text
+    params, key = {"model": "churn", "upload": upload_id}, {"Idempotency-Key": "score-march-1"}
+    starts = [requests.post(f"{server}/batch_jobs", params=params, headers=key, timeout=10)
+              for _ in range(2)]
+    assert [r.status_code for r in starts] == [202, 202]
+    assert starts[1].headers.get("idempotent-replayed") == "true"
+    assert starts[1].json()["job_id"] == starts[0].json()["job_id"]
+    assert [j["job_id"] for j in requests.get(f"{server}/batch_jobs", params={"model": "churn"},
+                                              timeout=10).json()] == \
+        [starts[0].json()["job_id"]]
+    other = requests.post(f"{server}/batch_jobs", params={**params, "experiment": 1}, headers=key,
+                          timeout=10)
+    assert other.status_code == 422  # the key was used for another request
+    assert wait(server, starts[0].json())["status"] == "succeeded"
+
+
 def test_an_unknown_column_fails_the_plan(server: str) -> None:
     body = b"tenure,charges,plan,region,colour\n1,2.5,basic,north,red\n"
     job = requests.post(f"{server}/batch_jobs", timeout=10,
