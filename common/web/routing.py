@@ -125,6 +125,11 @@ class Route:
     def arguments(self, request: Request) -> dict[str, Any]:
         """The declared parameters of ``request``, parsed; BadRequest names the one at fault."""
         out: dict[str, Any] = {}
+        if self.error_style == "mlfn":  # a misspelt parameter is not silently ignored
+            declared = [p.name for p in self.params if p.where == "query"]
+            for name in request.query:
+                if name not in declared:
+                    raise BadRequest(_unknown_query(name, declared))
         for param in self.params:
             if param.where == "path":
                 raw = request.path_params.get(param.name)
@@ -142,6 +147,18 @@ class Route:
             else:
                 out[param.name] = param.parse(values[0])
         return out
+
+
+def _unknown_query(name: str, declared: list[str]) -> str:
+    import difflib
+
+    shown = repr(name[:40])
+    if not declared:
+        return f"unknown query parameter {shown}: this route takes none"
+    close = difflib.get_close_matches(name, declared, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"unknown query parameter {shown}; this route takes "
+            f"{', '.join(repr(d) for d in declared)}{hint}")
 
 
 def _compile(template: str) -> re.Pattern[str]:

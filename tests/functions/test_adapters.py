@@ -101,6 +101,7 @@ CASES: list[tuple[str, str, str, str, dict[str, str] | None, Any, dict[str, str]
     ("batch multipart csv", "forward_batch", "POST", "/forward_batch", {"model": "iris"},
      "multipart csv", {}),
     ("forward repeated model", "forward", "POST", "/forward", "model=iris&model=wine", IRIS, JSON),
+    ("forward misspelt query", "forward", "POST", "/forward", "model=iris&modle=wine", IRIS, JSON),
     ("metadata head", "metadata", "HEAD", "/metadata", {"model": "iris"}, None, {}),
     ("batch json", "forward_batch", "POST", "/forward_batch", {"model": "iris"},
      {"records": [IRIS, {**IRIS, "petal_length": 5.0}]}, JSON),
@@ -198,6 +199,9 @@ def test_answers_that_matter(demo_env: Path) -> None:
     status, doc = answer("forward repeated model")
     assert status == 400 and doc["detail"] == ("query parameter 'model' is given 2 times; "
                                                "give it once")
+    status, doc = answer("forward misspelt query")  # not silently ignored
+    assert status == 400 and doc["detail"] == ("unknown query parameter 'modle'; this route takes "
+                                               "'model'; did you mean 'model'?")
     status, doc = answer("batch multipart csv")
     assert status == 200 and len(doc["predictions"]) == 2
     status, doc = answer("forward multipart image")
