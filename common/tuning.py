@@ -24,6 +24,7 @@ This module only decides; it imports no training library (the retrain handler pl
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -224,11 +225,21 @@ class Tuning:
         detail = (f"tuning candidate {first.index + 1} of {exp.grid_size} "
                   f"({json.dumps(first.params, sort_keys=True)}) failed: {first.error}")
         try:
-            return self.store.update_experiment(
+            failed = self.store.update_experiment(
                 exp.id, {"status": ExperimentStatus.failed, "finished_at": utcnow(), "error": detail},
                 expected_status=ExperimentStatus.queued)
         except Conflict:  # failed or claimed meanwhile
             return self.store.get_experiment(exp.id)
+        # No worker claims a candidate of an experiment that is no longer queued: say so on the
+        # ones still queued rather than leave them "queued" for ever (one claimed meanwhile
+        # records its own outcome).
+        for c in recorded:
+            if c.status is ExperimentStatus.queued:
+                with contextlib.suppress(StaleCandidate):
+                    self.candidates.put(c.model_copy(update={
+                        "status": ExperimentStatus.failed, "finished_at": utcnow(),
+                        "error": f"not scored: candidate {first.index + 1} failed first"}))
+        return failed
 
     def results(self, exp: Experiment) -> list[dict[str, Any]]:
         """Every candidate's score in grid order, as the sequential grid search returns them;
