@@ -112,6 +112,10 @@ def not_utf8_row(data: bytes, first: int = 0, header: bool = True) -> str:
     return "the CSV is not UTF-8 text"
 
 
+def too_many_rows(rows: int, limit: int) -> str:
+    return f"the batch has {rows} rows; the limit is {limit}"
+
+
 def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV document; every row must have the header's width."""
     try:
@@ -140,14 +144,18 @@ def csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
 
 
 def csv_records(
-    body: bytes, features: list[Feature], extra: tuple[str, ...] = (), target: str | None = None
+    body: bytes, features: list[Feature], extra: tuple[str, ...] = (), target: str | None = None,
+    max_rows: int | None = None,
 ) -> list[dict[str, Any]]:
     """CSV rows as JSON-like records typed by the feature schema.
 
     Columns named in ``extra`` (e.g. the target for evaluate) are kept as raw strings; ``target``
-    only improves the error when the target column is sent where it does not belong.
+    only improves the error when the target column is sent where it does not belong. More rows
+    than ``max_rows`` are refused before any cell is read.
     """
     header, data = csv_rows(body)
+    if max_rows is not None and len(data) > max_rows:
+        raise BadRequest(too_many_rows(len(data), max_rows))
     by_name = {f.name: f for f in features}
     for name in header:
         if name not in by_name and name not in extra:

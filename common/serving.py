@@ -286,9 +286,9 @@ class Serving:
         if not records:
             raise BadRequest("the batch is empty")
         if len(records) > self.settings.max_batch_rows:
-            raise BadRequest(
-                f"the batch has {len(records)} rows; the limit is {self.settings.max_batch_rows}"
-            )
+            from common.payloads import too_many_rows
+
+            raise BadRequest(too_many_rows(len(records), self.settings.max_batch_rows))
         return records
 
     def forward_batch_upload(
@@ -307,7 +307,8 @@ class Serving:
         from common.payloads import csv_records
 
         tabular = self.tabular_model(model)
-        return csv_records(data, tabular.features, target=tabular.metadata.get("target"))
+        return csv_records(data, tabular.features, target=tabular.metadata.get("target"),
+                           max_rows=self.settings.max_batch_rows)
 
     def forward_batch(self, model: str, records: Any, k: int | None = None) -> dict[str, Any]:
         """``records`` may be a callable that parses them, so that a refused body is monitored;

@@ -196,6 +196,13 @@ def test_oversized_batch(demo_env: Path, monkeypatch: pytest.MonkeyPatch, versio
     reply = invoke(batch_app.handler, version, "POST", "/forward_batch", {"model": "iris"},
                    {"records": [IRIS] * 6})
     assert reply.status == 400 and "limit is 5" in reply.json()["detail"]
+    # A CSV over the limit is refused for its size before its cells are read: fixing a bad
+    # cell would otherwise only lead to this error next.
+    rows = "".join(f"{5.1 + i / 10},3.5,1.4,0.2\n" for i in range(6)) + "x,3.5,1.4,0.2\n"
+    csv_body = "sepal_length,sepal_width,petal_length,petal_width\n" + rows
+    reply = invoke(batch_app.handler, version, "POST", "/forward_batch", {"model": "iris"},
+                   csv_body, {"Content-Type": "text/csv"})
+    assert reply.status == 400 and reply.json()["detail"] == "the batch has 7 rows; the limit is 5"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
