@@ -562,21 +562,25 @@ class BatchJobs:
     def unfinished(self, model: str, experiment_id: int | None = None) -> list[str]:
         """The ids of ``model``'s jobs (those scoring ``experiment_id``, if given) that have not
         ended, oldest first. A job whose start died before it was queued is not one of them."""
-        name, now = model_name(model), time.time()
+        name = model_name(model)
         found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING))
-                 if r.doc.get("model") == name
-                 and (experiment_id is None or r.doc.get("experiment_id") == experiment_id)
-                 and not (r.status == NEW and now - float(r.doc.get("created_ts", 0))
-                          >= self.settings.job_lease_seconds)]
+                 if r.doc.get("model") == name and not self._start_died(r)
+                 and (experiment_id is None or r.doc.get("experiment_id") == experiment_id)]
         return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
 
+    def _start_died(self, record: Record) -> bool:
+        """A job recorded ``new`` a lease ago: its start died before it was queued."""
+        return record.status == NEW and time.time() - float(record.doc.get("created_ts", 0)) \
+            >= self.settings.job_lease_seconds
+
     def remove_of_model(self, model: str) -> list[str]:
-        """A deleted model's jobs go: their records (the job's and its chunks'), then their
-        results and chunk outputs (a crash in between leaves outputs without a job, which
-        ``mlfn gc`` removes). Returns the job ids."""
+        """A deleted model's ended jobs go: their records (the job's and its chunks'), then
+        their results and chunk outputs (a crash in between leaves outputs without a job,
+        which ``mlfn gc`` removes). A job started while the model was being deleted is left to
+        fail on its own (its model is gone) and expire. Returns the job ids."""
         name = model_name(model)
-        jobs = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING, *ENDED))
-                if r.doc.get("model") == name]
+        jobs = [r for r in self.records.with_status(KIND, (NEW, *ENDED))
+                if r.doc.get("model") == name and (r.status != NEW or self._start_died(r))]
         for job in jobs:
             for index in range(int(job.doc.get("chunks_total") or 0)):
                 self.records.delete(CHUNK, chunk_id(job.id, index))

@@ -237,19 +237,22 @@ class Ingestions:
     def unfinished(self, model: str) -> list[str]:
         """The ids of ``model``'s ingestions that have not ended, oldest first. One whose start
         died before it took its upload is not one of them."""
-        name, now = model_name(model), time.time()
+        name = model_name(model)
         found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING))
-                 if r.doc.get("model") == name
-                 and not (r.status == NEW and now - _epoch(r.doc.get("created_at"))
-                          >= self.settings.job_lease_seconds)]
+                 if r.doc.get("model") == name and not self._start_died(r)]
         return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
 
+    def _start_died(self, record: Record) -> bool:
+        """An ingestion recorded ``new`` a lease ago: its start died before it took its upload."""
+        return record.status == NEW and time.time() - _epoch(record.doc.get("created_at")) \
+            >= self.settings.job_lease_seconds
+
     def remove_of_model(self, model: str) -> list[str]:
-        """A deleted model's ingestion records go (its parts went with its dataset)."""
+        """A deleted model's ended ingestions' records go (their parts went with its dataset);
+        one started while the model was being deleted fails on its own and expires."""
         name = model_name(model)
-        gone = [r.id for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SUCCEEDED,
-                                                               FAILED))
-                if r.doc.get("model") == name]
+        gone = [r.id for r in self.records.with_status(KIND, (NEW, SUCCEEDED, FAILED))
+                if r.doc.get("model") == name and (r.status != NEW or self._start_died(r))]
         for ingestion_id in gone:
             self.records.delete(KIND, ingestion_id)
         return gone

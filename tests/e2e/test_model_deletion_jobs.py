@@ -113,3 +113,20 @@ def test_a_batch_job_whose_start_died_does_not_hold_its_model(embedded: Any) -> 
     context.lifecycle().delete_model("churn")
     with pytest.raises(NotFound):
         jobs.get(fresh["job_id"])
+
+
+def test_a_batch_job_started_while_its_model_is_deleted_fails_clearly(
+        embedded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start of a job that slips in after the delete looked for unfinished work (two
+    requests at once): its record is left alone (its start still writes it), and it fails
+    naming what is gone rather than scoring a deleted model's file; no result is kept."""
+    trained()
+    jobs = BatchJobs(context.backends(), None)
+    job = jobs.start("churn", received(jobs, "churn", body_of(200)), None)
+    monkeypatch.setattr(BatchJobs, "unfinished", lambda *_args, **_kw: [])  # not started yet
+    context.lifecycle().delete_model("churn")
+    assert jobs.get(job["job_id"]).status == "queued"
+    run_all(jobs)
+    failed = jobs.status(job["job_id"])
+    assert failed["status"] == "failed" and "does not exist" in failed["error"], failed
+    assert outputs(jobs, job["job_id"]) == []
