@@ -67,7 +67,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import HEAD_BYTES, Uploads, as_arrived, presigned_url, refuse_kind
+from common.uploads import HEAD_BYTES, Uploads, as_arrived, incarnation, presigned_url, refuse_kind
 
 log = logging.getLogger("mlfn.batch_jobs")
 
@@ -479,7 +479,8 @@ class BatchJobs:
         self.uploads.check_kind(upload, record.image is not None, "score")
         job_id = uuid.uuid4().hex
         expires = int(time.time()) + RECORD_DAYS * 86_400
-        doc = {"job_id": job_id, "model": name, "experiment_id": experiment_id,
+        doc = {"job_id": job_id, "model": name, "model_created": incarnation(record),
+               "experiment_id": experiment_id,
                "upload_id": upload.id, "key": upload.doc["key"], "size": upload.doc.get("size"),
                "version": upload.doc.get("version"),
                "filename": upload.doc.get("filename"), "status": QUEUED, "phase": "plan",
@@ -553,9 +554,11 @@ class BatchJobs:
     def of_model(self, model: str) -> list[dict[str, Any]]:
         """The model's jobs (those whose records have not expired), newest first."""
         name = model_name(model)
-        self.store.get_model(name)  # a clear 404 for an unknown model
+        created = incarnation(self.store.get_model(name))  # a clear 404 for an unknown model
+        # not those of a deleted model of the name (its deletion failed or raced them)
         records = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING, *ENDED))
-                   if r.doc.get("model") == name]
+                   if r.doc.get("model") == name
+                   and r.doc.get("model_created", created) == created]
         records.sort(key=lambda r: str(r.doc.get("created_at", "")), reverse=True)
         return [self.describe(r) for r in records]
 

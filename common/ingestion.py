@@ -58,7 +58,7 @@ from common.tasks import (
     TaskState,
     iso_now,
 )
-from common.uploads import HEAD_BYTES, Uploads, as_arrived, refuse_kind
+from common.uploads import HEAD_BYTES, Uploads, as_arrived, incarnation, refuse_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,6 +201,7 @@ class Ingestions:
         self.uploads.check_kind(arrived, record.image is not None, "ingest")
         ingestion_id = uuid.uuid4().hex
         doc = {"ingestion_id": ingestion_id, "model": name, "upload_id": upload_id,
+               "model_created": incarnation(record),
                "status": NEW, "attempts": 0, "rows_read": 0, "created_at": iso_now()}
         expires = int(time.time()) + RECORD_DAYS * 86_400
         created = self.records.create(KIND, ingestion_id, {**doc, "record_expires": expires},
@@ -334,7 +335,13 @@ class Ingestions:
 
     def _ingest(self, lease: Lease) -> Record:
         doc = lease.doc
-        model = self.store.get_model(doc["model"])
+        try:
+            model = self.store.get_model(doc["model"])
+        except NotFound:
+            model = None
+        if model is None or doc.get("model_created", incarnation(model)) != incarnation(model):
+            raise NotFound(f"model {doc['model']!r} was deleted after this ingestion started; "
+                           "nothing was ingested")
         upload = self.uploads.records.get("upload", doc["upload_id"])
         if upload.doc.get("ingestion_id") != lease.record.id:
             raise BadRequest(f"upload {doc['upload_id']} is not held by this ingestion")

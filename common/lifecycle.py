@@ -280,8 +280,10 @@ class Lifecycle:
         for store, key in files:
             store.delete(key)
         # Its uploads, ingestions and batch jobs (results included): a model created later
-        # under the name starts empty. Records first, then objects, as above; what a failure
-        # leaves is an orphan for `mlfn gc` (or expires with its record).
+        # under the name starts empty. Records first, then objects, as above. What a failure
+        # here leaves (or a request racing the delete adds) belongs to the deleted model: they
+        # keep its creation time (uploads.incarnation), so a model created later under the
+        # name neither lists nor uses them; they expire with their records.
         for what, remove in (("uploads", Uploads(self.backends).remove_of_model),
                              ("ingestions", ingestions.remove_of_model),
                              ("batch jobs", batch_jobs.remove_of_model)):

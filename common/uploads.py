@@ -55,6 +55,13 @@ MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
 OCTET_STREAM = "application/octet-stream"
 
 
+def incarnation(model: Any) -> str:
+    """Which model of a name a record belongs to: its creation time. Uploads, ingestions and
+    batch jobs keep it, so that what a deleted model left behind (a crash in its deletion, a
+    request racing it) is never used by a model created later under the same name."""
+    return str(model.created_at.isoformat())
+
+
 def check_id(upload_id: str) -> str:
     if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
         raise BadRequest(f"invalid upload id {str(upload_id)[:40]!r}: uploads are named by the "
@@ -166,7 +173,7 @@ class Uploads:
     def create(self, model: str, size: int | None, filename: str | None) -> dict[str, Any]:
         """Announce an upload for ``model``: where and how to send its bytes."""
         name = model_name(model)
-        self.backends.experiments.get_model(name)
+        record_of_model = self.backends.experiments.get_model(name)
         limit = self.settings.upload_max_bytes
         if size is not None and size > limit:
             raise PayloadTooLarge(f"query parameter 'size': {size} bytes is over the upload "
@@ -180,6 +187,7 @@ class Uploads:
         expires = now + self.settings.upload_expiry_seconds
         doc: dict[str, Any] = {"upload_id": upload_id, "model": name, "status": PENDING,
                                "declared_size": size, "filename": filename,
+                               "model_created": incarnation(record_of_model),
                                "created_at": _iso(now), "expires_at": expires,
                                "record_expires": _record_expires(expires)}
         if self.on_s3:
@@ -414,6 +422,16 @@ class Uploads:
         if record.doc["model"] != model:
             raise BadRequest(f"query parameter 'upload': upload {upload_id} was announced for "
                              f"model {record.doc['model']!r}, not {model!r}")
+        created = record.doc.get("model_created")  # None: announced before uploads kept it
+        if created is not None:
+            try:
+                current: str | None = incarnation(self.backends.experiments.get_model(model))
+            except NotFound:
+                current = None
+            if current != created:
+                raise NotFound(f"upload {upload_id} was announced for an earlier model named "
+                               f"{model!r}, deleted since; announce a new upload with POST "
+                               "/uploads")
         if record.status == PENDING:
             how = ("complete it with POST /uploads/{id}/complete after the last part"
                    if "multipart_id" in record.doc else "PUT the bytes to its URL first")
@@ -522,12 +540,45 @@ class Uploads:
         name = model_name(model)
         gone: list[str] = []
         for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED)):
-            if record.doc.get("model") != name or record.status == INGESTING \
-                    or self.holder(record) is not None:
+            if record.doc.get("model") != name:
                 continue
-            if self._remove(record):
-                gone.append(record.id)
+            for _ in range(5):  # a write since it was read (an arrival noticed, say): again
+                if self._held(record):
+                    break
+                if self._remove(record):
+                    gone.append(record.id)
+                    break
+                try:
+                    record = self.records.get(KIND, record.id)
+                except NotFound:
+                    break
+            else:
+                log.warning("upload %s of deleted model %r kept changing; it expires as usual",
+                            record.id, name)
         return gone
+
+    def _held(self, record: Record) -> bool:
+        """An ingestion that may still run has it, or a batch job that has not ended reads it."""
+        return (record.status == INGESTING and self._ingestion_alive(record)) \
+            or self.holder(record) is not None
+
+    def _ingestion_alive(self, record: Record) -> bool:
+        """Whether the ingestion an ``ingesting`` upload names may still run: not when its
+        record is gone, ended (its release did not happen: a crash), or ``new`` a lease ago
+        (its start died right after it took the upload)."""
+        from common.ingestion import KIND as INGESTION
+        from common.ingestion import NEW as STARTING
+        from common.ingestion import _epoch
+        from common.tasks import QUEUED, RUNNING
+
+        try:
+            ingestion = self.records.get(INGESTION, str(record.doc.get("ingestion_id")))
+        except NotFound:
+            return False
+        if ingestion.status == STARTING:
+            return time.time() - _epoch(ingestion.doc.get("created_at")) \
+                < self.settings.job_lease_seconds
+        return ingestion.status in (QUEUED, RUNNING)
 
     def _remove(self, record: Record) -> bool:
         """Remove an upload: one compare-and-set to ``expired`` first, so that a batch job
@@ -553,8 +604,11 @@ class Uploads:
         kept: set[str] = set()
         for record in self.records.with_status(KIND, (PENDING, RECEIVED, INGESTING, INGESTED,
                                                       EXPIRED)):
-            if record.status != EXPIRED and (not self._expired(record, now)
-                                             or self.holder(record) is not None):
+            # An ingesting upload expires too once its ingestion can no longer run.
+            due = self._expired(record, now) or (
+                record.status == INGESTING and float(record.doc["expires_at"]) <= now
+                and not self._ingestion_alive(record))
+            if record.status != EXPIRED and (not due or self.holder(record) is not None):
                 if record.doc.get("key"):
                     kept.add(record.doc["key"])
                 continue

@@ -15,6 +15,7 @@ from common import context
 from common.batch_jobs import KIND, PREFIX, BatchJobs
 from common.errors import Conflict, NotFound
 from common.ingestion import Ingestions
+from common.uploads import Uploads
 from tests.e2e.test_batch_jobs import body_of, run_all, trained
 
 LABELLED = "tenure,charges,plan,region,churned\n" + "".join(
@@ -130,3 +131,63 @@ def test_a_batch_job_started_while_its_model_is_deleted_fails_clearly(
     failed = jobs.status(job["job_id"])
     assert failed["status"] == "failed" and "does not exist" in failed["error"], failed
     assert outputs(jobs, job["job_id"]) == []
+
+
+def test_what_a_failed_deletion_leaves_is_not_used_by_a_model_of_the_same_name(
+        embedded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletion's clean-up fails (or the process dies) after the model's row went: its
+    uploads, ingestions and jobs are left, but they belong to the deleted model, and a model
+    created later under the name neither lists nor uses them."""
+    trained()
+    backends = context.backends()
+    jobs, ingestions = BatchJobs(backends, None), Ingestions(backends, None)
+    job = jobs.start("churn", received(jobs, "churn", body_of(100)), None)
+    run_all(jobs)
+    left = received(jobs, "churn", LABELLED.encode())
+    started = ingestions.start("churn", received(jobs, "churn", LABELLED.encode()))
+
+    def fails(*_args: Any) -> list[str]:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(Ingestions, "unfinished", lambda *_a, **_k: [])  # as if it started late
+    for cls in (Uploads, Ingestions, BatchJobs):
+        monkeypatch.setattr(cls, "remove_of_model", fails)
+    context.lifecycle().delete_model("churn")  # 204: the model itself is gone
+    assert jobs.get(job["job_id"])  # left behind
+    context.lifecycle().create_model({"name": "churn", "task": "classification",
+                                      "target": "churned"})
+    assert jobs.of_model("churn") == []
+    with pytest.raises(NotFound, match="earlier model named 'churn'"):
+        ingestions.start("churn", left)
+    with pytest.raises(NotFound, match="earlier model named 'churn'"):
+        jobs.uploads.arrived(left, "churn")  # what a batch job's start asks too
+    ran = ingestions.run(started["ingestion_id"])  # its worker comes by only now
+    assert ran.status == "failed" and "deleted after this ingestion started" in ran.doc["error"]
+    assert backends.experiments.get_model("churn").dataset_version == 0  # nothing inherited
+
+
+def test_an_upload_whose_ingestion_died_while_starting_is_freed(embedded: Any) -> None:
+    """An ingestion killed right after it took its upload (its record still ``new``) never
+    runs: once a lease has passed the upload is not held, so it expires, and the model's
+    deletion removes it (both kept it for ever)."""
+    trained()
+    backends = context.backends()
+    ingestions = Ingestions(backends, None)
+    uploads = ingestions.uploads
+
+    def stuck(dead: str) -> str:
+        upload_id = received(BatchJobs(backends, None), "churn", LABELLED.encode())
+        ingestions.records.create("ingestion", dead, {
+            "ingestion_id": dead, "model": "churn", "upload_id": upload_id, "status": "new",
+            "created_at": "2026-01-01T00:00:00+00:00"})
+        assert uploads.take(upload_id, "churn", dead).status == "ingesting"
+        return upload_id
+
+    first = stuck("d" * 32)
+    assert uploads.expire() == []  # not expired yet
+    assert uploads.expire(now=time.time() + 10 * 86_400) == [first]
+    second = stuck("e" * 32)
+    context.lifecycle().delete_model("churn")
+    with pytest.raises(NotFound):
+        uploads.get(second)
+    assert list(backends.datasets.list("_uploads/")) == []
