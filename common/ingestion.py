@@ -44,7 +44,7 @@ from common.backends import Backends
 from common.domain import Feature, FeatureKind, ModelRecord, Task
 from common.errors import BadRequest, Conflict, NotFound, SchemaConflict, ServiceError
 from common.names import check_text, dataset_part_key, model_name
-from common.payloads import NOT_UTF8, not_utf8
+from common.payloads import not_utf8, not_utf8_in
 from common.storage.records import Record, record_store
 from common.tasks import (
     FAILED,
@@ -113,37 +113,38 @@ class CsvChunks:
     numbers of the whole file."""
 
     def __init__(self, raw: IO[bytes], size: int) -> None:
-        self.size = size
-        # Bytes that are not UTF-8 are escaped, and the line holding one marks its row: the
-        # error names that row (a strict decoder fails a block of 8 KiB ahead of the reader).
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        self._not_utf8 = False
-        self.reader = csv.reader(self._lines(text))
+        self.size, self.raw = size, raw
+        self.reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
         self.header = self._header()
 
-    def _lines(self, text: IO[str]) -> Iterator[str]:
-        for line in text:
-            if not line.isascii() and NOT_UTF8.search(line):
-                self._not_utf8 = True
-            yield line
-
-    def _next(self, row: int, header: bool = False) -> list[str] | None:
+    def _next(self, row: int) -> list[str] | None:
         try:
             while True:
                 got = next(self.reader)
-                if self._not_utf8:
-                    raise RowError(not_utf8("its header" if header else f"row {row}"),
-                                   None if header else row)
                 if got:
                     return got
         except StopIteration:
             return None
+        except UnicodeDecodeError:
+            raise self._not_utf8(row) from None
         except csv.Error as exc:
             raise RowError(f"malformed CSV (line {self.reader.line_num}, row {row}): {exc}",
                            row) from None
 
+    def _not_utf8(self, row: int) -> RowError:
+        """The file read again from its start with the bytes escaped, for the row that holds
+        the first byte that is not UTF-8 (the strict decoder fails a block of 8 KiB ahead of
+        the row the reader is on)."""
+        self.raw.seek(0)
+        text = io.TextIOWrapper(self.raw, encoding="utf-8-sig", errors="surrogateescape",
+                                newline="")
+        detail = not_utf8_in(text) or not_utf8(f"row {row} or after it")
+        text.detach()  # the file is closed by whoever opened it
+        found = ROW.search(detail)
+        return RowError(detail, None if found is None else int(found[1]))
+
     def _header(self) -> list[str]:
-        header = self._next(0, header=True)
+        header = self._next(0)
         if header is None:
             raise BadRequest("the CSV is empty; it needs a header row")
         if len(set(header)) != len(header):
@@ -491,7 +492,7 @@ class Ingestions:
         size = max(1, min(self.settings.ingest_chunk_rows, IMAGE_CHUNK_BYTES // (4 * spec.n_pixels)))
         rows = 0
         with self._opened(upload) as raw, pq.ParquetWriter(path, schema) as writer:
-            refuse_kind(upload.id, raw.read(4), model.name, True, "ingest")
+            refuse_kind(upload.id, raw.read(HEAD_BYTES), model.name, True, "ingest")
             raw.seek(0)
             images = iter_images(raw, self.settings.upload_archive_limits, labelled=True,
                                  decode=lambda name, blob: preprocess(blob, spec, name=name),

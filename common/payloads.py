@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -92,19 +92,28 @@ def not_utf8(where: str) -> str:
     return f"the CSV is not UTF-8 text ({where}): save the file as UTF-8"
 
 
-def not_utf8_row(data: bytes, first: int = 0, header: bool = True) -> str:
-    """The error for CSV ``data`` that does not decode as UTF-8, naming the first row holding
-    such a byte (its header, or a data row numbered from ``first``; empty lines are no rows,
-    as everywhere), found by reading the rows with the bytes escaped; the line, where the rows
-    before it are malformed."""
-    text = data.decode("utf-8-sig", errors="surrogateescape")
+def not_utf8_in(text: IO[str] | str, first: int = 0, header: bool = True) -> str | None:
+    """Of CSV text decoded with ``errors="surrogateescape"``: the error naming the first row
+    that holds a byte that is not UTF-8 (its header, or a data row numbered from ``first``;
+    empty lines are no rows, as everywhere); None if a malformed row comes first."""
+    stream = io.StringIO(text, newline="") if isinstance(text, str) else text
     try:
-        rows = (r for r in csv.reader(io.StringIO(text, newline="")) if r)
-        for i, row in enumerate(rows, start=first - header):
+        for i, row in enumerate((r for r in csv.reader(stream) if r), start=first - header):
             if any(not cell.isascii() and NOT_UTF8.search(cell) for cell in row):
                 return not_utf8("its header" if i < first else f"row {i}")
     except csv.Error:
         pass
+    return None
+
+
+def not_utf8_row(data: bytes, first: int = 0, header: bool = True) -> str:
+    """The error for CSV ``data`` that does not decode as UTF-8, naming the row that holds the
+    first such byte (:func:`not_utf8_in`), or its line where the rows before it are malformed."""
+    found = not_utf8_in(data.decode("utf-8-sig", errors="surrogateescape"), first, header)
+    if found is not None:
+        return found
+    if not header:  # a chunk of a file: its lines are not the file's
+        return not_utf8(f"row {first} or after it")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
