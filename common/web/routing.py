@@ -125,7 +125,9 @@ class Route:
     def arguments(self, request: Request) -> dict[str, Any]:
         """The declared parameters of ``request``, parsed; BadRequest names the one at fault."""
         out: dict[str, Any] = {}
-        if self.error_style == "mlfn":  # a misspelt parameter is not silently ignored
+        # A misspelt parameter is not silently ignored; public routes (health checks) take
+        # what monitors add (a cache-busting ?t=...).
+        if self.error_style == "mlfn" and not self.public:
             declared = [p.name for p in self.params if p.where == "query"]
             for name in request.query:
                 if name not in declared:

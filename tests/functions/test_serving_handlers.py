@@ -38,6 +38,8 @@ def test_health(demo_env: Path, version: str, monkeypatch: pytest.MonkeyPatch) -
     assert reply.status == 200
     assert reply.json()["status"] == "ok"
     assert reply.json()["max_body_bytes"] == 65536 and reply.json()["max_batch_rows"] == 10_000
+    # a monitor's cache-buster is no misspelt parameter (other routes refuse unknown ones)
+    assert invoke(health_app.handler, version, "GET", "/health", {"t": "1733300000"}).status == 200
 
 
 @pytest.mark.parametrize("version", VERSIONS)
