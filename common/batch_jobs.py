@@ -58,6 +58,7 @@ from common.storage.records import Record, StaleRecord, record_store
 from common.tasks import (
     FAILED,
     MAX_ATTEMPTS,
+    NEW,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -74,7 +75,6 @@ log = logging.getLogger("mlfn.batch_jobs")
 KIND, CHUNK = "batch_job", "batch_chunk"
 SCORING = "scoring"  # the chunks are being scored: the job record itself is not claimable
 ENDED = (SUCCEEDED, FAILED)
-NEW = "new"  # recorded, not yet noted on its upload: no worker claims it
 PREFIX = "_batch/"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 RECORD_DAYS = 30
@@ -567,14 +567,9 @@ class BatchJobs:
         ended, oldest first. A job whose start died before it was queued is not one of them."""
         name = model_name(model)
         found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING, SCORING))
-                 if r.doc.get("model") == name and not self._start_died(r)
+                 if r.doc.get("model") == name and not self.state.start_died(r)
                  and (experiment_id is None or r.doc.get("experiment_id") == experiment_id)]
         return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
-
-    def _start_died(self, record: Record) -> bool:
-        """A job recorded ``new`` a lease ago: its start died before it was queued."""
-        return record.status == NEW and time.time() - float(record.doc.get("created_ts", 0)) \
-            >= self.settings.job_lease_seconds
 
     def remove_of_model(self, model: str) -> list[str]:
         """A deleted model's ended jobs go: their records (the job's and its chunks'), then
@@ -583,7 +578,7 @@ class BatchJobs:
         fail on its own (its model is gone) and expire. Returns the job ids."""
         name = model_name(model)
         jobs = [r for r in self.records.with_status(KIND, (NEW, *ENDED))
-                if r.doc.get("model") == name and (r.status != NEW or self._start_died(r))]
+                if r.doc.get("model") == name and (r.status != NEW or self.state.start_died(r))]
         for job in jobs:
             for index in range(int(job.doc.get("chunks_total") or 0)):
                 self.records.delete(CHUNK, chunk_id(job.id, index))

@@ -49,6 +49,7 @@ from common.storage.records import Record, record_store
 from common.tasks import (
     FAILED,
     MAX_ATTEMPTS,
+    NEW,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlfn.ingestion")
 
 KIND = "ingestion"
-NEW = "new"  # recorded, its upload not taken yet: no worker claims it
 INGESTION_ID = re.compile(r"[0-9a-f]{32}")
 ROW = re.compile(r"\(row ([0-9]+)\)")
 IMAGE_CHUNK_BYTES = 32 * 1024 * 1024  # decoded pixels held at once by an image ingestion
@@ -78,16 +78,6 @@ def check_id(ingestion_id: str) -> str:
         raise BadRequest(f"invalid ingestion id {ingestion_id[:40]!r}: ingestions are named by the "
                          "32 hexadecimal characters PUT /add_data?upload= answered")
     return ingestion_id
-
-
-def _epoch(iso: Any) -> float:
-    """Seconds since the epoch of a record's ISO time (0 if it has none)."""
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(iso)).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class RowError(BadRequest):
@@ -241,20 +231,15 @@ class Ingestions:
         died before it took its upload is not one of them."""
         name = model_name(model)
         found = [r for r in self.records.with_status(KIND, (NEW, QUEUED, RUNNING))
-                 if r.doc.get("model") == name and not self._start_died(r)]
+                 if r.doc.get("model") == name and not self.state.start_died(r)]
         return [r.id for r in sorted(found, key=lambda r: str(r.doc.get("created_at", "")))]
-
-    def _start_died(self, record: Record) -> bool:
-        """An ingestion recorded ``new`` a lease ago: its start died before it took its upload."""
-        return record.status == NEW and time.time() - _epoch(record.doc.get("created_at")) \
-            >= self.settings.job_lease_seconds
 
     def remove_of_model(self, model: str) -> list[str]:
         """A deleted model's ended ingestions' records go (their parts went with its dataset);
         one started while the model was being deleted fails on its own and expires."""
         name = model_name(model)
         gone = [r.id for r in self.records.with_status(KIND, (NEW, SUCCEEDED, FAILED))
-                if r.doc.get("model") == name and (r.status != NEW or self._start_died(r))]
+                if r.doc.get("model") == name and (r.status != NEW or self.state.start_died(r))]
         for ingestion_id in gone:
             self.records.delete(KIND, ingestion_id)
         return gone

@@ -34,6 +34,9 @@ from common.storage.records import Record, RecordStore, StaleRecord
 log = logging.getLogger("mlfn.tasks")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+# Recorded but not yet queued: the request that writes it queues it once what it needs is held
+# (an ingestion's upload, a batch job's note on its upload); no worker claims it.
+NEW = "new"
 FINISHED = (SUCCEEDED, FAILED)
 MAX_ATTEMPTS = 3
 PROGRESS_SECONDS = 2.0  # how stale a running task's progress (rows read) may get
@@ -42,6 +45,14 @@ Task = dict[str, Any]  # {"task": "ingest", "id": ...}
 
 def iso_now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def epoch(iso: Any) -> float:
+    """Seconds since the epoch of a record's ISO time (0 if it has none)."""
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class Lost(Conflict):
@@ -102,6 +113,15 @@ class TaskState:
 
     def claimable(self, record: Record) -> bool:
         return record.status == QUEUED or (record.status == RUNNING and self.lapsed(record))
+
+    def start_died(self, record: Record) -> bool:
+        """A record still ``new`` a lease after it was written: the request that wrote it died
+        before it queued it, and nothing ever will."""
+        if record.status != NEW:
+            return False
+        ts = record.doc.get("created_ts")
+        since = float(ts) if ts is not None else epoch(record.doc.get("created_at"))
+        return time.time() - since >= self.lease_seconds
 
     def claim(self, record: Record, give_up: Callable[[Record], None]) -> Lease | None:
         """Move ``record`` to ``running`` on its next attempt. None if there is nothing to run

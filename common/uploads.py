@@ -41,6 +41,7 @@ from common.backends import Backends
 from common.errors import BadRequest, Conflict, NotFound, ObjectChanged, PayloadTooLarge
 from common.names import check_text, model_name
 from common.storage.records import Record, StaleRecord, record_store
+from common.tasks import NEW, QUEUED, RUNNING, TaskState
 
 log = logging.getLogger("mlfn.uploads")
 
@@ -160,6 +161,8 @@ class Uploads:
         self.backends = backends
         self.settings = backends.settings
         self.records = record_store(backends.experiments)
+        self.state = TaskState(self.records, self.settings.job_lease_seconds,
+                               self.settings.job_heartbeat_seconds)
 
     @property
     def on_s3(self) -> bool:
@@ -477,15 +480,15 @@ class Uploads:
         return [str(j) for j in record.doc.get("batch_jobs", []) if self._running(j)]
 
     def _running(self, job_id: str) -> bool:
-        from common.batch_jobs import ENDED, NEW
+        from common.batch_jobs import ENDED
         from common.batch_jobs import KIND as JOB
 
         try:
             job = self.records.get(JOB, job_id)
         except NotFound:
             return False
-        if job.status == NEW:  # its start died between its record and its queueing
-            return time.time() - float(job.doc.get("created_ts", 0)) < self.settings.job_lease_seconds
+        if job.status == NEW:  # unless its start died between its record and its queueing
+            return not self.state.start_died(job)
         return job.status not in ENDED
 
     def release_hold(self, upload_id: str, job_id: str) -> None:
@@ -567,17 +570,13 @@ class Uploads:
         record is gone, ended (its release did not happen: a crash), or ``new`` a lease ago
         (its start died right after it took the upload)."""
         from common.ingestion import KIND as INGESTION
-        from common.ingestion import NEW as STARTING
-        from common.ingestion import _epoch
-        from common.tasks import QUEUED, RUNNING
 
         try:
             ingestion = self.records.get(INGESTION, str(record.doc.get("ingestion_id")))
         except NotFound:
             return False
-        if ingestion.status == STARTING:
-            return time.time() - _epoch(ingestion.doc.get("created_at")) \
-                < self.settings.job_lease_seconds
+        if ingestion.status == NEW:
+            return not self.state.start_died(ingestion)
         return ingestion.status in (QUEUED, RUNNING)
 
     def _remove(self, record: Record) -> bool:
